@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * Map keys, values and definitions shared by the server (XDP) and client (TC)
+ * programs. src/wire/maps.ts mirrors the structs; sizes are checked in tests.
+ * Addresses are always 16 bytes: IPv4 is stored IPv4-mapped (::ffff:a.b.c.d).
+ */
+#ifndef SPAK_MAPS_H
+#define SPAK_MAPS_H
+
+#include <linux/types.h>
+#include "spak_wire.h"
+
+/* Written by user space, read on every packet (index 0). */
+struct spak_config {
+	__s64 clock_offset_ns;  /* CLOCK_REALTIME - CLOCK_MONOTONIC, refreshed by the daemon */
+	__u64 step_ns;          /* length of one time step in ns (30 s by default) */
+	__u64 flow_idle_ns;     /* a flow idle this long is gone */
+	__u64 flow_fin_ns;      /* after FIN, the flow lives this long for the close handshake */
+	__u32 step_window;      /* accept steps within +-window of the server's */
+	__u32 enabled;          /* 0: everything passes (not yet configured) */
+};
+
+/* A protected destination (server) or a target destination (client). */
+struct spak_dest {
+	__u8 addr[16];
+	__be16 port;
+	__u16 pad;
+};
+
+/* Server: what a protected destination binds into the tag (DNAT: the dialled one). */
+struct spak_protect {
+	__u8 tag_addr[16];
+	__be16 tag_port;
+	__u16 pad;
+};
+
+/* Client: the key a destination is tagged with. */
+struct spak_target {
+	struct spak_key key;
+	__u16 key_id;
+	__u16 pad[3];
+};
+
+/* A TCP flow, as the server sees it arrive. */
+struct spak_flow_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+};
+
+#define SPAK_FLOW_OPEN 0
+#define SPAK_FLOW_CLOSING 1
+
+struct spak_flow {
+	__u64 last_seen_ns;     /* CLOCK_MONOTONIC */
+	__u32 state;            /* SPAK_FLOW_OPEN or SPAK_FLOW_CLOSING */
+	__u32 pad;
+};
+
+/* Replay table: who used a tag first. */
+struct spak_replay {
+	__u8 saddr[16];
+	__be16 sport;
+	__u16 pad;
+	__u32 time_step;
+};
+
+#define SPAK_PORT_WORDS 1024    /* 65536 ports, one bit each */
+
+#ifdef __BPF__
+#include <bpf/bpf_helpers.h>
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct spak_config);
+} spak_config SEC(".maps");
+
+#endif /* __BPF__ */
+#endif /* SPAK_MAPS_H */
