@@ -27,11 +27,18 @@ struct spak_dest {
 	__u16 pad;
 };
 
-/* Server: what a protected destination binds into the tag (DNAT: the dialled one). */
+/*
+ * Server: what a protected destination binds into the tag. Behind DNAT the client
+ * dials another address or port than the one the server sees; the flags say which
+ * of tag_addr / tag_port replace the packet's own destination in the tag input.
+ */
+#define SPAK_PROTECT_TAG_ADDR 1
+#define SPAK_PROTECT_TAG_PORT 2
+
 struct spak_protect {
 	__u8 tag_addr[16];
 	__be16 tag_port;
-	__u16 pad;
+	__u16 flags;
 };
 
 /* Client: the key a destination is tagged with. */
@@ -39,6 +46,13 @@ struct spak_target {
 	struct spak_key key;
 	__u16 key_id;
 	__u16 pad[3];
+};
+
+/* Server: key table, indexed by key id; several ids can be valid at once (rotation). */
+struct spak_key_slot {
+	struct spak_key key;
+	__u32 valid;
+	__u32 pad;
 };
 
 /* A TCP flow, as the server sees it arrive. */
@@ -77,6 +91,21 @@ struct {
 	__type(key, __u32);
 	__type(value, struct spak_config);
 } spak_config SEC(".maps");
+
+/* Counts one verdict on this CPU. The array is indexed by the reason enums. */
+#define SPAK_COUNTERS(name, nreasons)                        \
+	struct {                                             \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);     \
+		__uint(max_entries, nreasons);               \
+		__type(key, __u32);                          \
+		__type(value, __u64);                        \
+	} name SEC(".maps");                                 \
+	static __always_inline void name##_inc(__u32 reason) \
+	{                                                    \
+		__u64 *c = bpf_map_lookup_elem(&name, &reason); \
+		if (c)                                       \
+			*c += 1;                             \
+	}
 
 #endif /* __BPF__ */
 #endif /* SPAK_MAPS_H */

@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * Bounded header parsing shared by the XDP server and the TC client. Every read
+ * is checked against the end of the packet; every loop has a constant bound.
+ */
+#ifndef SPAK_PARSE_H
+#define SPAK_PARSE_H
+
+#include <linux/types.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_endian.h>
+#include "spak_wire.h"
+
+#define SPAK_MAX_VLANS 2
+#define SPAK_MAX_IPV6_EXT 4
+#define SPAK_IPV6_MAX_EXT_OFF 0x7ff
+#define SPAK_TCP_MAX_HDR 60
+#define SPAK_TCP_MAX_OPTS 40
+
+#define SPAK_IP_MF 0x2000
+#define SPAK_IP_OFFSET 0x1fff
+
+struct spak_vlan_hdr {
+	__be16 tci;
+	__be16 proto;
+};
+
+/* Walks Ethernet and up to two VLAN tags. Returns the L3 offset, or -1. */
+static __always_inline int spak_parse_eth(void *data, void *end, __u16 *proto)
+{
+	struct ethhdr *eth = data;
+	int off = sizeof(*eth);
+	__u16 p;
+
+	if ((void *)(eth + 1) > end)
+		return -1;
+	p = eth->h_proto;
+#pragma unroll
+	for (int i = 0; i < SPAK_MAX_VLANS; i++) {
+		struct spak_vlan_hdr *vh = data + off;
+
+		if (p != bpf_htons(ETH_P_8021Q) && p != bpf_htons(ETH_P_8021AD))
+			break;
+		if ((void *)(vh + 1) > end)
+			return -1;
+		p = vh->proto;
+		off += sizeof(*vh);
+	}
+	*proto = p;
+	return off;
+}
+
+#define SPAK_V6_OK 0
+#define SPAK_V6_FRAGMENT 1
+#define SPAK_V6_MALFORMED 2
+
+/*
+ * Skips IPv6 extension headers (hop-by-hop, routing, destination options, AH).
+ * On SPAK_V6_OK, *nexthdr and *l4off name the upper-layer header.
+ */
+static __always_inline int spak_ipv6_skip_ext(void *data, void *end, struct ipv6hdr *ip6,
+					      __u8 *nexthdr, int *l4off)
+{
+	__u8 nh = ip6->nexthdr;
+	int off = (void *)(ip6 + 1) - data;
+
+#pragma unroll
+	for (int i = 0; i < SPAK_MAX_IPV6_EXT; i++) {
+		__u8 *ext;
+		int len;
+
+		if (nh == IPPROTO_FRAGMENT)
+			return SPAK_V6_FRAGMENT;
+		/* Bounded so the verifier can track the pointer; real chains are far shorter. */
+		if (off > SPAK_IPV6_MAX_EXT_OFF)
+			return SPAK_V6_MALFORMED;
+		ext = data + (off & SPAK_IPV6_MAX_EXT_OFF);
+		if (nh != IPPROTO_HOPOPTS && nh != IPPROTO_ROUTING && nh != IPPROTO_DSTOPTS &&
+		    nh != IPPROTO_AH)
+			break;
+		if ((void *)(ext + 2) > end)
+			return SPAK_V6_MALFORMED;
+		len = nh == IPPROTO_AH ? (ext[1] + 2) * 4 : (ext[1] + 1) * 8;
+		nh = ext[0];
+		off += len;
+	}
+	if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
+	    nh == IPPROTO_AH || nh == IPPROTO_FRAGMENT)
+		return nh == IPPROTO_FRAGMENT ? SPAK_V6_FRAGMENT : SPAK_V6_MALFORMED;
+	if (off > SPAK_IPV6_MAX_EXT_OFF)
+		return SPAK_V6_MALFORMED;
+	*nexthdr = nh;
+	*l4off = off;
+	return SPAK_V6_OK;
+}
+
+/* IPv4 address into the 16-byte form every map uses: ::ffff:a.b.c.d */
+static __always_inline void spak_addr_v4(__u8 out[16], __be32 a)
+{
+	__u32 *w = (__u32 *)out;
+
+	w[0] = 0;
+	w[1] = 0;
+	w[2] = bpf_htonl(0x0000ffff);
+	w[3] = a;
+}
+
+static __always_inline void spak_addr_v6(__u8 out[16], const struct in6_addr *a)
+{
+	__u32 *w = (__u32 *)out;
+
+	w[0] = a->in6_u.u6_addr32[0];
+	w[1] = a->in6_u.u6_addr32[1];
+	w[2] = a->in6_u.u6_addr32[2];
+	w[3] = a->in6_u.u6_addr32[3];
+}
+
+static __always_inline int spak_addr_eq(const __u8 a[16], const __u8 b[16])
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1];
+}
+
+#define SPAK_OPT_FOUND 0
+#define SPAK_OPT_ABSENT 1
+#define SPAK_OPT_MALFORMED 2
+
+/* TCP options copied out of the packet: walking a stack buffer with masked
+ * indexes keeps the verifier's state small (walking packet pointers does not). */
+struct spak_tcp_opts {
+	__u8 b[64];
+};
+
+/*
+ * off is always below 64 here (it never passes len <= 40). Masking it in asm, where
+ * the compiler cannot drop it, turns every iteration's offset into the same [0, 63]
+ * range, so the verifier sees one loop state per iteration instead of one per path.
+ */
+static __always_inline __u32 spak_forget_bounds(__u32 off)
+{
+	asm volatile("%0 &= 63" : "+r"(off));
+	return off;
+}
+
+/*
+ * Looks for our option (kind 253 with our ExID) in the len (0..40) option bytes
+ * of a TCP header. Other kind-253 experiments are skipped. Every length is
+ * checked against the header: below 2 or running past the end is malformed.
+ * On SPAK_OPT_FOUND, *opt_off is the option's offset from the first option byte.
+ */
+static __always_inline int spak_find_option(const struct spak_tcp_opts *o, __u32 len,
+					     __u32 *opt_off)
+{
+	__u32 off = 0;
+
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < SPAK_TCP_MAX_OPTS; i++) {
+		__u8 kind, olen;
+
+		if (off >= len)
+			return SPAK_OPT_ABSENT;
+		kind = o->b[off & 63];
+		if (kind == 0)          /* EOL */
+			return SPAK_OPT_ABSENT;
+		if (kind == 1) {        /* NOP */
+			off = spak_forget_bounds(off + 1);
+			continue;
+		}
+		if (off + 2 > len)
+			return SPAK_OPT_MALFORMED;
+		olen = o->b[(off + 1) & 63];
+		if (olen < 2 || off + olen > len)
+			return SPAK_OPT_MALFORMED;
+		if (kind == SPAK_OPT_KIND && olen >= 4 &&
+		    ((__u16)o->b[(off + 2) & 63] << 8 | o->b[(off + 3) & 63]) == SPAK_EXID) {
+			*opt_off = off;
+			return SPAK_OPT_FOUND;
+		}
+		off = spak_forget_bounds(off + olen);
+	}
+	return SPAK_OPT_ABSENT;
+}
+
+#endif /* SPAK_PARSE_H */
