@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * spak client: TC egress program that adds the tagged option to every SYN sent
+ * to a configured destination. Any program's connect() gets it without knowing.
+ *
+ * The SYN's TCP header is rebuilt on the stack with the option appended (an EOL
+ * and what follows it become NOPs, so the option is not hidden behind the end of
+ * the list), the packet grows by 20 bytes at the tail (a SYN carries no data, so
+ * nothing behind the header has to move), and the lengths and checksums are fixed
+ * with the kernel's incremental helpers. Those helpers know whether the checksum
+ * is complete or left to offload (CHECKSUM_PARTIAL on veth and most NICs): then
+ * only the pseudo-header part, which covers the length, changes.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include "spak_maps.h"
+#include "spak_parse.h"
+#include "spak_siphash.h"
+
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_ACK 0x10
+#define TCP_CHECK_OFF 16
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct spak_dest);
+	__type(value, struct spak_target);
+} spak_targets SEC(".maps");
+
+SPAK_COUNTERS(spak_client_counters, SPAK_CLI_REASON_MAX)
+
+static __always_inline int verdict(__u32 reason)
+{
+	spak_client_counters_inc(reason);
+	return TC_ACT_OK;   /* the client never drops: a SYN it cannot tag goes out as it was */
+}
+
+/* Replaces an EOL and everything after it with NOPs; returns -1 on a broken list. */
+static __always_inline int eol_to_nops(struct spak_tcp_opts *o, __u32 len)
+{
+	__u32 off = 0;
+	int eol = 0;
+
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < SPAK_TCP_MAX_OPTS; i++) {
+		__u8 kind, olen;
+
+		if (off >= len)
+			break;
+		kind = o->b[off & 63];
+		if (kind == 0) {
+			eol = 1;
+			break;
+		}
+		if (kind == 1) {
+			off = spak_forget_bounds(off + 1);
+			continue;
+		}
+		if (off + 2 > len)
+			return -1;
+		olen = o->b[(off + 1) & 63];
+		if (olen < 2 || off + olen > len)
+			return -1;
+		off = spak_forget_bounds(off + olen);
+	}
+	if (!eol)
+		return 0;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < SPAK_TCP_MAX_OPTS; i++) {
+		if (i >= off && i < len)
+			o->b[i & 63] = 1;
+	}
+	return 0;
+}
+
+SEC("tc")
+int spak_client(struct __sk_buff *skb)
+{
+	struct spak_tcp_opts old_hdr = {}, new_hdr = {};
+	struct spak_dest dest = {};
+	struct spak_target *target;
+	struct spak_config *cfg;
+	struct spak_tag_input in;
+	struct spak_opt opt;
+	struct iphdr *ip4 = NULL;
+	struct ipv6hdr *ip6 = NULL;
+	struct tcphdr *tcp;
+	void *data, *end;
+	__u32 l3, l4, hdr_len, tcp_len, zero = 0;
+	__be16 old_len16, new_len16;
+	__u16 proto;
+	__u64 step, tag;
+	__s64 diff;
+	__u8 flags;
+	int off;
+
+	/* Headers (at most 14 + 8 + 40 + 60) must be in the linear part to be read directly. */
+	if (skb->data_end - skb->data < 122 && skb->len > skb->data_end - skb->data)
+		bpf_skb_pull_data(skb, skb->len < 122 ? skb->len : 122);
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+
+	off = spak_parse_eth(data, end, &proto);
+	if (off < 0)
+		return verdict(SPAK_CLI_PASS_OTHER);
+	l3 = off & 0xff;
+	if (proto == bpf_htons(ETH_P_IP)) {
+		ip4 = data + l3;
+		if ((void *)(ip4 + 1) > end || ip4->protocol != IPPROTO_TCP)
+			return verdict(SPAK_CLI_PASS_OTHER);
+		if (ip4->ihl < 5 || (ip4->frag_off & bpf_htons(SPAK_IP_MF | SPAK_IP_OFFSET)))
+			return verdict(SPAK_CLI_PASS_OTHER);
+		l4 = l3 + ip4->ihl * 4;
+		tcp_len = bpf_ntohs(ip4->tot_len) - ip4->ihl * 4;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		ip6 = data + l3;
+		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
+			return verdict(SPAK_CLI_PASS_OTHER);
+		l4 = l3 + sizeof(*ip6);
+		tcp_len = bpf_ntohs(ip6->payload_len);
+	} else {
+		return verdict(SPAK_CLI_PASS_OTHER);
+	}
+	l4 &= 0xff;
+	tcp = data + l4;
+	if ((void *)(tcp + 1) > end)
+		return verdict(SPAK_CLI_PASS_OTHER);
+	flags = ((__u8 *)tcp)[13];
+	if ((flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN)
+		return verdict(SPAK_CLI_PASS_OTHER);
+
+	dest.port = tcp->dest;
+	if (ip4)
+		spak_addr_v4(dest.addr, ip4->daddr);
+	else if (ip6)
+		spak_addr_v6(dest.addr, &ip6->daddr);
+	target = bpf_map_lookup_elem(&spak_targets, &dest);
+	if (!target)
+		return verdict(SPAK_CLI_PASS_OTHER);
+
+	hdr_len = tcp->doff * 4;
+	if (hdr_len < sizeof(*tcp) || tcp_len < hdr_len || skb->len != l4 + tcp_len)
+		return verdict(SPAK_CLI_SKIP_MALFORMED);
+	if (tcp_len != hdr_len)
+		return verdict(SPAK_CLI_SKIP_PAYLOAD);
+	if (hdr_len + SPAK_OPT_LEN > SPAK_TCP_MAX_HDR)
+		return verdict(SPAK_CLI_SKIP_NO_ROOM);
+
+	cfg = bpf_map_lookup_elem(&spak_config, &zero);
+	if (!cfg || !cfg->step_ns)
+		return verdict(SPAK_CLI_ERROR);
+	step = (bpf_ktime_get_coarse_ns() + cfg->clock_offset_ns) / cfg->step_ns;
+
+	in.exid = bpf_htons(SPAK_EXID);
+	in.version = SPAK_VERSION;
+	in.reserved = 0;
+	in.key_id = bpf_htons(target->key_id);
+	in.dport = tcp->dest;
+	in.time_step = bpf_htonl((__u32)step);
+	in.seq = tcp->seq;
+	__builtin_memcpy(in.daddr, dest.addr, 16);
+	tag = spak_tag(&target->key, &in);
+
+	opt.kind = SPAK_OPT_KIND;
+	opt.len = SPAK_OPT_LEN;
+	opt.exid = in.exid;
+	opt.version = SPAK_VERSION;
+	opt.reserved = 0;
+	opt.key_id = in.key_id;
+	opt.time_step = in.time_step;
+	__builtin_memcpy(opt.tag, &tag, sizeof(opt.tag));
+
+	/* Old header in, new header = old with EOL turned to NOPs, new doff, option at the end. */
+	hdr_len &= 0x3c;
+	if (hdr_len < sizeof(*tcp) || hdr_len > SPAK_TCP_MAX_HDR - SPAK_OPT_LEN)
+		return verdict(SPAK_CLI_SKIP_MALFORMED);
+	if (bpf_skb_load_bytes(skb, l4, old_hdr.b, hdr_len))
+		return verdict(SPAK_CLI_ERROR);
+	__builtin_memcpy(new_hdr.b, old_hdr.b, sizeof(new_hdr.b));
+	{
+		struct spak_tcp_opts opts = {};
+
+#pragma clang loop unroll(disable)
+		for (int i = 0; i < SPAK_TCP_MAX_OPTS; i++)
+			opts.b[i] = new_hdr.b[(i + sizeof(*tcp)) & 63];
+		if (eol_to_nops(&opts, hdr_len - sizeof(*tcp)))
+			return verdict(SPAK_CLI_SKIP_MALFORMED);
+#pragma clang loop unroll(disable)
+		for (int i = 0; i < SPAK_TCP_MAX_OPTS; i++)
+			new_hdr.b[(i + sizeof(*tcp)) & 63] = opts.b[i];
+	}
+	new_hdr.b[12] = (((hdr_len + SPAK_OPT_LEN) / 4) << 4) | (old_hdr.b[12] & 0x0f);
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < SPAK_OPT_LEN; i++)
+		new_hdr.b[(hdr_len + i) & 63] = ((__u8 *)&opt)[i];
+
+	/* The checksum field is the same in both, so it cancels out of the difference. */
+	diff = bpf_csum_diff((__be32 *)old_hdr.b, hdr_len, (__be32 *)new_hdr.b,
+			     hdr_len + SPAK_OPT_LEN, 0);
+	if (diff < 0)
+		return verdict(SPAK_CLI_ERROR);
+
+	if (bpf_skb_change_tail(skb, skb->len + SPAK_OPT_LEN, 0))
+		return verdict(SPAK_CLI_ERROR);
+	if (bpf_skb_store_bytes(skb, l4, new_hdr.b, hdr_len + SPAK_OPT_LEN, 0) ||
+	    bpf_l4_csum_replace(skb, l4 + TCP_CHECK_OFF, 0, diff, 0)) {
+		bpf_skb_change_tail(skb, skb->len - SPAK_OPT_LEN, 0);
+		return verdict(SPAK_CLI_ERROR);
+	}
+
+	/* The TCP length is part of the pseudo-header. */
+	old_len16 = bpf_htons(hdr_len);
+	new_len16 = bpf_htons(hdr_len + SPAK_OPT_LEN);
+	bpf_l4_csum_replace(skb, l4 + TCP_CHECK_OFF, old_len16, new_len16,
+			    BPF_F_PSEUDO_HDR | sizeof(__u16));
+
+	if (ip4) {
+		__be16 old_tot = bpf_htons(l4 - l3 + tcp_len);
+		__be16 new_tot = bpf_htons(l4 - l3 + tcp_len + SPAK_OPT_LEN);
+
+		bpf_skb_store_bytes(skb, l3 + __builtin_offsetof(struct iphdr, tot_len), &new_tot,
+				    sizeof(new_tot), 0);
+		bpf_l3_csum_replace(skb, l3 + __builtin_offsetof(struct iphdr, check), old_tot, new_tot,
+				    sizeof(__u16));
+	} else {
+		__be16 new_plen = bpf_htons(tcp_len + SPAK_OPT_LEN);
+
+		bpf_skb_store_bytes(skb, l3 + __builtin_offsetof(struct ipv6hdr, payload_len), &new_plen,
+				    sizeof(new_plen), 0);
+	}
+	return verdict(SPAK_CLI_INJECTED);
+}
+
+char LICENSE[] SEC("license") = "GPL";
