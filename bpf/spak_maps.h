@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
 /*
  * Map keys, values and definitions shared by the server (XDP) and client (TC)
- * programs. src/wire/maps.ts mirrors the structs; sizes are checked in tests.
+ * programs. src/wire/layout.ts mirrors the structs; sizes are checked in tests.
  * Addresses are always 16 bytes: IPv4 is stored IPv4-mapped (::ffff:a.b.c.d).
  */
 #ifndef SPAK_MAPS_H

@@ -1,0 +1,106 @@
+// The SYN-mode client: loads client.bpf.o, tells it which destinations to tag with
+// which key, and attaches it at TC egress. Programs that connect() need no change.
+import type { Logger } from 'pino';
+import { attachTc, BpfObject, ifIndex, type BpfMap, type TcAttachment } from '../bpf/libbpf.js';
+import { realtimeOffsetNs } from '../bpf/clock.js';
+import { readCounters } from '../bpf/counters.js';
+import { objectPath } from '../bpf/objects.js';
+import { CLIENT_REASON_NAMES, encodeConfig, encodeDest, encodeTarget, type ClientReason } from '../wire/layout.js';
+
+export interface ClientTarget {
+  address: string;
+  port: number;
+  keyId: number;
+  key: Buffer;
+}
+
+export interface ClientOptions {
+  iface: string;
+  targets: ClientTarget[];
+  stepSeconds: number;
+  logger?: Logger | undefined;
+}
+
+const NS = 1_000_000_000n;
+const CLOCK_REFRESH_MS = 5_000;
+
+export interface StartedClient {
+  ifname: string;
+  ifindex: number;
+}
+
+export class SpakClient {
+  readonly #opts: ClientOptions;
+  #obj: BpfObject | null = null;
+  #tc: TcAttachment | null = null;
+  #timer: NodeJS.Timeout | null = null;
+
+  constructor(opts: ClientOptions) {
+    this.#opts = opts;
+  }
+
+  /** Loads, configures and attaches at egress; undoes everything on failure. */
+  start(): StartedClient {
+    const o = this.#opts;
+    const ifindex = ifIndex(o.iface);
+    const file = objectPath('client');
+    try {
+      const obj = BpfObject.open(file);
+      this.#obj = obj;
+      obj.load();
+      this.#writeConfig();
+      const targets = obj.map('spak_targets');
+      for (const t of o.targets)
+        targets.update(encodeDest({ addr: t.address, port: t.port }), encodeTarget({ key: t.key, keyId: t.keyId }));
+      this.#tc = attachTc(obj.program('spak_client'), o.iface, 'egress');
+      this.#timer = setInterval(() => {
+        try {
+          this.#writeConfig();
+        } catch (err) {
+          o.logger?.error({ err }, 'clock refresh failed');
+        }
+      }, CLOCK_REFRESH_MS);
+      this.#timer.unref();
+      return { ifname: o.iface, ifindex };
+    } catch (err) {
+      this.stop();
+      throw err;
+    }
+  }
+
+  /** Detaches and unloads; idempotent. */
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    try {
+      this.#tc?.detach();
+    } finally {
+      this.#tc = null;
+      this.#obj?.close();
+      this.#obj = null;
+    }
+  }
+
+  /** Verdict counters summed over CPUs. */
+  counters(): Record<ClientReason, bigint> {
+    return readCounters(this.#map('spak_client_counters'), CLIENT_REASON_NAMES);
+  }
+
+  #map(name: string): BpfMap {
+    if (!this.#obj) throw new Error('client is not running');
+    return this.#obj.map(name);
+  }
+
+  #writeConfig(): void {
+    const cfg = encodeConfig({
+      clockOffsetNs: realtimeOffsetNs(),
+      stepNs: BigInt(this.#opts.stepSeconds) * NS,
+      flowIdleNs: 0n,
+      flowFinNs: 0n,
+      stepWindow: 0,
+      enabled: 1,
+    });
+    const key = Buffer.alloc(4);
+    this.#map('spak_config').update(key, cfg);
+  }
+}

@@ -1,0 +1,99 @@
+// The one configuration file format (JSON), validated with zod. Errors name the field.
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import { parseHexKey } from './keys.js';
+
+const address = z.string().refine((s) => isIP(s) !== 0, { message: 'not an IPv4 or IPv6 address' });
+const port = z.number().int().min(1).max(65535);
+const keyId = z.number().int().min(0).max(65535);
+const hexKey = z.string().regex(/^[0-9a-fA-F]{32}$/, { message: 'must be 32 hex characters (128 bits)' });
+
+/** Keys are given inline (secret) or in a file of their own (secretFile), exactly one. */
+const serverKey = z.strictObject({ id: keyId, secret: hexKey.optional(), secretFile: z.string().min(1).optional() });
+
+const protectedDest = z.strictObject({
+  address,
+  port,
+  /** Behind DNAT: the address and port clients dial, which their tags are bound to. */
+  dialAddress: address.optional(),
+  dialPort: port.optional(),
+});
+
+export const serverSchema = z.strictObject({
+  interface: z.string().min(1).max(15),
+  xdpMode: z.enum(['native', 'generic', 'auto']).default('native'),
+  stepSeconds: z.number().int().min(1).max(3600).default(30),
+  stepWindow: z.number().int().min(0).max(10).default(1),
+  flowIdleSeconds: z.number().int().min(1).default(3600),
+  flowFinSeconds: z.number().int().min(1).default(30),
+  seedExisting: z.boolean().default(true),
+  keys: z.array(serverKey).min(1),
+  protect: z.array(protectedDest).min(1),
+});
+
+const clientDest = z.strictObject({
+  address,
+  port,
+  keyId,
+  secret: hexKey.optional(),
+  secretFile: z.string().min(1).optional(),
+});
+
+export const clientSchema = z.strictObject({
+  interface: z.string().min(1).max(15),
+  stepSeconds: z.number().int().min(1).max(3600).default(30),
+  destinations: z.array(clientDest).min(1),
+});
+
+export const configSchema = z.strictObject({
+  server: serverSchema.optional(),
+  client: clientSchema.optional(),
+});
+
+export type ServerConfig = z.infer<typeof serverSchema>;
+export type ClientConfig = z.infer<typeof clientSchema>;
+export type SpakConfigFile = z.infer<typeof configSchema>;
+
+/** One line naming the first bad field, e.g. "server.protect[0].port: too big". */
+export function formatZodError(file: string, err: z.ZodError): string {
+  const first = err.issues[0];
+  if (!first) return `${file}: invalid configuration`;
+  const where = first.path
+    .map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`))
+    .join('');
+  return `${file}: ${where || '(top level)'}: ${first.message}`;
+}
+
+/** Reads and validates a config file; throws one-line errors. */
+export function loadConfigFile(file: string): SpakConfigFile {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`cannot read config ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${file}: not valid JSON: ${(err as Error).message}`);
+  }
+  const parsed = configSchema.safeParse(json);
+  if (!parsed.success) throw new Error(formatZodError(file, parsed.error));
+  return parsed.data;
+}
+
+/** The key bytes of an entry with secret or secretFile. */
+export function resolveSecret(entry: { secret?: string | undefined; secretFile?: string | undefined }, where: string): Buffer {
+  if ((entry.secret === undefined) === (entry.secretFile === undefined))
+    throw new Error(`${where}: give exactly one of secret or secretFile`);
+  if (entry.secret !== undefined) return parseHexKey(entry.secret, `${where}.secret`);
+  let text: string;
+  try {
+    text = readFileSync(entry.secretFile!, 'utf8');
+  } catch (err) {
+    throw new Error(`${where}.secretFile: cannot read ${entry.secretFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  return parseHexKey(text, `${where}.secretFile ${entry.secretFile}`);
+}

@@ -1,0 +1,71 @@
+// Connections that exist when protection starts must keep working (an operator may
+// be protecting the very SSH port they are connected through). They are read from
+// the kernel's socket tables in /proc/net/tcp{,6} of our network namespace.
+import { readFileSync } from 'node:fs';
+
+export interface KernelSocket {
+  localAddr: string;
+  localPort: number;
+  remoteAddr: string;
+  remotePort: number;
+  state: number;
+}
+
+// TCP states worth a flow: everything that can still receive segments.
+const LIVE_STATES = new Set([
+  0x01, // ESTABLISHED
+  0x03, // SYN_RECV
+  0x04, // FIN_WAIT1
+  0x05, // FIN_WAIT2
+  0x08, // CLOSE_WAIT
+  0x09, // LAST_ACK
+  0x0b, // CLOSING
+]);
+
+/** /proc prints addresses as host-order (little-endian) 32-bit words in hex. */
+function procAddr(hex: string): string {
+  const bytes = Buffer.alloc(hex.length / 2);
+  for (let w = 0; w < hex.length / 8; w++) bytes.writeUInt32LE(parseInt(hex.slice(w * 8, w * 8 + 8), 16) >>> 0, w * 4);
+  if (bytes.length === 4) return [...bytes].join('.');
+  const mapped = bytes.subarray(0, 12).equals(Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]));
+  if (mapped) return [...bytes.subarray(12)].join('.');
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i).toString(16));
+  return groups.join(':');
+}
+
+/** Parses the text of /proc/net/tcp or /proc/net/tcp6. */
+export function parseProcNetTcp(text: string): KernelSocket[] {
+  const out: KernelSocket[] = [];
+  for (const line of text.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 4) continue;
+    const [local, remote, st] = [f[1]!, f[2]!, f[3]!];
+    const [la, lp] = local.split(':');
+    const [ra, rp] = remote.split(':');
+    if (!la || !lp || !ra || !rp) continue;
+    out.push({
+      localAddr: procAddr(la),
+      localPort: parseInt(lp, 16),
+      remoteAddr: procAddr(ra),
+      remotePort: parseInt(rp, 16),
+      state: parseInt(st, 16),
+    });
+  }
+  return out;
+}
+
+/** Live TCP sockets of this network namespace, IPv4 and IPv6. */
+export function liveTcpSockets(): KernelSocket[] {
+  const all: KernelSocket[] = [];
+  for (const file of ['/proc/self/net/tcp', '/proc/self/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue; // no IPv6 in this kernel or namespace
+    }
+    all.push(...parseProcNetTcp(text));
+  }
+  return all.filter((s) => LIVE_STATES.has(s.state));
+}

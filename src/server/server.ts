@@ -1,0 +1,267 @@
+// The SYN-mode server: loads server.bpf.o, fills its maps, attaches it at XDP and
+// keeps the clock offset and the flow table tidy while it runs.
+import { mkdirSync, rmdirSync, rmSync } from 'node:fs';
+import type { Logger } from 'pino';
+import {
+  attachXdp,
+  BpfMap,
+  BpfObject,
+  ifIndex,
+  type XdpAttachment,
+  type XdpMode,
+} from '../bpf/libbpf.js';
+import { monotonicNs, realtimeOffsetNs } from '../bpf/clock.js';
+import { readCounters } from '../bpf/counters.js';
+import { objectPath } from '../bpf/objects.js';
+import {
+  addrTo16,
+  decodeFlow,
+  encodeConfig,
+  encodeDest,
+  encodeFlow,
+  encodeFlowKey,
+  encodeKeySlot,
+  encodeProtect,
+  SERVER_REASON_NAMES,
+  SPAK_FLOW_CLOSING,
+  SPAK_FLOW_OPEN,
+  type ServerReason,
+} from '../wire/layout.js';
+import { liveTcpSockets } from './seed.js';
+
+export interface ProtectedDest {
+  address: string;
+  port: number;
+  /** Behind DNAT: what clients dial, and so what their tags are bound to. */
+  dialAddress?: string | undefined;
+  dialPort?: number | undefined;
+}
+
+export interface ServerKey {
+  id: number;
+  key: Buffer;
+}
+
+export interface ServerOptions {
+  iface: string;
+  xdpMode: XdpMode;
+  keys: ServerKey[];
+  protect: ProtectedDest[];
+  stepSeconds: number;
+  stepWindow: number;
+  flowIdleSeconds: number;
+  flowFinSeconds: number;
+  /** Seed flows from the kernel's sockets so existing connections survive. */
+  seedExisting: boolean;
+  /** Pin the maps here (a bpffs directory) so `spak stats` can read them. */
+  pinDir?: string | undefined;
+  logger?: Logger | undefined;
+}
+
+const NS = 1_000_000_000n;
+const CLOCK_REFRESH_MS = 5_000;
+const FLOW_SWEEP_MS = 30_000;
+export const SERVER_MAPS = ['spak_config', 'spak_ports', 'spak_protected', 'spak_protected_addrs', 'spak_keys', 'spak_flows', 'spak_replay', 'spak_server_counters'] as const;
+
+export interface StartedServer {
+  ifname: string;
+  ifindex: number;
+  mode: 'native' | 'generic';
+  seededFlows: number;
+}
+
+export class SpakServer {
+  readonly #opts: ServerOptions;
+  #obj: BpfObject | null = null;
+  #xdp: XdpAttachment | null = null;
+  #timers: NodeJS.Timeout[] = [];
+  #pinned: string[] = [];
+  #pinDir: string | null = null;
+
+  constructor(opts: ServerOptions) {
+    this.#opts = opts;
+  }
+
+  /** Loads, configures and attaches. On any failure everything done so far is undone. */
+  start(): StartedServer {
+    const o = this.#opts;
+    const ifindex = ifIndex(o.iface);
+    const file = objectPath('server');
+    try {
+      const obj = BpfObject.open(file);
+      this.#obj = obj;
+      obj.load();
+      this.#writeConfig();
+      this.#writeKeys();
+      // Flows first, then what is protected: no moment where a live connection is gated.
+      let seeded = o.seedExisting ? this.#seedFlows() : 0;
+      this.#writeProtected();
+      const prog = obj.program('spak_server');
+      this.#xdp = attachXdp(prog, o.iface, {
+        mode: o.xdpMode,
+        onWarning: (msg: string) => o.logger?.warn(msg),
+      });
+      // A connection completed between the first scan and the attach is caught here.
+      if (o.seedExisting) seeded = Math.max(seeded, this.#seedFlows());
+      if (o.pinDir) this.#pin(o.pinDir);
+      this.#timers.push(setInterval(() => this.#safely('clock refresh', () => this.#writeConfig()), CLOCK_REFRESH_MS));
+      this.#timers.push(setInterval(() => this.#safely('flow sweep', () => this.sweepFlows()), FLOW_SWEEP_MS));
+      for (const t of this.#timers) t.unref();
+      return { ifname: o.iface, ifindex, mode: this.#xdp.mode, seededFlows: seeded };
+    } catch (err) {
+      this.stop();
+      throw err;
+    }
+  }
+
+  /** Detaches and unloads; idempotent. */
+  stop(): void {
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [];
+    try {
+      this.#xdp?.detach();
+    } finally {
+      this.#xdp = null;
+      for (const p of this.#pinned) BpfMapUnpin(p);
+      this.#pinned = [];
+      if (this.#pinDir) {
+        try {
+          rmdirSync(this.#pinDir);
+        } catch {
+          // not empty or not ours to remove
+        }
+        this.#pinDir = null;
+      }
+      this.#obj?.close();
+      this.#obj = null;
+    }
+  }
+
+  /** Verdict counters summed over CPUs. */
+  counters(): Record<ServerReason, bigint> {
+    return readCounters(this.#map('spak_server_counters'), SERVER_REASON_NAMES);
+  }
+
+  /** Number of flows currently recorded. */
+  flowCount(): number {
+    return this.#map('spak_flows').keys().length;
+  }
+
+  /** Deletes flows idle past their limit (the XDP program also expires them lazily). */
+  sweepFlows(): number {
+    const flows = this.#map('spak_flows');
+    const now = monotonicNs();
+    const idle = BigInt(this.#opts.flowIdleSeconds) * NS;
+    const fin = BigInt(this.#opts.flowFinSeconds) * NS;
+    let removed = 0;
+    for (const key of flows.keys()) {
+      const v = flows.lookup(key);
+      if (!v) continue;
+      const f = decodeFlow(v);
+      const limit = f.state === SPAK_FLOW_CLOSING ? fin : idle;
+      if (now - f.lastSeenNs > limit && flows.delete(key)) removed++;
+    }
+    return removed;
+  }
+
+  #map(name: (typeof SERVER_MAPS)[number]): BpfMap {
+    if (!this.#obj) throw new Error('server is not running');
+    return this.#obj.map(name);
+  }
+
+  #safely(what: string, fn: () => unknown): void {
+    try {
+      fn();
+    } catch (err) {
+      this.#opts.logger?.error({ err }, `${what} failed`);
+    }
+  }
+
+  #writeConfig(): void {
+    const o = this.#opts;
+    const value = encodeConfig({
+      clockOffsetNs: realtimeOffsetNs(),
+      stepNs: BigInt(o.stepSeconds) * NS,
+      flowIdleNs: BigInt(o.flowIdleSeconds) * NS,
+      flowFinNs: BigInt(o.flowFinSeconds) * NS,
+      stepWindow: o.stepWindow,
+      enabled: 1,
+    });
+    this.#map('spak_config').update(u32(0), value);
+  }
+
+  #writeKeys(): void {
+    const keys = this.#map('spak_keys');
+    for (const k of this.#opts.keys) keys.update(u32(k.id), encodeKeySlot({ key: k.key, valid: true }));
+  }
+
+  #writeProtected(): void {
+    const prot = this.#map('spak_protected');
+    const addrs = this.#map('spak_protected_addrs');
+    const ports = this.#map('spak_ports');
+    const words = new Map<number, bigint>();
+    for (const d of this.#opts.protect) {
+      const dialAddr = d.dialAddress !== undefined;
+      const dialPort = d.dialPort !== undefined;
+      prot.update(
+        encodeDest({ addr: d.address, port: d.port }),
+        encodeProtect({
+          tagAddr: d.dialAddress ?? '::',
+          tagPort: d.dialPort ?? 0,
+          flags: (dialAddr ? 1 : 0) | (dialPort ? 2 : 0),
+        }),
+      );
+      addrs.update(addrTo16(d.address), u32(1));
+      const w = d.port >> 6;
+      words.set(w, (words.get(w) ?? 0n) | (1n << BigInt(d.port & 63)));
+    }
+    // The port bitmap goes last: until a port's bit is set nothing on it is gated.
+    for (const [w, bits] of words) {
+      const v = Buffer.alloc(8);
+      v.writeBigUInt64LE(bits);
+      ports.update(u32(w), v);
+    }
+  }
+
+  #seedFlows(): number {
+    const flows = this.#map('spak_flows');
+    const wanted = this.#opts.protect.map((d) => ({ addr: addrTo16(d.address), port: d.port }));
+    const wildcard4 = addrTo16('0.0.0.0');
+    const wildcard6 = addrTo16('::');
+    const now = monotonicNs();
+    let n = 0;
+    for (const s of liveTcpSockets()) {
+      const local = addrTo16(s.localAddr);
+      const v4 = s.localAddr.includes('.');
+      const hit = wanted.some(
+        (w) => w.port === s.localPort && (w.addr.equals(local) || w.addr.equals(v4 ? wildcard4 : wildcard6)),
+      );
+      if (!hit) continue;
+      const key = encodeFlowKey({ saddr: s.remoteAddr, daddr: s.localAddr, sport: s.remotePort, dport: s.localPort });
+      flows.update(key, encodeFlow({ lastSeenNs: now, state: SPAK_FLOW_OPEN }));
+      n++;
+    }
+    return n;
+  }
+
+  #pin(dir: string): void {
+    if (!this.#obj) return;
+    mkdirSync(dir, { recursive: true });
+    this.#pinDir = dir;
+    for (const name of SERVER_MAPS) {
+      const path = `${dir}/${name}`;
+      this.#obj.map(name).pin(path);
+      this.#pinned.push(path);
+    }
+  }
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+function BpfMapUnpin(path: string): void {
+  rmSync(path, { force: true });
+}

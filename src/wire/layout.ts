@@ -1,0 +1,394 @@
+/**
+ * TypeScript mirror of bpf/spak_wire.h and bpf/spak_maps.h.
+ *
+ * test/unit/wire.test.ts parses the headers and fails when anything here drifts.
+ * Map structs are encoded in host byte order (little-endian: x86_64/arm64 are the
+ * only targets) except the fields the headers declare __be16/__be32.
+ */
+import { isIP } from 'node:net';
+
+/* ---- spak_wire.h: the SYN option ---- */
+export const SPAK_OPT_KIND = 253;
+export const SPAK_OPT_LEN = 20;
+export const SPAK_EXID = 0x5350;
+export const SPAK_VERSION = 1;
+export const SPAK_DEFAULT_STEP_SECS = 30;
+export const SPAK_DEFAULT_STEP_WINDOW = 1;
+
+export const SPAK_OPT_OFF_KIND = 0;
+export const SPAK_OPT_OFF_LEN = 1;
+export const SPAK_OPT_OFF_EXID = 2;
+export const SPAK_OPT_OFF_VERSION = 4;
+export const SPAK_OPT_OFF_RESERVED = 5;
+export const SPAK_OPT_OFF_KEY_ID = 6;
+export const SPAK_OPT_OFF_STEP = 8;
+export const SPAK_OPT_OFF_TAG = 12;
+
+/* ---- spak_wire.h: the tag input ---- */
+export const SPAK_TAG_INPUT_LEN = 32;
+export const SPAK_TIN_OFF_EXID = 0;
+export const SPAK_TIN_OFF_VERSION = 2;
+export const SPAK_TIN_OFF_RESERVED = 3;
+export const SPAK_TIN_OFF_KEY_ID = 4;
+export const SPAK_TIN_OFF_DPORT = 6;
+export const SPAK_TIN_OFF_STEP = 8;
+export const SPAK_TIN_OFF_SEQ = 12;
+export const SPAK_TIN_OFF_DADDR = 16;
+
+/* ---- spak_maps.h ---- */
+export const SPAK_FLOW_OPEN = 0;
+export const SPAK_FLOW_CLOSING = 1;
+export const SPAK_PORT_WORDS = 1024;
+
+/** Where a port lives in the port bitmap: array index and the bit within that u64. */
+export function portBit(port: number): { index: number; bit: bigint } {
+  return { index: port >>> 6, bit: 1n << BigInt(port & 63) };
+}
+
+/* ---- reason enums, in header order: the index is the per-CPU counter slot ---- */
+export const SERVER_REASONS = [
+  'SPAK_SRV_PASS_OTHER',
+  'SPAK_SRV_PASS_UNPROTECTED',
+  'SPAK_SRV_PASS_VALID_SYN',
+  'SPAK_SRV_PASS_RETRANSMIT',
+  'SPAK_SRV_PASS_FLOW',
+  'SPAK_SRV_PASS_FLOW_END',
+  'SPAK_SRV_DROP_NO_OPTION',
+  'SPAK_SRV_DROP_BAD_OPTION',
+  'SPAK_SRV_DROP_UNKNOWN_KEY',
+  'SPAK_SRV_DROP_STALE_STEP',
+  'SPAK_SRV_DROP_FUTURE_STEP',
+  'SPAK_SRV_DROP_BAD_TAG',
+  'SPAK_SRV_DROP_REPLAY',
+  'SPAK_SRV_DROP_FLOW_MISS',
+  'SPAK_SRV_DROP_FLOW_EXPIRED',
+  'SPAK_SRV_DROP_FRAGMENT',
+  'SPAK_SRV_DROP_MALFORMED',
+] as const;
+
+export const CLIENT_REASONS = [
+  'SPAK_CLI_PASS_OTHER',
+  'SPAK_CLI_INJECTED',
+  'SPAK_CLI_SKIP_NO_ROOM',
+  'SPAK_CLI_SKIP_PAYLOAD',
+  'SPAK_CLI_SKIP_MALFORMED',
+  'SPAK_CLI_ERROR',
+] as const;
+
+export type ServerReasonId = (typeof SERVER_REASONS)[number];
+export type ClientReasonId = (typeof CLIENT_REASONS)[number];
+
+/** Strip the enum prefix and lower-case: SPAK_SRV_PASS_OTHER -> pass_other. */
+type Friendly<S extends string, P extends string> = S extends `${P}${infer R}` ? Lowercase<R> : never;
+export type ServerReason = Friendly<ServerReasonId, 'SPAK_SRV_'>;
+export type ClientReason = Friendly<ClientReasonId, 'SPAK_CLI_'>;
+
+function friendly<P extends string, S extends string>(prefix: P, ids: readonly S[]): Friendly<S, P>[] {
+  return ids.map((id) => id.slice(prefix.length).toLowerCase() as Friendly<S, P>);
+}
+
+/** Friendly names, same order: SERVER_REASON_NAMES[i] names counter slot i. */
+export const SERVER_REASON_NAMES: readonly ServerReason[] = friendly('SPAK_SRV_', SERVER_REASONS);
+export const CLIENT_REASON_NAMES: readonly ClientReason[] = friendly('SPAK_CLI_', CLIENT_REASONS);
+
+/** SPAK_SRV_REASON_MAX / SPAK_CLI_REASON_MAX: the number of counter slots. */
+export const SPAK_SRV_REASON_MAX = SERVER_REASONS.length;
+export const SPAK_CLI_REASON_MAX = CLIENT_REASONS.length;
+
+/** Counter slot of a reason by friendly name, e.g. serverReasonIndex('drop_bad_tag'). */
+export function serverReasonIndex(name: ServerReason): number {
+  return SERVER_REASON_NAMES.indexOf(name);
+}
+export function clientReasonIndex(name: ClientReason): number {
+  return CLIENT_REASON_NAMES.indexOf(name);
+}
+
+/* ---- struct sizes (natural C alignment) ---- */
+export const STRUCT_SIZES = {
+  spak_opt: 20,
+  spak_tag_input: 32,
+  spak_key: 16,
+  spak_config: 40,
+  spak_dest: 20,
+  spak_protect: 20,
+  spak_target: 24,
+  spak_key_slot: 24,
+  spak_flow_key: 36,
+  spak_flow: 16,
+  spak_replay: 24,
+} as const;
+
+/* ---- addresses: always 16 bytes, IPv4 stored as ::ffff:a.b.c.d ---- */
+
+/** Anything the encoders accept as an address: text, or the 16 bytes themselves. */
+export type Addr = string | Buffer;
+
+/** IPv4 -> ::ffff:a.b.c.d, IPv6 -> its 16 bytes. Throws on anything else. */
+export function addrTo16(ip: string): Buffer {
+  const kind = isIP(ip);
+  if (kind === 4) {
+    const out = Buffer.alloc(16);
+    out[10] = 0xff;
+    out[11] = 0xff;
+    parseV4(ip).copy(out, 12);
+    return out;
+  }
+  if (kind === 6) return parseV6(ip);
+  throw new TypeError(`not an IP address: ${JSON.stringify(ip)}`);
+}
+
+/** 16 bytes -> text: IPv4-mapped as dotted quad, others as RFC 5952 IPv6. */
+export function addrFrom16(b: Buffer): string {
+  if (b.length !== 16) throw new RangeError(`address must be 16 bytes, got ${b.length}`);
+  if (isV4Mapped(b)) return `${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i));
+  // RFC 5952: compress the longest run of two or more zero groups (the first on a tie).
+  let bestAt = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) { bestAt = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (bestAt < 0) return hex.join(':');
+  return `${hex.slice(0, bestAt).join(':')}::${hex.slice(bestAt + bestLen).join(':')}`;
+}
+
+/** True for ::ffff:a.b.c.d. */
+export function isV4Mapped(b: Buffer): boolean {
+  for (let i = 0; i < 10; i++) if (b[i] !== 0) return false;
+  return b[10] === 0xff && b[11] === 0xff;
+}
+
+/** Text or 16 raw bytes -> 16 bytes (a copy, so callers may keep mutating theirs). */
+export function addrBytes(a: Addr): Buffer {
+  if (typeof a === 'string') return addrTo16(a);
+  if (a.length !== 16) throw new RangeError(`address must be 16 bytes, got ${a.length}`);
+  return Buffer.from(a);
+}
+
+/** Dotted quad (already validated by isIP) -> 4 bytes. */
+export function parseV4(ip: string): Buffer {
+  const parts = ip.split('.').map(Number);
+  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) {
+    throw new TypeError(`not an IPv4 address: ${JSON.stringify(ip)}`);
+  }
+  return Buffer.from(parts);
+}
+
+/** IPv6 text with '::' compression and an optional trailing dotted quad -> 16 bytes. */
+function parseV6(ip: string): Buffer {
+  const bad = (): never => { throw new TypeError(`not an IPv6 address: ${JSON.stringify(ip)}`); };
+  // A zone (fe80::1%eth0) does not belong in a 16-byte map key: drop it.
+  const text = ip.split('%')[0]!;
+  const halves = text.split('::');
+  if (halves.length > 2) bad();
+  const toGroups = (s: string): number[] => {
+    if (s === '') return [];
+    const out: number[] = [];
+    const parts = s.split(':');
+    parts.forEach((p, i) => {
+      if (p.includes('.')) {
+        // Embedded IPv4 is only allowed as the last 32 bits.
+        if (i !== parts.length - 1) bad();
+        const v4 = parseV4(p);
+        out.push(v4.readUInt16BE(0), v4.readUInt16BE(2));
+      } else {
+        if (!/^[0-9a-fA-F]{1,4}$/.test(p)) bad();
+        out.push(parseInt(p, 16));
+      }
+    });
+    return out;
+  };
+  const head = toGroups(halves[0]!);
+  const tail = halves.length === 2 ? toGroups(halves[1]!) : [];
+  let groups: number[];
+  if (halves.length === 2) {
+    const zeros = 8 - head.length - tail.length;
+    if (zeros < 1) bad();
+    groups = [...head, ...new Array<number>(zeros).fill(0), ...tail];
+  } else {
+    groups = head;
+  }
+  if (groups.length !== 8) bad();
+  const out = Buffer.alloc(16);
+  groups.forEach((g, i) => out.writeUInt16BE(g, 2 * i));
+  return out;
+}
+
+/* ---- struct encoders/decoders ---- */
+
+function need(buf: Buffer, size: number, name: string): void {
+  if (buf.length < size) throw new RangeError(`${name} needs ${size} bytes, got ${buf.length}`);
+}
+
+/** struct spak_key: the 16 key bytes read as two little-endian u64. */
+export interface SpakKey { k0: bigint; k1: bigint }
+
+export function encodeKey(k: SpakKey): Buffer {
+  const b = Buffer.alloc(STRUCT_SIZES.spak_key);
+  b.writeBigUInt64LE(k.k0, 0);
+  b.writeBigUInt64LE(k.k1, 8);
+  return b;
+}
+export function decodeKey(b: Buffer): SpakKey {
+  need(b, STRUCT_SIZES.spak_key, 'spak_key');
+  return { k0: b.readBigUInt64LE(0), k1: b.readBigUInt64LE(8) };
+}
+
+/** struct spak_config (index 0 of the config array). */
+export interface SpakConfig {
+  clockOffsetNs: bigint; // s64: CLOCK_REALTIME - CLOCK_MONOTONIC
+  stepNs: bigint;
+  flowIdleNs: bigint;
+  flowFinNs: bigint;
+  stepWindow: number;
+  enabled: number;
+}
+
+export function encodeConfig(c: SpakConfig): Buffer {
+  const b = Buffer.alloc(STRUCT_SIZES.spak_config);
+  b.writeBigInt64LE(c.clockOffsetNs, 0);
+  b.writeBigUInt64LE(c.stepNs, 8);
+  b.writeBigUInt64LE(c.flowIdleNs, 16);
+  b.writeBigUInt64LE(c.flowFinNs, 24);
+  b.writeUInt32LE(c.stepWindow, 32);
+  b.writeUInt32LE(c.enabled, 36);
+  return b;
+}
+export function decodeConfig(b: Buffer): SpakConfig {
+  need(b, STRUCT_SIZES.spak_config, 'spak_config');
+  return {
+    clockOffsetNs: b.readBigInt64LE(0),
+    stepNs: b.readBigUInt64LE(8),
+    flowIdleNs: b.readBigUInt64LE(16),
+    flowFinNs: b.readBigUInt64LE(24),
+    stepWindow: b.readUInt32LE(32),
+    enabled: b.readUInt32LE(36),
+  };
+}
+
+/** struct spak_dest: a protected (server) or target (client) destination. */
+export interface SpakDest { addr: Addr; port: number }
+
+export function encodeDest(d: SpakDest): Buffer {
+  const b = Buffer.alloc(STRUCT_SIZES.spak_dest);
+  addrBytes(d.addr).copy(b, 0);
+  b.writeUInt16BE(d.port, 16); // __be16
+  return b;
+}
+export function decodeDest(b: Buffer): { addr: string; port: number } {
+  need(b, STRUCT_SIZES.spak_dest, 'spak_dest');
+  return { addr: addrFrom16(b.subarray(0, 16)), port: b.readUInt16BE(16) };
+}
+
+/* Which of tag_addr / tag_port replace the packet's destination in the tag input (DNAT). */
+export const SPAK_PROTECT_TAG_ADDR = 1;
+export const SPAK_PROTECT_TAG_PORT = 2;
+
+/**
+ * struct spak_protect: what a protected destination binds into the tag. When flags
+ * is omitted it is derived: TAG_ADDR if tagAddr is given, TAG_PORT if tagPort is.
+ */
+export interface SpakProtect { tagAddr?: Addr; tagPort?: number; flags?: number }
+
+export function encodeProtect(p: SpakProtect): Buffer {
+  const b = Buffer.alloc(STRUCT_SIZES.spak_protect);
+  if (p.tagAddr !== undefined) addrBytes(p.tagAddr).copy(b, 0);
+  b.writeUInt16BE(p.tagPort ?? 0, 16); // __be16
+  const flags = p.flags ??
+    ((p.tagAddr !== undefined ? SPAK_PROTECT_TAG_ADDR : 0) | (p.tagPort !== undefined ? SPAK_PROTECT_TAG_PORT : 0));
+  b.writeUInt16LE(flags, 18); // __u16, host order
+  return b;
+}
+export function decodeProtect(b: Buffer): { tagAddr: string; tagPort: number; flags: number } {
+  need(b, STRUCT_SIZES.spak_protect, 'spak_protect');
+  return { tagAddr: addrFrom16(b.subarray(0, 16)), tagPort: b.readUInt16BE(16), flags: b.readUInt16LE(18) };
+}
+
+/** struct spak_target: the key (raw 16 bytes or words) a client destination is tagged with. */
+export interface SpakTarget { key: SpakKey | Buffer; keyId: number }
+
+export function encodeTarget(t: SpakTarget): Buffer {
+  const b = Buffer.alloc(STRUCT_SIZES.spak_target);
+  // Raw key bytes are already the two little-endian words.
+  const key = Buffer.isBuffer(t.key) ? t.key : encodeKey(t.key);
+  if (key.length !== 16) throw new RangeError(`key must be 16 bytes, got ${key.length}`);
+  key.copy(b, 0);
+  b.writeUInt16LE(t.keyId, 16); // __u16: host order, not __be16
+  return b;
+}
+export function decodeTarget(b: Buffer): { key: SpakKey; keyId: number } {
+  need(b, STRUCT_SIZES.spak_target, 'spak_target');
+  return { key: decodeKey(b), keyId: b.readUInt16LE(16) };
+}
+
+/** struct spak_key_slot: the server's key table entry, indexed by key id (u32, host order). */
+export interface SpakKeySlot { key: SpakKey | Buffer; valid: boolean }
+
+export function encodeKeySlot(s: SpakKeySlot): Buffer {
+  const b = Buffer.alloc(STRUCT_SIZES.spak_key_slot);
+  const key = Buffer.isBuffer(s.key) ? s.key : encodeKey(s.key);
+  if (key.length !== 16) throw new RangeError(`key must be 16 bytes, got ${key.length}`);
+  key.copy(b, 0);
+  b.writeUInt32LE(s.valid ? 1 : 0, 16);
+  return b;
+}
+export function decodeKeySlot(b: Buffer): { key: SpakKey; valid: boolean } {
+  need(b, STRUCT_SIZES.spak_key_slot, 'spak_key_slot');
+  return { key: decodeKey(b), valid: b.readUInt32LE(16) !== 0 };
+}
+
+/** struct spak_flow_key: a TCP flow as the server sees it arrive. */
+export interface SpakFlowKey { saddr: Addr; daddr: Addr; sport: number; dport: number }
+
+export function encodeFlowKey(k: SpakFlowKey): Buffer {
+  const b = Buffer.alloc(STRUCT_SIZES.spak_flow_key);
+  addrBytes(k.saddr).copy(b, 0);
+  addrBytes(k.daddr).copy(b, 16);
+  b.writeUInt16BE(k.sport, 32);
+  b.writeUInt16BE(k.dport, 34);
+  return b;
+}
+export function decodeFlowKey(b: Buffer): { saddr: string; daddr: string; sport: number; dport: number } {
+  need(b, STRUCT_SIZES.spak_flow_key, 'spak_flow_key');
+  return {
+    saddr: addrFrom16(b.subarray(0, 16)),
+    daddr: addrFrom16(b.subarray(16, 32)),
+    sport: b.readUInt16BE(32),
+    dport: b.readUInt16BE(34),
+  };
+}
+
+/** struct spak_flow. */
+export interface SpakFlow { lastSeenNs: bigint; state: number }
+
+export function encodeFlow(f: SpakFlow): Buffer {
+  const b = Buffer.alloc(STRUCT_SIZES.spak_flow);
+  b.writeBigUInt64LE(f.lastSeenNs, 0);
+  b.writeUInt32LE(f.state, 8);
+  return b;
+}
+export function decodeFlow(b: Buffer): SpakFlow {
+  need(b, STRUCT_SIZES.spak_flow, 'spak_flow');
+  return { lastSeenNs: b.readBigUInt64LE(0), state: b.readUInt32LE(8) };
+}
+
+/** struct spak_replay: who used a tag first. */
+export interface SpakReplay { saddr: Addr; sport: number; timeStep: number }
+
+export function encodeReplay(r: SpakReplay): Buffer {
+  const b = Buffer.alloc(STRUCT_SIZES.spak_replay);
+  addrBytes(r.saddr).copy(b, 0);
+  b.writeUInt16BE(r.sport, 16); // __be16
+  b.writeUInt32LE(r.timeStep, 20); // __u32, host order (unlike the option's __be32)
+  return b;
+}
+export function decodeReplay(b: Buffer): { saddr: string; sport: number; timeStep: number } {
+  need(b, STRUCT_SIZES.spak_replay, 'spak_replay');
+  return { saddr: addrFrom16(b.subarray(0, 16)), sport: b.readUInt16BE(16), timeStep: b.readUInt32LE(20) };
+}
