@@ -23,7 +23,6 @@ const F_DUPFD_CLOEXEC = 1030;
 const PERCPU_MAP_TYPES = new Set([5, 6, 10, 21]); // PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
 const UPDATE_FLAGS = { any: 0, noexist: 1, exist: 2 } as const;
 
-// ---------------------------------------------------------------------------------------------
 // Errors
 
 const LIBBPF_ERRNO_NAMES = ['LIBELF', 'FORMAT', 'KVERSION', 'ENDIAN', 'INTERNAL', 'RELOC', 'LOAD', 'VERIFY',
@@ -77,7 +76,6 @@ function check(ret: number, op: string, reason?: string): number {
   return ret;
 }
 
-// ---------------------------------------------------------------------------------------------
 // Native libraries, loaded on first use. Each binding pairs its TS signature with the C prototype.
 
 type Opts = Record<string, unknown>; // koffi marshals plain objects to/from the structs below
@@ -191,7 +189,6 @@ function libbpfStrerror(errno: number): string {
   return buf.toString('utf8', 0, buf.indexOf(0));
 }
 
-// ---------------------------------------------------------------------------------------------
 // libbpf's own log output
 
 /** Receives libbpf's log lines; see setLibbpfLogger. */
@@ -233,7 +230,6 @@ export function setLibbpfLogger(fn: LibbpfLogger | null): void {
   userLogger = fn;
 }
 
-// ---------------------------------------------------------------------------------------------
 // Small helpers
 
 /** Interface index for a name (libc if_nametoindex); throws BpfError ENODEV for unknown interfaces. */
@@ -250,11 +246,6 @@ export function numPossibleCpus(): number {
   return possibleCpus;
 }
 
-function closeFd(fd: number): void {
-  libc().close(fd);
-}
-
-// ---------------------------------------------------------------------------------------------
 // Objects, programs, maps
 
 const closedObjects = new WeakSet<BpfObject>();
@@ -372,8 +363,14 @@ export class BpfProgram {
   }
 }
 
-interface PinnedMapInfo { fd: number; name: string; type: number; keySize: number; valueSize: number; maxEntries: number }
-type MapSource = { kind: 'object'; owner: BpfObject; ptr: Ptr } | { kind: 'pinned'; info: PinnedMapInfo; closed: boolean };
+interface MapShape { name: string; type: number; keySize: number; valueSize: number; maxEntries: number }
+type MapSource =
+  | { kind: 'object'; owner: BpfObject; ptr: Ptr; name: string }
+  | { kind: 'pinned'; fd: number; shape: MapShape; closed: boolean };
+
+const roundUp8 = (n: number) => Math.ceil(n / 8) * 8;
+const fullValueSize = (shape: MapShape) =>
+  PERCPU_MAP_TYPES.has(shape.type) ? roundUp8(shape.valueSize) * numPossibleCpus() : shape.valueSize;
 
 /** A BPF map, either from a BpfObject (fd valid after load) or opened from a bpffs pin. */
 export class BpfMap {
@@ -385,7 +382,7 @@ export class BpfMap {
 
   /** @internal use BpfObject.map() */
   static fromObject(owner: BpfObject, ptr: Ptr): BpfMap {
-    return new BpfMap({ kind: 'object', owner, ptr });
+    return new BpfMap({ kind: 'object', owner, ptr, name: libbpf().bpf_map__name(ptr) });
   }
 
   /** Open a map pinned in bpffs (bpf_obj_get) and learn its shape from the kernel; close() releases the fd. */
@@ -399,49 +396,57 @@ export class BpfMap {
       check(libbpf().bpf_obj_get_info_by_fd(fd, info, [info.length]), op);
       const name = info.toString('utf8', 24, 40).replace(/\0.*$/s, '');
       return new BpfMap({
-        kind: 'pinned', closed: false,
-        info: { fd, name, type: info.readUInt32LE(0), keySize: info.readUInt32LE(8), valueSize: info.readUInt32LE(12), maxEntries: info.readUInt32LE(16) },
+        kind: 'pinned', fd, closed: false,
+        shape: { name, type: info.readUInt32LE(0), keySize: info.readUInt32LE(8), valueSize: info.readUInt32LE(12), maxEntries: info.readUInt32LE(16) },
       });
     } catch (err) {
-      closeFd(fd);
+      libc().close(fd);
       throw err;
     }
   }
 
+  // Read through libbpf each time for object maps: max_entries may change until load.
+  #shape(): MapShape {
+    const src = this.#src;
+    if (src.kind === 'pinned') return src.shape;
+    ensureOpen(src.owner, `map ${src.name}`); // the bpf_map pointer dies with the object
+    const lib = libbpf();
+    return {
+      name: src.name, type: lib.bpf_map__type(src.ptr), keySize: lib.bpf_map__key_size(src.ptr),
+      valueSize: lib.bpf_map__value_size(src.ptr), maxEntries: lib.bpf_map__max_entries(src.ptr),
+    };
+  }
+
   /** Map name as the kernel/libbpf knows it (at most 15 characters for pinned maps). */
-  get name(): string { return this.#src.kind === 'object' ? libbpf().bpf_map__name(this.#src.ptr) : this.#src.info.name; }
+  get name(): string { return this.#src.kind === 'object' ? this.#src.name : this.#src.shape.name; }
   /** Map type (enum bpf_map_type). */
-  get type(): number { return this.#src.kind === 'object' ? libbpf().bpf_map__type(this.#src.ptr) : this.#src.info.type; }
+  get type(): number { return this.#shape().type; }
   /** Key size in bytes. */
-  get keySize(): number { return this.#src.kind === 'object' ? libbpf().bpf_map__key_size(this.#src.ptr) : this.#src.info.keySize; }
+  get keySize(): number { return this.#shape().keySize; }
   /** Value size in bytes for one CPU. */
-  get valueSize(): number { return this.#src.kind === 'object' ? libbpf().bpf_map__value_size(this.#src.ptr) : this.#src.info.valueSize; }
+  get valueSize(): number { return this.#shape().valueSize; }
   /** Capacity in entries. */
-  get maxEntries(): number { return this.#src.kind === 'object' ? libbpf().bpf_map__max_entries(this.#src.ptr) : this.#src.info.maxEntries; }
+  get maxEntries(): number { return this.#shape().maxEntries; }
   /** True for per-CPU map types, whose values hold one slot per possible CPU. */
   get isPerCpu(): boolean { return PERCPU_MAP_TYPES.has(this.type); }
+  /** Bytes a lookup/update value occupies: valueSize, or roundup(valueSize, 8) * possible CPUs for per-CPU maps. */
+  get fullValueSize(): number { return fullValueSize(this.#shape()); }
 
   /** Kernel map fd (throws if the object is not loaded, or the map/object is closed). */
   get fd(): number {
     const src = this.#src;
     if (src.kind === 'pinned') {
-      if (src.closed) throw new BpfError(`map ${src.info.name}`, E.EBADF, 'map is closed');
-      return src.info.fd;
+      if (src.closed) throw new BpfError(`map ${src.shape.name}`, E.EBADF, 'map is closed');
+      return src.fd;
     }
-    ensureOpen(src.owner, `map ${this.name}`);
-    return check(libbpf().bpf_map__fd(src.ptr), `map ${this.name}`, 'not loaded (call load() first)');
-  }
-
-  /** Bytes a lookup/update value occupies: valueSize, or roundup(valueSize, 8) * possible CPUs for per-CPU maps. */
-  get fullValueSize(): number {
-    return this.isPerCpu ? Math.ceil(this.valueSize / 8) * 8 * numPossibleCpus() : this.valueSize;
+    ensureOpen(src.owner, `map ${src.name}`);
+    return check(libbpf().bpf_map__fd(src.ptr), `map ${src.name}`, 'not loaded (call load() first)');
   }
 
   /** Value for key, or null if absent (for per-CPU maps: all CPU slots concatenated). */
   lookup(key: Buffer): Buffer | null {
-    const fd = this.fd;
-    this.#checkSize('key', key, this.keySize);
-    const value = Buffer.alloc(this.fullValueSize);
+    const { fd, shape } = this.#access(key);
+    const value = Buffer.alloc(fullValueSize(shape));
     const ret = libbpf().bpf_map_lookup_elem(fd, key, value);
     if (ret === -E.ENOENT) return null;
     check(ret, `looking up a key in map ${this.name}`);
@@ -450,25 +455,24 @@ export class BpfMap {
 
   /** Per-CPU map lookup split into one valueSize buffer per possible CPU ([] if the key is absent). */
   lookupPerCpu(key: Buffer): Buffer[] {
-    if (!this.isPerCpu) throw new BpfError(`looking up per-CPU values in map ${this.name}`, E.EINVAL, 'not a per-CPU map');
+    const { valueSize, type } = this.#shape();
+    if (!PERCPU_MAP_TYPES.has(type)) throw new BpfError(`looking up per-CPU values in map ${this.name}`, E.EINVAL, 'not a per-CPU map');
     const all = this.lookup(key);
     if (!all) return [];
-    const stride = Math.ceil(this.valueSize / 8) * 8;
-    return Array.from({ length: numPossibleCpus() }, (_, cpu) => all.subarray(cpu * stride, cpu * stride + this.valueSize));
+    const stride = roundUp8(valueSize);
+    return Array.from({ length: numPossibleCpus() }, (_, cpu) => all.subarray(cpu * stride, cpu * stride + valueSize));
   }
 
   /** Insert or overwrite (flags: 'any' default, 'noexist' create only, 'exist' overwrite only). */
   update(key: Buffer, value: Buffer, flags: keyof typeof UPDATE_FLAGS = 'any'): void {
-    const fd = this.fd;
-    this.#checkSize('key', key, this.keySize);
-    this.#checkSize('value', value, this.fullValueSize);
+    const { fd, shape } = this.#access(key);
+    this.#checkSize('value', value, fullValueSize(shape));
     check(libbpf().bpf_map_update_elem(fd, key, value, UPDATE_FLAGS[flags]), `updating map ${this.name}`);
   }
 
   /** Delete key; false if it was not there. */
   delete(key: Buffer): boolean {
-    const fd = this.fd;
-    this.#checkSize('key', key, this.keySize);
+    const { fd } = this.#access(key);
     const ret = libbpf().bpf_map_delete_elem(fd, key);
     if (ret === -E.ENOENT) return false;
     check(ret, `deleting from map ${this.name}`);
@@ -478,11 +482,12 @@ export class BpfMap {
   /** All keys, by bpf_map_get_next_key iteration (not atomic against concurrent updates). */
   keys(): Buffer[] {
     const fd = this.fd;
+    const { keySize, maxEntries } = this.#shape();
     const keys: Buffer[] = [];
     let prev: Buffer | null = null;
     // A hash map restarts iteration when the previous key vanished mid-walk; the cap keeps us finite.
-    while (keys.length < this.maxEntries) {
-      const next = Buffer.alloc(this.keySize);
+    while (keys.length < maxEntries) {
+      const next = Buffer.alloc(keySize);
       const ret = libbpf().bpf_map_get_next_key(fd, prev, next);
       if (ret === -E.ENOENT) break;
       check(ret, `listing keys of map ${this.name}`);
@@ -495,23 +500,22 @@ export class BpfMap {
   /** Pin the map at a bpffs path (bpf_map__pin for object maps, bpf_obj_pin for opened pins). */
   pin(path: string): void {
     const src = this.#src;
-    const op = `pinning map ${this.name} at ${path}`;
-    check(src.kind === 'object' ? libbpf().bpf_map__pin(src.ptr, path) : libbpf().bpf_obj_pin(this.fd, path), op);
+    const fd = this.fd; // also checks the object is open and loaded
+    check(src.kind === 'object' ? libbpf().bpf_map__pin(src.ptr, path) : libbpf().bpf_obj_pin(fd, path), `pinning map ${this.name} at ${path}`);
   }
 
-  /** Remove a pin (bpf_map__unpin for object maps, unlink for opened pins). */
+  /** Remove a pin: bpf_map__unpin for maps of an open object, otherwise a plain unlink. */
   unpin(path: string): void {
     const src = this.#src;
     const op = `unpinning map ${this.name} from ${path}`;
-    if (src.kind === 'object') {
+    if (src.kind === 'object' && !closedObjects.has(src.owner)) {
       check(libbpf().bpf_map__unpin(src.ptr, path), op);
       return;
     }
     try {
       fs.unlinkSync(path);
     } catch (err) {
-      const errno = Math.abs((err as NodeJS.ErrnoException).errno ?? E.EIO);
-      throw new BpfError(op, errno);
+      throw new BpfError(op, Math.abs((err as NodeJS.ErrnoException).errno ?? E.EIO));
     }
   }
 
@@ -519,7 +523,7 @@ export class BpfMap {
   close(): void {
     if (this.#src.kind === 'pinned' && !this.#src.closed) {
       this.#src.closed = true;
-      closeFd(this.#src.info.fd);
+      libc().close(this.#src.fd);
     }
   }
 
@@ -529,9 +533,16 @@ export class BpfMap {
       throw new BpfError(`accessing map ${this.name}`, E.EINVAL, `${what} is ${buf.length} bytes, the map expects ${expected}`);
     }
   }
+
+  /** fd and shape for a key-based operation, after checking the key length. */
+  #access(key: Buffer): { fd: number; shape: MapShape } {
+    const fd = this.fd;
+    const shape = this.#shape();
+    this.#checkSize('key', key, shape.keySize);
+    return { fd, shape };
+  }
 }
 
-// ---------------------------------------------------------------------------------------------
 // XDP
 
 /** 'native' = driver mode, 'generic' = skb mode, 'auto' = native, falling back to generic if unsupported. */
@@ -586,12 +597,11 @@ export function attachXdp(prog: BpfProgram, ifname: string, opts: XdpAttachOptio
       // With XDP_FLAGS_REPLACE, EEXIST means "the attached program is not ours" (or none is): nothing of ours to remove.
       if (res < 0 && res !== -E.EEXIST && res !== -E.ENOENT && res !== -E.ENODEV) check(res, `detaching XDP from ${ifname}`);
       attached = false;
-      if (ownFd >= 0) closeFd(ownFd);
+      if (ownFd >= 0) libc().close(ownFd);
     },
   };
 }
 
-// ---------------------------------------------------------------------------------------------
 // tc (clsact + direct-action BPF filter)
 
 /** A tc BPF filter attached by attachTc; detach() removes it if it still runs our program. */
@@ -648,7 +658,7 @@ export function attachTc(
     ifindex, ifname, direction, handle, priority,
     detach() {
       if (!attached) return;
-      const query: Record<string, unknown> = { sz: sizes().tcOpts, prog_fd: 0, flags: 0, prog_id: 0, handle, priority };
+      const query: Opts = { sz: sizes().tcOpts, prog_fd: 0, flags: 0, prog_id: 0, handle, priority };
       const found = lib.bpf_tc_query(hook, query);
       if (found === 0 && query.prog_id === progId) {
         const res = lib.bpf_tc_detach(hook, { sz: sizes().tcOpts, prog_fd: 0, flags: 0, prog_id: 0, handle, priority });
@@ -662,7 +672,6 @@ export function attachTc(
   };
 }
 
-// ---------------------------------------------------------------------------------------------
 // BPF_PROG_TEST_RUN
 
 /** Result of testRun: retval is signed (tc's TC_ACT_UNSPEC reads -1), durationNs is the kernel's per-run average. */
@@ -675,7 +684,7 @@ export interface TestRunResult {
 /** Run prog once (or opts.repeat times) on data in the kernel without attaching it (bpf_prog_test_run_opts). */
 export function testRun(prog: BpfProgram, data: Buffer, opts: { repeat?: number; dataOutSize?: number; ctxIn?: Buffer } = {}): TestRunResult {
   const dataOut = Buffer.alloc(opts.dataOutSize ?? data.length + 256);
-  const run: Record<string, unknown> = {
+  const run: Opts = {
     sz: sizes().testRunOpts,
     data_in: data, data_out: dataOut, data_size_in: data.length, data_size_out: dataOut.length,
     ctx_in: opts.ctxIn ?? null, ctx_out: null, ctx_size_in: opts.ctxIn?.length ?? 0, ctx_size_out: 0,

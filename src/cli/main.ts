@@ -63,7 +63,10 @@ function makeLogger(level: string): Logger {
 function runForeground(stop: () => void, report: () => string, statsInterval: number): Promise<void> {
   return new Promise((resolve) => {
     const timer = statsInterval > 0 ? setInterval(() => process.stdout.write(`${report()}\n`), statsInterval * 1000) : null;
+    // Signal handlers alone do not keep Node running: this does, until we are told to stop.
+    const keepAlive = setInterval(() => undefined, 1 << 30);
     const finish = (signal: string) => {
+      clearInterval(keepAlive);
       if (timer) clearInterval(timer);
       for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1'] as const) process.removeAllListeners(s);
       let summary = '';

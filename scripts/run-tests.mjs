@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+// Runs the compiled tests (dist/test/**/*.test.js) one file at a time: unit, then bpf, then e2e,
+// then anything else, each group in path order. Node 20's --test takes no globs, so we list files here.
+// Usage: node scripts/run-tests.mjs [filter]   (filter = substring of the test file path)
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const testRoot = path.join(root, 'dist', 'test');
+const GROUP_ORDER = ['unit', 'bpf', 'e2e'];
+const filter = process.argv[2];
+
+function listTests(dir) {
+  if (!fs.existsSync(dir)) return [];
+  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) return listTests(full);
+    return entry.isFile() && entry.name.endsWith('.test.js') ? [full] : [];
+  });
+}
+
+function groupRank(file) {
+  const group = path.relative(testRoot, file).split(path.sep)[0];
+  const rank = GROUP_ORDER.indexOf(group);
+  return rank === -1 ? GROUP_ORDER.length : rank;
+}
+
+if (!fs.existsSync(testRoot)) {
+  console.error(`no compiled tests in ${path.relative(root, testRoot)}: run \`npx tsc -p tsconfig.json\` first`);
+  process.exit(1);
+}
+
+const files = listTests(testRoot)
+  .filter((file) => !filter || path.relative(root, file).includes(filter))
+  .sort((a, b) => groupRank(a) - groupRank(b) || (a < b ? -1 : a > b ? 1 : 0));
+
+if (files.length === 0) {
+  console.error(filter ? `no test files match "${filter}"` : 'no test files found');
+  process.exit(1);
+}
+
+const result = spawnSync(process.execPath, ['--test', '--test-concurrency=1', ...files.map((f) => path.relative(root, f))], {
+  cwd: root,
+  stdio: 'inherit',
+});
+if (result.error) throw result.error;
+process.exit(result.status ?? 1);
