@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Runs the compiled tests (dist/test/**/*.test.js) one file at a time: unit, then bpf, then e2e,
 // then anything else, each group in path order. Node 20's --test takes no globs, so we list files here.
+// Exits with the first non-zero exit code of a group (every group still runs).
 // Usage: node scripts/run-tests.mjs [filter]   (filter = substring of the test file path)
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -41,9 +42,19 @@ if (files.length === 0) {
   process.exit(1);
 }
 
-const result = spawnSync(process.execPath, ['--test', '--test-concurrency=1', ...files.map((f) => path.relative(root, f))], {
-  cwd: root,
-  stdio: 'inherit',
-});
-if (result.error) throw result.error;
-process.exit(result.status ?? 1);
+// One node --test per group: node sorts the files it is given alphabetically, which would put bpf before unit.
+const groups = new Map();
+for (const file of files) {
+  const rank = groupRank(file);
+  if (!groups.has(rank)) groups.set(rank, []);
+  groups.get(rank).push(path.relative(root, file));
+}
+
+let exitCode = 0;
+for (const groupFiles of groups.values()) {
+  const result = spawnSync(process.execPath, ['--test', '--test-concurrency=1', ...groupFiles], { cwd: root, stdio: 'inherit' });
+  if (result.error) throw result.error;
+  const code = result.status ?? 1; // killed by a signal counts as a failure
+  if (exitCode === 0) exitCode = code; // report the first failing group's code, but still run the rest
+}
+process.exit(exitCode);

@@ -257,21 +257,18 @@ function ensureOpen(owner: BpfObject, what: string): void {
 /** A BPF ELF object file opened with libbpf: configure maps, load, then look up programs and maps. */
 export class BpfObject {
   #ptr: Ptr;
-  #logBuf: Ptr | null; // kernel verifier log buffer; libbpf keeps the pointer from open until load
-  #logView: Buffer | null;
+  #logBuf: Ptr | null; // kernel verifier log buffer: libbpf keeps the pointer from open until load
 
-  private constructor(readonly path: string, ptr: Ptr, logBuf: Ptr, logView: Buffer) {
+  private constructor(readonly path: string, ptr: Ptr, logBuf: Ptr) {
     this.#ptr = ptr;
     this.#logBuf = logBuf;
-    this.#logView = logView;
   }
 
   /** Open (but do not load) an object file; a missing or malformed file throws a BpfError naming the path. */
   static open(path: string): BpfObject {
     const lib = libbpf();
     const logBuf = koffi.alloc('char', VERIFIER_LOG_SIZE) as Ptr;
-    const logView = Buffer.from(koffi.view(logBuf, VERIFIER_LOG_SIZE));
-    logView[0] = 0;
+    koffi.encode(logBuf, 'char', 0); // empty until a rejected program writes to it
     // kernel_log_level 0: libbpf only asks for a log (into our buffer) when a program is rejected.
     const ptr = lib.bpf_object__open_file(path, {
       sz: sizes().openOpts, kernel_log_buf: logBuf, kernel_log_size: VERIFIER_LOG_SIZE, kernel_log_level: 0,
@@ -281,7 +278,7 @@ export class BpfObject {
       koffi.free(logBuf);
       throw new BpfError(`opening ${path}`, errno);
     }
-    return new BpfObject(path, ptr, logBuf, logView);
+    return new BpfObject(path, ptr, logBuf);
   }
 
   /** Resize a map before load() (bpf_map__set_max_entries). */
@@ -294,12 +291,11 @@ export class BpfObject {
   load(): void {
     ensureOpen(this, `loading ${this.path}`);
     const mark = printedLineCount;
-    if (this.#logView) this.#logView[0] = 0;
     const ret = libbpf().bpf_object__load(this.#ptr);
     try {
       if (ret < 0) {
         const errno = -ret;
-        const log = this.#logView ? this.#logView.toString('utf8', 0, this.#logView.indexOf(0)) : '';
+        const log = this.#logBuf === null ? '' : (koffi.decode(this.#logBuf, 'char', -1) as string);
         const verifierLog = log.trimEnd().split('\n').slice(-VERIFIER_LOG_TAIL_LINES).join('\n');
         const hint = errno === E.ENOSPC && log ? 'verifier log buffer too small (program rejected)' : undefined;
         throw new BpfError(`loading ${this.path}`, errno, hint, { verifierLog, libbpfLog: libbpfLinesSince(mark) });
@@ -339,7 +335,6 @@ export class BpfObject {
 
   #releaseLogBuffer(): void {
     if (this.#logBuf === null) return;
-    this.#logView = null;
     koffi.free(this.#logBuf);
     this.#logBuf = null;
   }
@@ -567,11 +562,12 @@ export interface XdpAttachOptions {
 export function attachXdp(prog: BpfProgram, ifname: string, opts: XdpAttachOptions = {}): XdpAttachment {
   const op = `attaching XDP to ${ifname}`;
   const ifindex = ifIndex(ifname);
-  const progFd = prog.fd;
+  // Our own fd for the program, so detach() can still name it after the BpfObject is closed.
+  const ownFd = check(libc().fcntl(prog.fd, F_DUPFD_CLOEXEC, 'int', 3), op, 'cannot duplicate the program fd');
   const requested = opts.mode ?? 'auto';
   const modeFlag = (mode: 'native' | 'generic') => (mode === 'native' ? XDP_FLAGS_DRV_MODE : XDP_FLAGS_SKB_MODE);
   const attach = (mode: 'native' | 'generic') =>
-    libbpf().bpf_xdp_attach(ifindex, progFd, modeFlag(mode) | (opts.replace ? 0 : XDP_FLAGS_UPDATE_IF_NOEXIST), null);
+    libbpf().bpf_xdp_attach(ifindex, ownFd, modeFlag(mode) | (opts.replace ? 0 : XDP_FLAGS_UPDATE_IF_NOEXIST), null);
 
   let mode: 'native' | 'generic' = requested === 'generic' ? 'generic' : 'native';
   let ret = attach(mode);
@@ -581,23 +577,23 @@ export function attachXdp(prog: BpfProgram, ifname: string, opts: XdpAttachOptio
     mode = 'generic';
     ret = attach(mode);
   }
-  // EBUSY: same mode already has a program; EEXIST: a program is attached in the other mode.
-  if (ret === -E.EBUSY || ret === -E.EEXIST) throw new BpfError(op, -ret, 'another XDP program is already attached');
-  check(ret, op);
+  if (ret < 0) {
+    libc().close(ownFd);
+    // EBUSY: this mode already has a program; EEXIST: a program is attached in the other mode.
+    check(ret, op, ret === -E.EBUSY || ret === -E.EEXIST ? 'another XDP program is already attached' : undefined);
+  }
 
-  // Our own fd copy, so detach() can still name the expected program after the BpfObject is closed.
-  const ownFd = libc().fcntl(progFd, F_DUPFD_CLOEXEC, 'int', 3);
   let attached = true;
   return {
     ifindex, ifname, mode,
     detach() {
       if (!attached) return;
-      const flags = modeFlag(mode) | (ownFd >= 0 ? XDP_FLAGS_REPLACE : 0);
-      const res = libbpf().bpf_xdp_detach(ifindex, flags, ownFd >= 0 ? { sz: sizes().xdpAttachOpts, old_prog_fd: ownFd } : null);
-      // With XDP_FLAGS_REPLACE, EEXIST means "the attached program is not ours" (or none is): nothing of ours to remove.
+      const opts = { sz: sizes().xdpAttachOpts, old_prog_fd: ownFd };
+      const res = libbpf().bpf_xdp_detach(ifindex, modeFlag(mode) | XDP_FLAGS_REPLACE, opts);
+      // With XDP_FLAGS_REPLACE, EEXIST means the attached program (if any) is not ours: nothing of ours to remove.
       if (res < 0 && res !== -E.EEXIST && res !== -E.ENOENT && res !== -E.ENODEV) check(res, `detaching XDP from ${ifname}`);
       attached = false;
-      if (ownFd >= 0) libc().close(ownFd);
+      libc().close(ownFd);
     },
   };
 }
