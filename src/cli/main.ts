@@ -160,7 +160,6 @@ function hostPort(address: string, port: number): string {
 export function buildProgram(): Command {
   const program = new Command('spak')
     .description('Single Packet Authentication with eBPF: a SipHash tag in the TCP SYN, verified at XDP')
-    .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ outputError: (str, write) => write(str.startsWith('error: ') ? `spak: ${str.slice(7)}` : str) });
 
   program

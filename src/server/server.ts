@@ -6,6 +6,7 @@ import {
   attachXdp,
   BpfMap,
   BpfObject,
+  type BpfProgram,
   ifIndex,
   type XdpAttachment,
   type XdpMode,
@@ -84,34 +85,57 @@ export class SpakServer {
 
   /** Loads, configures and attaches. On any failure everything done so far is undone. */
   start(): StartedServer {
-    const o = this.#opts;
-    const ifindex = ifIndex(o.iface);
-    const file = objectPath('server');
+    const ifindex = ifIndex(this.#opts.iface);
     try {
-      const obj = BpfObject.open(file);
-      this.#obj = obj;
-      obj.load();
-      this.#writeConfig();
-      this.#writeKeys();
-      // Flows first, then what is protected: no moment where a live connection is gated.
-      let seeded = o.seedExisting ? this.#seedFlows() : 0;
-      this.#writeProtected();
-      const prog = obj.program('spak_server');
-      this.#xdp = attachXdp(prog, o.iface, {
-        mode: o.xdpMode,
-        onWarning: (msg: string) => o.logger?.warn(msg),
-      });
-      // A connection completed between the first scan and the attach is caught here.
-      if (o.seedExisting) seeded = Math.max(seeded, this.#seedFlows());
-      if (o.pinDir) this.#pin(o.pinDir);
-      this.#timers.push(setInterval(() => this.#safely('clock refresh', () => this.#writeConfig()), CLOCK_REFRESH_MS));
-      this.#timers.push(setInterval(() => this.#safely('flow sweep', () => this.sweepFlows()), FLOW_SWEEP_MS));
-      for (const t of this.#timers) t.unref();
-      return { ifname: o.iface, ifindex, mode: this.#xdp.mode, seededFlows: seeded };
+      this.load();
+      return { ...this.attach(), ifindex };
     } catch (err) {
       this.stop();
       throw err;
     }
+  }
+
+  /**
+   * Loads server.bpf.o and fills every map but the flows; attaches nothing. Benchmarks and
+   * tests run the program from here with BPF_PROG_TEST_RUN.
+   */
+  load(): BpfProgram {
+    const obj = BpfObject.open(objectPath('server'));
+    this.#obj = obj;
+    obj.load();
+    this.#writeConfig();
+    this.#writeKeys();
+    return obj.program('spak_server');
+  }
+
+  /** Seeds existing connections, enables protection and attaches at XDP. */
+  attach(): Omit<StartedServer, 'ifindex'> {
+    const o = this.#opts;
+    if (!this.#obj) throw new Error('server is not loaded');
+    // Flows first, then what is protected: no moment where a live connection is gated.
+    let seeded = o.seedExisting ? this.#seedFlows() : 0;
+    this.#writeProtected();
+    this.#xdp = attachXdp(this.#obj.program('spak_server'), o.iface, {
+      mode: o.xdpMode,
+      onWarning: (msg: string) => o.logger?.warn(msg),
+    });
+    // A connection completed between the first scan and the attach is caught here.
+    if (o.seedExisting) seeded = Math.max(seeded, this.#seedFlows());
+    if (o.pinDir) this.#pin(o.pinDir);
+    this.#timers.push(setInterval(() => this.#safely('clock refresh', () => this.#writeConfig()), CLOCK_REFRESH_MS));
+    this.#timers.push(setInterval(() => this.#safely('flow sweep', () => this.sweepFlows()), FLOW_SWEEP_MS));
+    for (const t of this.#timers) t.unref();
+    return { ifname: o.iface, mode: this.#xdp.mode, seededFlows: seeded };
+  }
+
+  /** Turns protection on without attaching (for BPF_PROG_TEST_RUN). */
+  protectWithoutAttaching(): void {
+    this.#writeProtected();
+  }
+
+  /** A map of the loaded object, for tests and benchmarks. */
+  map(name: (typeof SERVER_MAPS)[number]): BpfMap {
+    return this.#map(name);
   }
 
   /** Detaches and unloads; idempotent. */

@@ -1,0 +1,99 @@
+// XDP cost per packet through BPF_PROG_TEST_RUN, side by side with a bare XDP_PASS
+// program measured in the same rounds. Figures are medians over rounds.
+import { BpfObject, testRun, type BpfProgram } from '../src/bpf/libbpf.js';
+import { objectPath } from '../src/bpf/objects.js';
+import { SpakServer } from '../src/server/server.js';
+import { encodeFlow, encodeFlowKey, SPAK_FLOW_OPEN } from '../src/wire/layout.js';
+import { computeTag, encodeOption, timeStepAt } from '../src/wire/option.js';
+import { buildTcp, linuxSynOptions } from '../src/wire/packet.js';
+import { monotonicNs } from '../src/bpf/clock.js';
+
+export interface XdpCase {
+  name: string;
+  nsPerPacket: number;
+  baselineNs: number;
+  ratio: number;
+  deltaNs: number;
+  verdict: number;
+}
+
+const KEY = Buffer.from('112233445566778899aabbccddeeff00', 'hex');
+const SERVER = '198.51.100.1';
+const CLIENT = '198.51.100.2';
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function frames(): Record<string, Buffer> {
+  const step = timeStepAt(Date.now(), 30);
+  const seq = 0x12345678;
+  const tag = computeTag(KEY, { keyId: 1, dport: 22, timeStep: step, seq, daddr: SERVER });
+  const opt = encodeOption({ keyId: 1, timeStep: step, tag });
+  const badTag = Buffer.from(tag);
+  badTag[0]! ^= 1;
+  const base = { family: 4 as const, saddr: CLIENT, daddr: SERVER, sport: 40000, seq };
+  return {
+    'unprotected packet (TCP ACK to :80)': buildTcp({ ...base, dport: 80, ack: 1, flags: { ack: true }, payload: Buffer.alloc(64) }),
+    'valid SYN': buildTcp({ ...base, dport: 22, flags: { syn: true }, options: Buffer.concat([linuxSynOptions(), opt]) }),
+    'invalid SYN (bad tag)': buildTcp({
+      ...base,
+      dport: 22,
+      flags: { syn: true },
+      options: Buffer.concat([linuxSynOptions(), encodeOption({ keyId: 1, timeStep: step, tag: badTag })]),
+    }),
+    'established-flow ACK': buildTcp({ ...base, dport: 22, seq: seq + 1, ack: 1, flags: { ack: true }, payload: Buffer.alloc(64) }),
+  };
+}
+
+/** Runs every case `rounds` times with `repeat` packets each, baseline interleaved. */
+export function benchXdp(repeat = 1_000_000, rounds = 5): XdpCase[] {
+  const baselineObj = BpfObject.open(objectPath('baseline'));
+  const server = new SpakServer({
+    iface: 'none',
+    xdpMode: 'native',
+    keys: [{ id: 1, key: KEY }],
+    protect: [{ address: SERVER, port: 22 }],
+    stepSeconds: 30,
+    stepWindow: 1,
+    flowIdleSeconds: 3600,
+    flowFinSeconds: 30,
+    seedExisting: false,
+  });
+  try {
+    baselineObj.load();
+    const baseline = baselineObj.program('baseline_xdp_pass');
+    const prog = server.load();
+    server.protectWithoutAttaching();
+    // The flow the established ACK belongs to.
+    server.map('spak_flows').update(
+      encodeFlowKey({ saddr: CLIENT, daddr: SERVER, sport: 40000, dport: 22 }),
+      encodeFlow({ lastSeenNs: monotonicNs(), state: SPAK_FLOW_OPEN }),
+    );
+    const cases = frames();
+    const samples = new Map<string, { own: number[]; base: number[]; verdict: number }>();
+    const run = (p: BpfProgram, data: Buffer) => testRun(p, data, { repeat });
+    // Warm up: the first valid SYN records the tag; repeats are then same-source retransmits.
+    for (const data of Object.values(cases)) run(prog, data);
+    for (let r = 0; r < rounds; r++) {
+      for (const [name, data] of Object.entries(cases)) {
+        const b = run(baseline, data).durationNs;
+        const res = run(prog, data);
+        const s = samples.get(name) ?? { own: [], base: [], verdict: res.retval };
+        s.own.push(res.durationNs);
+        s.base.push(b);
+        samples.set(name, s);
+      }
+    }
+    return [...samples].map(([name, s]) => {
+      const own = median(s.own);
+      const base = median(s.base);
+      return { name, nsPerPacket: own, baselineNs: base, ratio: own / base, deltaNs: own - base, verdict: s.verdict };
+    });
+  } finally {
+    server.stop();
+    baselineObj.close();
+  }
+}
