@@ -130,10 +130,9 @@ static __always_inline int same_source(const struct spak_replay *r, const struct
 	return r->sport == fk->sport && spak_addr_eq(r->saddr, fk->saddr);
 }
 
-static __always_inline int handle_syn(struct xdp_md *ctx, struct tcphdr *tcp, void *end,
-				      struct spak_flow_key *fk, int v4)
+static __always_inline int handle_syn(struct tcphdr *tcp, void *end, struct spak_flow_key *fk,
+				      int v4)
 {
-	struct spak_tcp_opts opts = {};
 	struct spak_protect *prot;
 	struct spak_key_slot *slot;
 	struct spak_config *cfg;
@@ -141,8 +140,7 @@ static __always_inline int handle_syn(struct xdp_md *ctx, struct tcphdr *tcp, vo
 	struct spak_replay *seen;
 	struct spak_flow flow = {};
 	struct spak_opt *opt;
-	__u32 hdr_len, opts_len, opt_off = 0, key_id, zero = 0;
-	long tcp_off;
+	__u32 hdr_len, opt_off = 0, key_id, zero = 0;
 	__u64 now, now_step, step, tag, got;
 	int found, retransmit = 0;
 
@@ -153,14 +151,7 @@ static __always_inline int handle_syn(struct xdp_md *ctx, struct tcphdr *tcp, vo
 	hdr_len = tcp->doff * 4;
 	if (hdr_len < sizeof(*tcp) || (void *)tcp + hdr_len > end)
 		return drop(SPAK_SRV_DROP_MALFORMED);
-	opts_len = hdr_len - sizeof(*tcp);
-	if (opts_len == 0)
-		return drop(SPAK_SRV_DROP_NO_OPTION);
-	tcp_off = (void *)tcp - (void *)(long)ctx->data;
-	if (opts_len > SPAK_TCP_MAX_OPTS ||
-	    bpf_xdp_load_bytes(ctx, tcp_off + sizeof(*tcp), opts.b, opts_len))
-		return drop(SPAK_SRV_DROP_MALFORMED);
-	found = spak_find_option(&opts, opts_len, &opt_off);
+	found = spak_find_option((__u8 *)(tcp + 1), end, hdr_len - sizeof(*tcp), &opt_off);
 	if (found == SPAK_OPT_MALFORMED)
 		return drop(SPAK_SRV_DROP_MALFORMED);
 	if (found == SPAK_OPT_ABSENT)
@@ -219,6 +210,15 @@ static __always_inline int handle_syn(struct xdp_md *ctx, struct tcphdr *tcp, vo
 		retransmit = 1;
 	}
 
+	/* A retransmitted SYN finds its flow: touching it is far cheaper than a new LRU entry. */
+	if (retransmit) {
+		struct spak_flow *known = bpf_map_lookup_elem(&spak_flows, fk);
+
+		if (known && known->state == SPAK_FLOW_OPEN) {
+			known->last_seen_ns = now;
+			return pass(SPAK_SRV_PASS_RETRANSMIT);
+		}
+	}
 	flow.last_seen_ns = now;
 	flow.state = SPAK_FLOW_OPEN;
 	bpf_map_update_elem(&spak_flows, fk, &flow, BPF_ANY);
@@ -350,7 +350,7 @@ int spak_server(struct xdp_md *ctx)
 
 	flags = ((__u8 *)tcp)[13];
 	if ((flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
-		return handle_syn(ctx, tcp, end, &fk, ip4 != NULL);
+		return handle_syn(tcp, end, &fk, ip4 != NULL);
 	return handle_segment(flags, &fk, ip4 != NULL);
 }
 

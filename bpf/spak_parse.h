@@ -130,16 +130,15 @@ static __always_inline int spak_addr_eq(const __u8 a[16], const __u8 b[16])
 #define SPAK_OPT_ABSENT 1
 #define SPAK_OPT_MALFORMED 2
 
-/* TCP options copied out of the packet: walking a stack buffer with masked
- * indexes keeps the verifier's state small (walking packet pointers does not). */
+/* TCP options copied out of the packet, for the client which rebuilds the header. */
 struct spak_tcp_opts {
 	__u8 b[64];
 };
 
 /*
- * off is always below 64 here (it never passes len <= 40). Masking it in asm, where
- * the compiler cannot drop it, turns every iteration's offset into the same [0, 63]
- * range, so the verifier sees one loop state per iteration instead of one per path.
+ * off is always below 64 where this is used (it never passes len <= 40). Masking it in
+ * asm, where the compiler cannot drop it, turns every iteration's offset into the same
+ * [0, 63] range, so the verifier sees one loop state per iteration instead of one per path.
  */
 static __always_inline __u32 spak_forget_bounds(__u32 off)
 {
@@ -148,38 +147,44 @@ static __always_inline __u32 spak_forget_bounds(__u32 off)
 }
 
 /*
- * Looks for our option (kind 253 with our ExID) in the len (0..40) option bytes
- * of a TCP header. Other kind-253 experiments are skipped. Every length is
- * checked against the header: below 2 or running past the end is malformed.
- * On SPAK_OPT_FOUND, *opt_off is the option's offset from the first option byte.
+ * Looks for our option (kind 253 with our ExID) among the len (0..40) option bytes
+ * that start at opts. Other kind-253 experiments are skipped. Every length is
+ * checked against the header: below 2 or running past its end is malformed.
+ * On SPAK_OPT_FOUND, *opt_off is the option's offset from opts.
  */
-static __always_inline int spak_find_option(const struct spak_tcp_opts *o, __u32 len,
-					     __u32 *opt_off)
+static __always_inline int spak_find_option(__u8 *opts, void *end, __u32 len, __u32 *opt_off)
 {
 	__u32 off = 0;
 
 #pragma clang loop unroll(disable)
 	for (int i = 0; i < SPAK_TCP_MAX_OPTS; i++) {
+		__u8 *p;
 		__u8 kind, olen;
 
 		if (off >= len)
 			return SPAK_OPT_ABSENT;
-		kind = o->b[off & 63];
+		p = opts + off;
+		if ((void *)(p + 1) > end)
+			return SPAK_OPT_MALFORMED;
+		kind = p[0];
 		if (kind == 0)          /* EOL */
 			return SPAK_OPT_ABSENT;
 		if (kind == 1) {        /* NOP */
 			off = spak_forget_bounds(off + 1);
 			continue;
 		}
-		if (off + 2 > len)
+		if (off + 2 > len || (void *)(p + 2) > end)
 			return SPAK_OPT_MALFORMED;
-		olen = o->b[(off + 1) & 63];
+		olen = p[1];
 		if (olen < 2 || off + olen > len)
 			return SPAK_OPT_MALFORMED;
-		if (kind == SPAK_OPT_KIND && olen >= 4 &&
-		    ((__u16)o->b[(off + 2) & 63] << 8 | o->b[(off + 3) & 63]) == SPAK_EXID) {
-			*opt_off = off;
-			return SPAK_OPT_FOUND;
+		if (kind == SPAK_OPT_KIND && olen >= 4) {
+			if ((void *)(p + 4) > end)
+				return SPAK_OPT_MALFORMED;
+			if (((__u16)p[2] << 8 | p[3]) == SPAK_EXID) {
+				*opt_off = off;
+				return SPAK_OPT_FOUND;
+			}
 		}
 		off = spak_forget_bounds(off + olen);
 	}
