@@ -18,7 +18,8 @@ interface Target {
 
 const TARGETS: Record<string, Target> = {
   'unprotected packet (TCP ACK to :80)': { text: '<= 1.2x baseline', met: (c) => c.ratio <= 1.2 },
-  'valid SYN': { text: '<= baseline + 40 ns', met: (c) => c.deltaNs <= 40 },
+  'valid SYN, same source again (retransmit)': { text: '<= baseline + 40 ns', met: (c) => c.deltaNs <= 40 },
+  'valid SYN, first sight (1 run per packet)': { text: '<= baseline + 40 ns', met: (c) => c.deltaNs <= 40 },
   'invalid SYN (bad tag)': { text: '<= baseline + 40 ns', met: (c) => c.deltaNs <= 40 },
   'established-flow ACK': { text: '<= baseline + 15 ns', met: (c) => c.deltaNs <= 15 },
 };

@@ -31,6 +31,13 @@ struct {
 	__type(value, __u64);
 } spak_ports SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct spak_port_slot);
+} spak_port_slots SEC(".maps");
+
 /* Protected (address, port); the all-zero address of a family is a wildcard. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -93,12 +100,27 @@ static __always_inline void wildcard_of(__u8 out[16], int v4)
 	w[3] = 0;
 }
 
+static __always_inline int is_wildcard(const __u8 a[16], int v4)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	return w[0] == 0 && w[1] == 0 && w[3] == 0 && w[2] == (v4 ? bpf_htonl(0x0000ffff) : 0);
+}
+
 static __always_inline struct spak_protect *lookup_protected(const __u8 daddr[16], __be16 dport,
 							      int v4)
 {
 	struct spak_dest d = { .port = dport };
+	struct spak_port_slot *slot;
 	struct spak_protect *p;
+	__u32 port = bpf_ntohs(dport);
 
+	slot = bpf_map_lookup_elem(&spak_port_slots, &port);
+	if (slot && slot->mode == SPAK_PORT_SINGLE) {
+		if (spak_addr_eq(slot->addr, daddr) || is_wildcard(slot->addr, v4))
+			return &slot->protect;
+		return NULL;
+	}
 	__builtin_memcpy(d.addr, daddr, 16);
 	p = bpf_map_lookup_elem(&spak_protected, &d);
 	if (p)

@@ -41,6 +41,21 @@ struct spak_protect {
 	__u16 flags;
 };
 
+/*
+ * Server: per-port fast path. Most ports protect one address; the slot answers for it
+ * with one inlined array read instead of a hash lookup. SPAK_PORT_SEVERAL (or an empty
+ * slot) sends the lookup to the spak_protected hash.
+ */
+#define SPAK_PORT_UNSET 0
+#define SPAK_PORT_SINGLE 1
+#define SPAK_PORT_SEVERAL 2
+
+struct spak_port_slot {
+	__u8 addr[16];              /* the one protected address (a family's all-zero = any) */
+	struct spak_protect protect;
+	__u32 mode;
+};
+
 /* Client: the key a destination is tagged with. */
 struct spak_target {
 	struct spak_key key;

@@ -22,8 +22,14 @@ import {
   encodeFlow,
   encodeFlowKey,
   encodeKeySlot,
+  encodePortSlot,
   encodeProtect,
+  portBit,
   SERVER_REASON_NAMES,
+  SPAK_PORT_SEVERAL,
+  SPAK_PORT_SINGLE,
+  SPAK_PROTECT_TAG_ADDR,
+  SPAK_PROTECT_TAG_PORT,
   SPAK_FLOW_CLOSING,
   SPAK_FLOW_OPEN,
   type ServerReason,
@@ -62,7 +68,7 @@ export interface ServerOptions {
 const NS = 1_000_000_000n;
 const CLOCK_REFRESH_MS = 5_000;
 const FLOW_SWEEP_MS = 30_000;
-export const SERVER_MAPS = ['spak_config', 'spak_ports', 'spak_protected', 'spak_protected_addrs', 'spak_keys', 'spak_flows', 'spak_replay', 'spak_server_counters'] as const;
+export const SERVER_MAPS = ['spak_config', 'spak_ports', 'spak_port_slots', 'spak_protected', 'spak_protected_addrs', 'spak_keys', 'spak_flows', 'spak_replay', 'spak_server_counters'] as const;
 
 export interface StartedServer {
   ifname: string;
@@ -223,21 +229,22 @@ export class SpakServer {
     const prot = this.#map('spak_protected');
     const addrs = this.#map('spak_protected_addrs');
     const ports = this.#map('spak_ports');
+    const slots = this.#map('spak_port_slots');
     const words = new Map<number, bigint>();
+    const perPort = new Map<number, ProtectedDest[]>();
     for (const d of this.#opts.protect) {
-      const dialAddr = d.dialAddress !== undefined;
-      const dialPort = d.dialPort !== undefined;
-      prot.update(
-        encodeDest({ addr: d.address, port: d.port }),
-        encodeProtect({
-          tagAddr: d.dialAddress ?? '::',
-          tagPort: d.dialPort ?? 0,
-          flags: (dialAddr ? 1 : 0) | (dialPort ? 2 : 0),
-        }),
-      );
+      prot.update(encodeDest({ addr: d.address, port: d.port }), encodeProtect(tagBinding(d)));
       addrs.update(addrTo16(d.address), u32(1));
-      const w = d.port >> 6;
-      words.set(w, (words.get(w) ?? 0n) | (1n << BigInt(d.port & 63)));
+      perPort.set(d.port, [...(perPort.get(d.port) ?? []), d]);
+      const { index, bit } = portBit(d.port);
+      words.set(index, (words.get(index) ?? 0n) | bit);
+    }
+    // A port with one protected address is answered from its slot; several go to the hash.
+    for (const [port, dests] of perPort) {
+      const d = dests[0]!;
+      const single = dests.length === 1;
+      const mode = single ? SPAK_PORT_SINGLE : SPAK_PORT_SEVERAL;
+      slots.update(u32(port), encodePortSlot({ addr: single ? d.address : '::', protect: tagBinding(d), mode }));
     }
     // The port bitmap goes last: until a port's bit is set nothing on it is gated.
     for (const [w, bits] of words) {
@@ -278,6 +285,15 @@ export class SpakServer {
       this.#pinned.push(path);
     }
   }
+}
+
+/** What a destination's tags are bound to: itself, or behind DNAT what clients dial. */
+function tagBinding(d: ProtectedDest) {
+  return {
+    tagAddr: d.dialAddress ?? '::',
+    tagPort: d.dialPort ?? 0,
+    flags: (d.dialAddress !== undefined ? SPAK_PROTECT_TAG_ADDR : 0) | (d.dialPort !== undefined ? SPAK_PROTECT_TAG_PORT : 0),
+  };
 }
 
 function u32(n: number): Buffer {

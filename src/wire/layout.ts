@@ -39,6 +39,9 @@ export const SPAK_TIN_OFF_DADDR = 16;
 export const SPAK_FLOW_OPEN = 0;
 export const SPAK_FLOW_CLOSING = 1;
 export const SPAK_PORT_WORDS = 1024;
+export const SPAK_PORT_UNSET = 0;
+export const SPAK_PORT_SINGLE = 1;
+export const SPAK_PORT_SEVERAL = 2;
 
 /** Where a port lives in the port bitmap: array index and the bit within that u64. */
 export function portBit(port: number): { index: number; bit: bigint } {
@@ -116,6 +119,7 @@ export const STRUCT_SIZES = {
   spak_flow_key: 36,
   spak_flow: 16,
   spak_replay: 24,
+  spak_port_slot: 40,
 } as const;
 
 /* ---- addresses: always 16 bytes, IPv4 stored as ::ffff:a.b.c.d ---- */
@@ -338,6 +342,21 @@ export function encodeKeySlot(s: SpakKeySlot): Buffer {
   b.writeUInt32LE(s.valid ? 1 : 0, 16);
   return b;
 }
+/** struct spak_port_slot: the per-port fast path of the server's protected lookup. */
+export interface SpakPortSlot { addr: Addr; protect: SpakProtect; mode: number }
+
+export function encodePortSlot(s: SpakPortSlot): Buffer {
+  const b = Buffer.alloc(STRUCT_SIZES.spak_port_slot);
+  addrBytes(s.addr).copy(b, 0);
+  encodeProtect(s.protect).copy(b, 16);
+  b.writeUInt32LE(s.mode, 36);
+  return b;
+}
+export function decodePortSlot(b: Buffer): { addr: string; protect: ReturnType<typeof decodeProtect>; mode: number } {
+  need(b, STRUCT_SIZES.spak_port_slot, 'spak_port_slot');
+  return { addr: addrFrom16(b.subarray(0, 16)), protect: decodeProtect(b.subarray(16, 36)), mode: b.readUInt32LE(36) };
+}
+
 export function decodeKeySlot(b: Buffer): { key: SpakKey; valid: boolean } {
   need(b, STRUCT_SIZES.spak_key_slot, 'spak_key_slot');
   return { key: decodeKey(b), valid: b.readUInt32LE(16) !== 0 };

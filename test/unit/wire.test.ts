@@ -212,7 +212,7 @@ describe('struct layout', () => {
     assert.deepEqual(
       { ...STRUCT_SIZES },
       { spak_opt: 20, spak_tag_input: 32, spak_key: 16, spak_config: 40, spak_dest: 20, spak_protect: 20,
-        spak_target: 24, spak_key_slot: 24, spak_flow_key: 36, spak_flow: 16, spak_replay: 24 },
+        spak_target: 24, spak_key_slot: 24, spak_flow_key: 36, spak_flow: 16, spak_replay: 24, spak_port_slot: 40 },
     );
   });
 
@@ -263,6 +263,13 @@ describe('struct layout', () => {
     assertStruct('spak_key_slot', b, { key: raw.toString('hex'), valid: 1, pad: 0 });
     assert.deepEqual(layout.decodeKeySlot(b), { key: layout.decodeKey(raw), valid: true });
     assert.equal(layout.decodeKeySlot(layout.encodeKeySlot({ key: layout.decodeKey(raw), valid: false })).valid, false);
+  });
+
+  test('spak_port_slot', () => {
+    const protect = { tagAddr: V6, tagPort: 8443 };
+    const b = layout.encodePortSlot({ addr: V4, protect, mode: layout.SPAK_PORT_SINGLE });
+    assertStruct('spak_port_slot', b, { addr: V4_HEX, protect: layout.encodeProtect(protect).toString('hex'), mode: 1 });
+    assert.deepEqual(layout.decodePortSlot(b), { addr: V4, protect: layout.decodeProtect(layout.encodeProtect(protect)), mode: 1 });
   });
 
   test('port bitmap position', () => {
