@@ -1,0 +1,319 @@
+// Shared harness for the eBPF program tests: loads the compiled objects, fills their maps the
+// way the daemons do (src/server/server.ts, src/client/client.ts), runs frames through
+// BPF_PROG_TEST_RUN and reports the verdict together with the single reason counter that moved.
+// Needs root and `make bpf`.
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BpfObject, testRun, type BpfMap, type BpfProgram } from '../../src/bpf/libbpf.js';
+import { monotonicNs, realtimeOffsetNs } from '../../src/bpf/clock.js';
+import { readCounters } from '../../src/bpf/counters.js';
+import { objectPath } from '../../src/bpf/objects.js';
+import {
+  addrTo16,
+  CLIENT_REASON_NAMES,
+  encodeConfig,
+  encodeDest,
+  encodeKeySlot,
+  encodeProtect,
+  encodeTarget,
+  SERVER_REASON_NAMES,
+  type ClientReason,
+  type ServerReason,
+} from '../../src/wire/layout.js';
+import { computeTag, encodeOption, timeStepAt, type SpakOption, type TagInputFields } from '../../src/wire/option.js';
+import { buildTcp, linuxSynOptions, type TcpParams } from '../../src/wire/packet.js';
+
+export const XDP_ABORTED = 0;
+export const XDP_DROP = 1;
+export const XDP_PASS = 2;
+export const XDP_TX = 3;
+export const TC_ACT_OK = 0;
+
+export const NS_PER_S = 1_000_000_000n;
+
+/** A little-endian u32 map key. */
+export function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n >>> 0);
+  return b;
+}
+
+/** Open and load build/<name>.bpf.o; the program is looked up by its C function name. */
+export function loadProgram(name: string, progName: string): { obj: BpfObject; prog: BpfProgram } {
+  const obj = BpfObject.open(objectPath(name));
+  try {
+    obj.load();
+    return { obj, prog: obj.program(progName) };
+  } catch (err) {
+    obj.close();
+    throw err;
+  }
+}
+
+/** Deletes every entry of a hash map. */
+function clearHash(map: BpfMap): void {
+  // keys() walks with get_next_key; deleting afterwards keeps that walk simple.
+  for (const key of map.keys()) map.delete(key);
+}
+
+/**
+ * Runs frame through prog and returns the retval, the output frame and the one counter that
+ * moved: the diff of every counter before and after must be exactly one reason, by exactly one.
+ */
+function runCounted<R extends string>(
+  prog: BpfProgram, counters: BpfMap, names: readonly R[], frame: Buffer,
+): { retval: number; reason: R; dataOut: Buffer } {
+  const before = readCounters(counters, names);
+  const { retval, dataOut } = testRun(prog, frame);
+  const after = readCounters(counters, names);
+  const moved = names.filter((n) => after[n] !== before[n]);
+  assert.equal(moved.length, 1, `exactly one reason counter must move, got: ${moved.map((n) => `${n} +${after[n] - before[n]}`).join(', ') || 'none'}`);
+  const reason = moved[0]!;
+  assert.equal(after[reason] - before[reason], 1n, `counter ${reason} must move by exactly 1`);
+  return { retval, reason, dataOut };
+}
+
+/* ---- time ---- */
+
+/**
+ * Waits, if needed, until now is safely inside a time step (at least 100 ms after its start and
+ * marginMs before its end), so the step TypeScript computes is the one the program computes from
+ * bpf_ktime_get_coarse_ns() + clock offset. Returns that step.
+ */
+export async function settledStep(stepSeconds: number, marginMs = 1000): Promise<number> {
+  const stepMs = stepSeconds * 1000;
+  for (;;) {
+    const now = Date.now();
+    const into = now % stepMs;
+    if (into < 100) await sleep(100 - into + 5);
+    else if (stepMs - into < marginMs) await sleep(stepMs - into + 105);
+    else return timeStepAt(now, stepSeconds);
+  }
+}
+
+/* ---- server ---- */
+
+export interface ProtectEntry {
+  address: string;
+  port: number;
+  dialAddress?: string;
+  dialPort?: number;
+}
+
+export interface ServerSetup {
+  keys: { id: number; key: Buffer }[];
+  protect: ProtectEntry[];
+  stepSeconds?: number;
+  stepWindow?: number;
+  flowIdleSeconds?: number;
+  flowFinSeconds?: number;
+  enabled?: number;
+}
+
+export interface ServerRun {
+  verdict: number;
+  reason: ServerReason;
+}
+
+/** server.bpf.o loaded once; configure() mirrors SpakServer's map writes. */
+export class ServerHarness {
+  readonly obj: BpfObject;
+  readonly prog: BpfProgram;
+  readonly config: BpfMap;
+  readonly keys: BpfMap;
+  readonly protected: BpfMap;
+  readonly protectedAddrs: BpfMap;
+  readonly ports: BpfMap;
+  readonly flows: BpfMap;
+  readonly replay: BpfMap;
+  readonly counters: BpfMap;
+  #keyIds: number[] = [];
+  #portWords: number[] = [];
+  #setup: Required<Omit<ServerSetup, 'keys' | 'protect'>> | null = null;
+
+  constructor() {
+    const { obj, prog } = loadProgram('server', 'spak_server');
+    this.obj = obj;
+    this.prog = prog;
+    this.config = obj.map('spak_config');
+    this.keys = obj.map('spak_keys');
+    this.protected = obj.map('spak_protected');
+    this.protectedAddrs = obj.map('spak_protected_addrs');
+    this.ports = obj.map('spak_ports');
+    this.flows = obj.map('spak_flows');
+    this.replay = obj.map('spak_replay');
+    this.counters = obj.map('spak_server_counters');
+  }
+
+  /** Replaces config, keys and protected destinations (what the daemon writes at start). */
+  configure(s: ServerSetup): void {
+    const setup = {
+      stepSeconds: s.stepSeconds ?? 30,
+      stepWindow: s.stepWindow ?? 1,
+      flowIdleSeconds: s.flowIdleSeconds ?? 300,
+      flowFinSeconds: s.flowFinSeconds ?? 10,
+      enabled: s.enabled ?? 1,
+    };
+    this.#setup = setup;
+    this.config.update(u32(0), encodeConfig({
+      clockOffsetNs: realtimeOffsetNs(),
+      stepNs: BigInt(setup.stepSeconds) * NS_PER_S,
+      flowIdleNs: BigInt(setup.flowIdleSeconds) * NS_PER_S,
+      flowFinNs: BigInt(setup.flowFinSeconds) * NS_PER_S,
+      stepWindow: setup.stepWindow,
+      enabled: setup.enabled,
+    }));
+
+    // Keys: an array map, so "removing" a slot means writing it back as invalid.
+    const empty = encodeKeySlot({ key: Buffer.alloc(16), valid: false });
+    for (const id of this.#keyIds) this.keys.update(u32(id), empty);
+    for (const k of s.keys) this.keys.update(u32(k.id), encodeKeySlot({ key: k.key, valid: true }));
+    this.#keyIds = s.keys.map((k) => k.id);
+
+    // Protected destinations, as SpakServer#writeProtected does it.
+    clearHash(this.protected);
+    clearHash(this.protectedAddrs);
+    for (const w of this.#portWords) this.ports.update(u32(w), Buffer.alloc(8));
+    const words = new Map<number, bigint>();
+    for (const d of s.protect) {
+      this.protected.update(
+        encodeDest({ addr: d.address, port: d.port }),
+        encodeProtect({
+          tagAddr: d.dialAddress ?? '::',
+          tagPort: d.dialPort ?? 0,
+          flags: (d.dialAddress !== undefined ? 1 : 0) | (d.dialPort !== undefined ? 2 : 0),
+        }),
+      );
+      this.protectedAddrs.update(addrTo16(d.address), u32(1));
+      const w = d.port >> 6;
+      words.set(w, (words.get(w) ?? 0n) | (1n << BigInt(d.port & 63)));
+    }
+    for (const [w, bits] of words) {
+      const v = Buffer.alloc(8);
+      v.writeBigUInt64LE(bits);
+      this.ports.update(u32(w), v);
+    }
+    this.#portWords = [...words.keys()];
+    this.reset();
+  }
+
+  get stepSeconds(): number {
+    if (!this.#setup) throw new Error('configure() first');
+    return this.#setup.stepSeconds;
+  }
+
+  /** Forgets every flow and replay entry (counters are diffed, never reset). */
+  reset(): void {
+    clearHash(this.flows);
+    clearHash(this.replay);
+  }
+
+  /** One frame through spak_server. The server never rewrites: the output must equal the input. */
+  run(frame: Buffer): ServerRun {
+    const { retval, reason, dataOut } = runCounted(this.prog, this.counters, SERVER_REASON_NAMES, frame);
+    assert.ok(dataOut.equals(frame), 'the XDP server must not modify the frame');
+    assert.ok(retval === XDP_PASS || retval === XDP_DROP, `unexpected XDP verdict ${retval}`);
+    return { verdict: retval, reason };
+  }
+
+  /** Asserts the verdict follows from the reason (pass_* -> XDP_PASS, drop_* -> XDP_DROP) and equals the expected one. */
+  expect(frame: Buffer, reason: ServerReason): ServerRun {
+    const r = this.run(frame);
+    const verdict = reason.startsWith('pass_') ? XDP_PASS : XDP_DROP;
+    assert.deepEqual(r, { verdict, reason }, `expected ${reason} (${verdict === XDP_PASS ? 'XDP_PASS' : 'XDP_DROP'})`);
+    return r;
+  }
+
+  close(): void {
+    this.obj.close();
+  }
+}
+
+/* ---- client ---- */
+
+export interface ClientSetup {
+  targets: { address: string; port: number; keyId: number; key: Buffer }[];
+  stepSeconds?: number;
+  enabled?: number;
+}
+
+/** client.bpf.o loaded once; configure() mirrors SpakClient's map writes. */
+export class ClientHarness {
+  readonly obj: BpfObject;
+  readonly prog: BpfProgram;
+  readonly config: BpfMap;
+  readonly targets: BpfMap;
+  readonly counters: BpfMap;
+
+  constructor() {
+    const { obj, prog } = loadProgram('client', 'spak_client');
+    this.obj = obj;
+    this.prog = prog;
+    this.config = obj.map('spak_config');
+    this.targets = obj.map('spak_targets');
+    this.counters = obj.map('spak_client_counters');
+  }
+
+  configure(s: ClientSetup): void {
+    this.config.update(u32(0), encodeConfig({
+      clockOffsetNs: realtimeOffsetNs(),
+      stepNs: BigInt(s.stepSeconds ?? 30) * NS_PER_S,
+      flowIdleNs: 0n,
+      flowFinNs: 0n,
+      stepWindow: 0,
+      enabled: s.enabled ?? 1,
+    }));
+    clearHash(this.targets);
+    for (const t of s.targets) {
+      this.targets.update(encodeDest({ addr: t.address, port: t.port }), encodeTarget({ key: t.key, keyId: t.keyId }));
+    }
+  }
+
+  /** One frame through spak_client (TC): it must always return TC_ACT_OK. */
+  run(frame: Buffer): { reason: ClientReason; dataOut: Buffer } {
+    const { retval, reason, dataOut } = runCounted(this.prog, this.counters, CLIENT_REASON_NAMES, frame);
+    assert.equal(retval, TC_ACT_OK, 'the client program must always return TC_ACT_OK');
+    return { reason, dataOut };
+  }
+
+  close(): void {
+    this.obj.close();
+  }
+}
+
+/* ---- frames ---- */
+
+/** A TCP SYN carrying our option: options = before + option(tag over `tag`) + after. */
+export interface TaggedSynParams extends Omit<TcpParams, 'options' | 'flags'> {
+  key: Buffer;
+  keyId: number;
+  timeStep: number;
+  /** Fields bound into the tag; default: the packet's own dport/seq/daddr. */
+  tag?: Partial<TagInputFields>;
+  /** Option field overrides (version, exid, len, ...) or a replacement tag. */
+  option?: Partial<SpakOption>;
+  /** Option bytes before ours; default linuxSynOptions(). */
+  before?: Buffer;
+  after?: Buffer;
+}
+
+export function tagFor(p: TaggedSynParams): Buffer {
+  return computeTag(p.key, {
+    keyId: p.keyId, dport: p.dport, timeStep: p.timeStep, seq: p.seq, daddr: p.daddr, ...p.tag,
+  });
+}
+
+export function spakOptionFor(p: TaggedSynParams): Buffer {
+  return encodeOption({ keyId: p.keyId, timeStep: p.timeStep, tag: tagFor(p), ...p.option });
+}
+
+export function taggedSyn(p: TaggedSynParams): Buffer {
+  const { key: _k, keyId: _i, timeStep: _t, tag: _g, option: _o, before, after, ...tcp } = p;
+  const options = Buffer.concat([before ?? linuxSynOptions(), spakOptionFor(p), after ?? Buffer.alloc(0)]);
+  return buildTcp({ ...tcp, flags: { syn: true }, options });
+}
+
+/** A monotonic timestamp `ago` seconds in the past, for flow entries written by hand. */
+export function monotonicAgo(seconds: number): bigint {
+  return monotonicNs() - BigInt(Math.round(seconds * 1000)) * 1_000_000n;
+}
