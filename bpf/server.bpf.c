@@ -179,9 +179,14 @@ static __always_inline int handle_syn(struct tcphdr *tcp, void *end, struct spak
 	if (found == SPAK_OPT_ABSENT)
 		return drop(SPAK_SRV_DROP_NO_OPTION);
 	opt = (void *)(tcp + 1) + (opt_off & 0x3f);
+	/* The walk checked len against the header: a short one is ours, just wrong. */
+	if ((void *)opt + 2 > end)
+		return drop(SPAK_SRV_DROP_MALFORMED);
+	if (opt->len != SPAK_OPT_LEN)
+		return drop(SPAK_SRV_DROP_BAD_OPTION);
 	if ((void *)(opt + 1) > end)
 		return drop(SPAK_SRV_DROP_MALFORMED);
-	if (opt->len != SPAK_OPT_LEN || opt->version != SPAK_VERSION || opt->reserved != 0)
+	if (opt->version != SPAK_VERSION || opt->reserved != 0)
 		return drop(SPAK_SRV_DROP_BAD_OPTION);
 
 	key_id = bpf_ntohs(opt->key_id);
@@ -263,12 +268,13 @@ static __always_inline int handle_segment(__u8 flags, struct spak_flow_key *fk, 
 			return drop(SPAK_SRV_DROP_MALFORMED);
 		limit = flow->state == SPAK_FLOW_OPEN ? cfg->flow_idle_ns : cfg->flow_fin_ns;
 		if (idle <= (__s64)limit) {
-			if (flags & TCP_FLAG_RST) {
-				bpf_map_delete_elem(&spak_flows, fk);
-				return pass(SPAK_SRV_PASS_FLOW_END);
-			}
-			if (flags & TCP_FLAG_FIN) {
-				/* Keep it for the rest of the close handshake, then let it expire. */
+			/*
+			 * FIN or RST: we keep no sequence numbers, so only the TCP stack can tell a
+			 * real one from a blind injection (RFC 5961). The flow is kept for the close
+			 * handshake and then expires; the daemon reopens it if the kernel's socket
+			 * is in fact still established.
+			 */
+			if (flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) {
 				if (flow->state == SPAK_FLOW_OPEN) {
 					flow->state = SPAK_FLOW_CLOSING;
 					flow->last_seen_ns = now;

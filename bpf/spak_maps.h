@@ -17,7 +17,7 @@ struct spak_config {
 	__u64 flow_idle_ns;     /* a flow idle this long is gone */
 	__u64 flow_fin_ns;      /* after FIN, the flow lives this long for the close handshake */
 	__u32 step_window;      /* accept steps within +-window of the server's */
-	__u32 enabled;          /* 0: everything passes (not yet configured) */
+	__u32 reserved;         /* 0 */
 };
 
 /* A protected destination (server) or a target destination (client). */

@@ -98,7 +98,6 @@ export class SpakClient {
       flowIdleNs: 0n,
       flowFinNs: 0n,
       stepWindow: 0,
-      enabled: 1,
     });
     const key = Buffer.alloc(4);
     this.#map('spak_config').update(key, cfg);

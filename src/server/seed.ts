@@ -11,6 +11,8 @@ export interface KernelSocket {
   state: number;
 }
 
+export const TCP_ESTABLISHED = 0x01;
+
 // TCP states worth a flow: everything that can still receive segments.
 const LIVE_STATES = new Set([
   0x01, // ESTABLISHED

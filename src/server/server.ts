@@ -34,7 +34,7 @@ import {
   SPAK_FLOW_OPEN,
   type ServerReason,
 } from '../wire/layout.js';
-import { liveTcpSockets } from './seed.js';
+import { liveTcpSockets, TCP_ESTABLISHED, type KernelSocket } from './seed.js';
 
 export interface ProtectedDest {
   address: string;
@@ -67,7 +67,7 @@ export interface ServerOptions {
 
 const NS = 1_000_000_000n;
 const CLOCK_REFRESH_MS = 5_000;
-const FLOW_SWEEP_MS = 30_000;
+const FLOW_SWEEP_MS = 5_000;
 export const SERVER_MAPS = ['spak_config', 'spak_ports', 'spak_port_slots', 'spak_protected', 'spak_protected_addrs', 'spak_keys', 'spak_flows', 'spak_replay', 'spak_server_counters'] as const;
 
 export interface StartedServer {
@@ -177,21 +177,36 @@ export class SpakServer {
     return this.#map('spak_flows').keys().length;
   }
 
-  /** Deletes flows idle past their limit (the XDP program also expires them lazily). */
-  sweepFlows(): number {
+  /**
+   * Deletes flows idle past their limit (the XDP program also expires them lazily) and reopens
+   * flows a FIN or RST marked closing while the kernel still has the connection established:
+   * the XDP program cannot tell a blind injected FIN/RST from a real one, the TCP stack can.
+   */
+  sweepFlows(sockets: KernelSocket[] = liveTcpSockets()): { removed: number; reopened: number } {
     const flows = this.#map('spak_flows');
     const now = monotonicNs();
     const idle = BigInt(this.#opts.flowIdleSeconds) * NS;
     const fin = BigInt(this.#opts.flowFinSeconds) * NS;
+    const established = new Set(
+      sockets
+        .filter((k) => k.state === TCP_ESTABLISHED)
+        .map((k) => encodeFlowKey({ saddr: k.remoteAddr, daddr: k.localAddr, sport: k.remotePort, dport: k.localPort }).toString('hex')),
+    );
     let removed = 0;
+    let reopened = 0;
     for (const key of flows.keys()) {
       const v = flows.lookup(key);
       if (!v) continue;
       const f = decodeFlow(v);
+      if (f.state === SPAK_FLOW_CLOSING && established.has(key.toString('hex'))) {
+        flows.update(key, encodeFlow({ lastSeenNs: now, state: SPAK_FLOW_OPEN }), 'exist');
+        reopened++;
+        continue;
+      }
       const limit = f.state === SPAK_FLOW_CLOSING ? fin : idle;
       if (now - f.lastSeenNs > limit && flows.delete(key)) removed++;
     }
-    return removed;
+    return { removed, reopened };
   }
 
   #map(name: (typeof SERVER_MAPS)[number]): BpfMap {
@@ -215,7 +230,6 @@ export class SpakServer {
       flowIdleNs: BigInt(o.flowIdleSeconds) * NS,
       flowFinNs: BigInt(o.flowFinSeconds) * NS,
       stepWindow: o.stepWindow,
-      enabled: 1,
     });
     this.#map('spak_config').update(u32(0), value);
   }

@@ -251,7 +251,6 @@ export interface SpakConfig {
   flowIdleNs: bigint;
   flowFinNs: bigint;
   stepWindow: number;
-  enabled: number;
 }
 
 export function encodeConfig(c: SpakConfig): Buffer {
@@ -261,7 +260,7 @@ export function encodeConfig(c: SpakConfig): Buffer {
   b.writeBigUInt64LE(c.flowIdleNs, 16);
   b.writeBigUInt64LE(c.flowFinNs, 24);
   b.writeUInt32LE(c.stepWindow, 32);
-  b.writeUInt32LE(c.enabled, 36);
+  b.writeUInt32LE(0, 36); // reserved
   return b;
 }
 export function decodeConfig(b: Buffer): SpakConfig {
@@ -272,7 +271,6 @@ export function decodeConfig(b: Buffer): SpakConfig {
     flowIdleNs: b.readBigUInt64LE(16),
     flowFinNs: b.readBigUInt64LE(24),
     stepWindow: b.readUInt32LE(32),
-    enabled: b.readUInt32LE(36),
   };
 }
 

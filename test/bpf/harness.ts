@@ -107,7 +107,6 @@ export interface ServerSetup {
   stepWindow?: number;
   flowIdleSeconds?: number;
   flowFinSeconds?: number;
-  enabled?: number;
 }
 
 export interface ServerRun {
@@ -152,7 +151,6 @@ export class ServerHarness {
       stepWindow: s.stepWindow ?? 1,
       flowIdleSeconds: s.flowIdleSeconds ?? 300,
       flowFinSeconds: s.flowFinSeconds ?? 10,
-      enabled: s.enabled ?? 1,
     };
     this.#setup = setup;
     this.config.update(u32(0), encodeConfig({
@@ -161,7 +159,6 @@ export class ServerHarness {
       flowIdleNs: BigInt(setup.flowIdleSeconds) * NS_PER_S,
       flowFinNs: BigInt(setup.flowFinSeconds) * NS_PER_S,
       stepWindow: setup.stepWindow,
-      enabled: setup.enabled,
     }));
 
     // Keys: an array map, so "removing" a slot means writing it back as invalid.
@@ -234,7 +231,6 @@ export class ServerHarness {
 export interface ClientSetup {
   targets: { address: string; port: number; keyId: number; key: Buffer }[];
   stepSeconds?: number;
-  enabled?: number;
 }
 
 /** client.bpf.o loaded once; configure() mirrors SpakClient's map writes. */
@@ -261,7 +257,6 @@ export class ClientHarness {
       flowIdleNs: 0n,
       flowFinNs: 0n,
       stepWindow: 0,
-      enabled: s.enabled ?? 1,
     }));
     clearHash(this.targets);
     for (const t of s.targets) {

@@ -231,10 +231,10 @@ describe('struct layout', () => {
 
   test('spak_config', () => {
     const c = { clockOffsetNs: -1234567890123n, stepNs: 30_000_000_000n, flowIdleNs: 300_000_000_000n,
-      flowFinNs: 10_000_000_000n, stepWindow: 1, enabled: 1 };
+      flowFinNs: 10_000_000_000n, stepWindow: 1 };
     const b = layout.encodeConfig(c);
     assertStruct('spak_config', b, { clock_offset_ns: c.clockOffsetNs, step_ns: c.stepNs, flow_idle_ns: c.flowIdleNs,
-      flow_fin_ns: c.flowFinNs, step_window: 1, enabled: 1 });
+      flow_fin_ns: c.flowFinNs, step_window: 1, reserved: 0 });
     assert.deepEqual(layout.decodeConfig(b), c);
   });
 
