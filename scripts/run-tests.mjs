@@ -5,6 +5,7 @@
 // Usage: node scripts/run-tests.mjs [filter]   (filter = substring of the test file path)
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -50,11 +51,30 @@ for (const file of files) {
   groups.get(rank).push(path.relative(root, file));
 }
 
+// Each group reports with spec on the terminal and TAP into a file we total at the end, so the
+// run closes with one "tests: N passed, N failed" line over every group.
+const tapDir = fs.mkdtempSync(path.join(os.tmpdir(), 'spak-tests-'));
+const totals = { pass: 0, fail: 0, skipped: 0, todo: 0 };
 let exitCode = 0;
-for (const groupFiles of groups.values()) {
-  const result = spawnSync(process.execPath, ['--test', '--test-concurrency=1', ...groupFiles], { cwd: root, stdio: 'inherit' });
-  if (result.error) throw result.error;
-  const code = result.status ?? 1; // killed by a signal counts as a failure
-  if (exitCode === 0) exitCode = code; // report the first failing group's code, but still run the rest
+try {
+  let i = 0;
+  for (const groupFiles of groups.values()) {
+    const tap = path.join(tapDir, `group-${i++}.tap`);
+    const args = ['--test', '--test-concurrency=1', '--test-reporter=spec', '--test-reporter-destination=stdout',
+      '--test-reporter=tap', `--test-reporter-destination=${tap}`, ...groupFiles];
+    const result = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit' });
+    if (result.error) throw result.error;
+    const code = result.status ?? 1; // killed by a signal counts as a failure
+    if (exitCode === 0) exitCode = code; // report the first failing group's code, but still run the rest
+    const text = fs.existsSync(tap) ? fs.readFileSync(tap, 'utf8') : '';
+    for (const key of Object.keys(totals)) {
+      const m = new RegExp(`^# ${key} (\\d+)$`, 'm').exec(text);
+      if (m) totals[key] += Number(m[1]);
+    }
+  }
+} finally {
+  fs.rmSync(tapDir, { recursive: true, force: true });
 }
+if (exitCode !== 0 && totals.fail === 0) totals.fail = 1; // a group died before reporting
+console.log(`\ntests: ${totals.pass} passed, ${totals.fail} failed, ${totals.skipped} skipped${totals.todo ? ` (${totals.todo} todo)` : ''}`);
 process.exit(exitCode);
