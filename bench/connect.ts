@@ -5,6 +5,9 @@ import { Lab, startSpak } from '../src/lab/lab.js';
 export interface ConnectResult {
   withoutUs: number;
   withUs: number;
+  /** Lowest and highest round medians: how noisy this machine was during the run. */
+  withoutRange: [number, number];
+  withRange: [number, number];
   ratio: number;
   rounds: number;
   connectsPerRound: number;
@@ -38,7 +41,7 @@ const ACCEPT_LOOP = `
 require('node:net').createServer((s) => s.destroy()).listen(Number(process.argv[2]), process.argv[1], () => console.log('listening'));
 `;
 
-export async function benchConnect(connects: number, rounds = 3): Promise<ConnectResult> {
+export async function benchConnect(connects: number, rounds = 8): Promise<ConnectResult> {
   const lab = await Lab.create({ tag: 'bench' });
   try {
     const server = await lab.addHost('server', 1);
@@ -70,7 +73,16 @@ export async function benchConnect(connects: number, rounds = 3): Promise<Connec
     const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
     const withoutUs = med(without);
     const withUs = med(withSpak);
-    return { withoutUs, withUs, ratio: withUs / withoutUs, rounds, connectsPerRound: connects };
+    const range = (xs: number[]): [number, number] => [Math.min(...xs), Math.max(...xs)];
+    return {
+      withoutUs,
+      withUs,
+      withoutRange: range(without),
+      withRange: range(withSpak),
+      ratio: withUs / withoutUs,
+      rounds,
+      connectsPerRound: connects,
+    };
   } finally {
     await lab.destroy();
   }

@@ -9,7 +9,7 @@ import { benchConnect, type ConnectResult } from './connect.js';
 
 const REPEAT = Number(process.env.SPAK_BENCH_REPEAT ?? 1_000_000);
 const ROUNDS = Number(process.env.SPAK_BENCH_ROUNDS ?? 5);
-const CONNECTS = Number(process.env.SPAK_BENCH_CONNECTS ?? 400);
+const CONNECTS = Number(process.env.SPAK_BENCH_CONNECTS ?? 300);
 
 interface Target {
   text: string;
@@ -39,12 +39,13 @@ function xdpTable(cases: XdpCase[]): string {
 }
 
 function connectTable(r: ConnectResult): string {
+  const range = (x: [number, number]) => `${x[0].toFixed(1)} – ${x[1].toFixed(1)}`;
   return [
-    '| | median connect() µs | rounds |',
-    '|---|---|---|',
-    `| without spak | ${r.withoutUs.toFixed(1)} | ${r.rounds} x ${r.connectsPerRound} |`,
-    `| with spak (client TC + server XDP) | ${r.withUs.toFixed(1)} | ${r.rounds} x ${r.connectsPerRound} |`,
-    `| ratio | ${r.ratio.toFixed(3)} (target <= 1.05: ${r.ratio <= 1.05 ? 'met' : 'NOT met'}) | |`,
+    '| | median connect() µs | round medians µs (min – max) | rounds |',
+    '|---|---|---|---|',
+    `| without spak | ${r.withoutUs.toFixed(1)} | ${range(r.withoutRange)} | ${r.rounds} x ${r.connectsPerRound} |`,
+    `| with spak (client TC + server XDP) | ${r.withUs.toFixed(1)} | ${range(r.withRange)} | ${r.rounds} x ${r.connectsPerRound} |`,
+    `| ratio | ${r.ratio.toFixed(3)} (target <= 1.05: ${r.ratio <= 1.05 ? 'met' : 'NOT met'}) | | |`,
   ].join('\n');
 }
 
