@@ -270,7 +270,8 @@ export class Lab {
   readonly hosts = new Map<string, LabHost>();
   /** A temp directory for configs and captures, removed with the lab. */
   readonly dir: string;
-  #created = false;
+  /** Namespaces this lab made (and so may delete), in creation order. */
+  #namespaces: string[] = [];
   #destroyed = false;
   #procs = new Set<LabProcess>();
 
@@ -290,7 +291,7 @@ export class Lab {
     const lab = new Lab(opts);
     try {
       await lab.#ip(['netns', 'add', lab.lanNs]);
-      lab.#created = true;
+      lab.#namespaces.push(lab.lanNs);
       await lab.#ip(['-n', lab.lanNs, 'link', 'add', 'br0', 'type', 'bridge']);
       await lab.#ip(['-n', lab.lanNs, 'link', 'set', 'br0', 'up']);
       await lab.#ip(['-n', lab.lanNs, 'link', 'set', 'lo', 'up']);
@@ -321,6 +322,7 @@ export class Lab {
     this.hosts.set(name, host);
     const peer = `${name}-p`;
     await this.#ip(['netns', 'add', host.ns]);
+    this.#namespaces.push(host.ns);
     await this.#ip(['-n', this.lanNs, 'link', 'add', peer, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host.ns]);
     await this.#ip(['-n', this.lanNs, 'link', 'set', peer, 'master', 'br0']);
     await this.#ip(['-n', this.lanNs, 'link', 'set', peer, 'up']);
@@ -388,8 +390,9 @@ export class Lab {
     if (this.#destroyed) return;
     this.#destroyed = true;
     labs.delete(this);
-    const namespaces = [...[...this.hosts.values()].map((h) => h.ns), this.lanNs];
-    if (this.#created || this.hosts.size > 0) {
+    // Hosts first, the bridge last: deleting a host's namespace deletes its veth pair.
+    const namespaces = [...this.#namespaces].reverse();
+    if (namespaces.length > 0) {
       const pidsOf = (ns: string): number[] =>
         runSync(['ip', 'netns', 'pids', ns])
           .stdout.split(/\s+/)
