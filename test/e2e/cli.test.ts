@@ -5,10 +5,13 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { REPO_ROOT } from '../../src/bpf/objects.js';
+import { Lab } from '../../src/lab/lab.js';
 
 const SPAK = path.join(REPO_ROOT, 'bin', 'spak');
 const KEY = '112233445566778899aabbccddeeff00';
-const NS = `spak-${process.pid}-cli`;
+// The lab removes its namespaces at exit and on SIGINT/SIGTERM, also when a test fails.
+let lab: Lab;
+let NS = '';
 
 function ip(...args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8' });
@@ -32,14 +35,15 @@ function tcFilters(dev: string): string {
   return execFileSync('ip', ['netns', 'exec', NS, 'tc', 'filter', 'show', 'dev', dev, 'egress'], { encoding: 'utf8' });
 }
 
-before(() => {
-  ip('netns', 'add', NS);
+before(async () => {
+  lab = await Lab.create({ tag: 'cli' });
+  NS = (await lab.addHost('h', 10)).ns;
   ip('-n', NS, 'link', 'add', 'name', 'spk0', 'type', 'veth', 'peer', 'name', 'spk1');
-  for (const dev of ['spk0', 'spk1', 'lo']) ip('-n', NS, 'link', 'set', 'dev', dev, 'up');
+  for (const dev of ['spk0', 'spk1']) ip('-n', NS, 'link', 'set', 'dev', dev, 'up');
 });
 
-after(() => {
-  spawnSync('ip', ['netns', 'del', NS]);
+after(async () => {
+  await lab.destroy();
 });
 
 test('--help works for the tool and every command', () => {
