@@ -18,10 +18,8 @@ import {
   type TcpFlags,
   type TcpParams,
 } from '../../src/wire/packet.js';
-import { ClientHarness, ServerHarness, settledStep, type ClientSetup, type ServerSetup } from './harness.js';
+import { ClientHarness, KEY1, KEY7, ServerHarness, settledStep, type ClientSetup, type ServerSetup } from './harness.js';
 
-const KEY1 = Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex');
-const KEY7 = Buffer.from('f0e1d2c3b4a5968778695a4b3c2d1e0f', 'hex');
 const ISN = 0x89abcdef;
 const STEP_SECONDS = 30;
 

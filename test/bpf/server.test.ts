@@ -35,14 +35,14 @@ import {
   spakOptionFor,
   tagFor,
   taggedSyn,
+  KEY1,
+  KEY7,
   XDP_DROP,
   XDP_PASS,
   type ServerSetup,
   type TaggedSynParams,
 } from './harness.js';
 
-const KEY1 = Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex');
-const KEY7 = Buffer.from('f0e1d2c3b4a5968778695a4b3c2d1e0f', 'hex');
 const WRONG_KEY = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
 const ISN = 0x1234abcd;
 
