@@ -88,28 +88,6 @@ retransmit (option walk, SipHash, replay-table lookup, flow touch). "valid SYN, 
 the LRU tables and meets cold cache lines there; the kernel times each single run, and the
 baseline is run the same way on the same packets.
 
-${xdp}\n\nconnect(): ${CONNECTS} connects per round over veth...\n`);
-  const conn = await benchConnect(CONNECTS);
-  const connect = connectTable(conn);
-  process.stdout.write(`${connect}\n`);
-
-  const md = `# Benchmarks
-
-Written by \`make bench\` (bench/run.ts) on ${new Date().toISOString()}, kernel ${os.release()},
-${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}. Timings on this machine are noisy: every spak
-figure is paired with its baseline measured in the same run, and each value is the median of
-${ROUNDS} rounds.
-
-## XDP cost per packet (BPF_PROG_TEST_RUN, ${REPEAT} repeats per round)
-
-The baseline is a bare \`return XDP_PASS\` program (bpf/baseline.bpf.c) run on the same packet in
-the same round. "spak ns" and "bare XDP_PASS ns" are the kernel's own figures (whole ns per run,
-the median over rounds); the targets are judged on them. The wall-timed column times the whole
-call from user space: finer than a whole ns, but both sides carry the test-run loop's own
-per-run overhead, which makes its ratios look better than the kernel's; its deltas are the
-same cost measured another way. "valid SYN" repeats one SYN, so after the first run it is a same-source retransmit:
-full option walk, SipHash and replay-table lookup, and a flow-table update.
-
 ${xdp}
 
 ## connect() latency over veth
