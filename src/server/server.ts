@@ -178,19 +178,22 @@ export class SpakServer {
   }
 
   /**
-   * Deletes flows idle past their limit (the XDP program also expires them lazily) and reopens
-   * flows a FIN or RST marked closing while the kernel still has the connection established:
-   * the XDP program cannot tell a blind injected FIN/RST from a real one, the TCP stack can.
+   * Deletes flows idle past their limit (the XDP program also expires them lazily). A flow a FIN
+   * or RST marked closing is reopened while the kernel still has the connection established (the
+   * XDP program cannot tell a blind injected FIN/RST from a real one, the TCP stack can) and kept
+   * while its socket is in any other live state (a half-close can last long).
    */
   sweepFlows(sockets: KernelSocket[] = liveTcpSockets()): { removed: number; reopened: number } {
     const flows = this.#map('spak_flows');
     const now = monotonicNs();
     const idle = BigInt(this.#opts.flowIdleSeconds) * NS;
     const fin = BigInt(this.#opts.flowFinSeconds) * NS;
-    const established = new Set(
-      sockets
-        .filter((k) => k.state === TCP_ESTABLISHED)
-        .map((k) => encodeFlowKey({ saddr: k.remoteAddr, daddr: k.localAddr, sport: k.remotePort, dport: k.localPort }).toString('hex')),
+    // The kernel's view of each connection, keyed like the flow table.
+    const kernel = new Map(
+      sockets.map((k) => [
+        encodeFlowKey({ saddr: k.remoteAddr, daddr: k.localAddr, sport: k.remotePort, dport: k.localPort }).toString('hex'),
+        k.state,
+      ]),
     );
     let removed = 0;
     let reopened = 0;
@@ -198,9 +201,13 @@ export class SpakServer {
       const v = flows.lookup(key);
       if (!v) continue;
       const f = decodeFlow(v);
-      if (f.state === SPAK_FLOW_CLOSING && established.has(key.toString('hex'))) {
-        flows.update(key, encodeFlow({ lastSeenNs: now, state: SPAK_FLOW_OPEN }), 'exist');
-        reopened++;
+      const socketState = f.state === SPAK_FLOW_CLOSING ? kernel.get(key.toString('hex')) : undefined;
+      if (socketState !== undefined) {
+        // Established: the FIN/RST was not real. Any other live state is a close in progress,
+        // perhaps a long half-close (the server still sending): keep the flow while it lasts.
+        const state = socketState === TCP_ESTABLISHED ? SPAK_FLOW_OPEN : SPAK_FLOW_CLOSING;
+        flows.update(key, encodeFlow({ lastSeenNs: now, state }), 'exist');
+        if (state === SPAK_FLOW_OPEN) reopened++;
         continue;
       }
       const limit = f.state === SPAK_FLOW_CLOSING ? fin : idle;

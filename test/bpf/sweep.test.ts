@@ -42,10 +42,13 @@ test('sweep: idle and finished flows go, live ones stay, a wrongly closed one is
   const closed = flow(40003, SPAK_FLOW_CLOSING, 11);
   const closing = flow(40004, SPAK_FLOW_CLOSING, 2);
   const blind = flow(40005, SPAK_FLOW_CLOSING, 2); // a blind RST marked it; the socket disagrees
-  const sockets = [socket(40005, 0x01), socket(40004, 0x08 /* CLOSE_WAIT: a real close */)];
+  const halfClosed = flow(40006, SPAK_FLOW_CLOSING, 60); // client sent FIN, server still sending
+  const sockets = [socket(40005, 0x01), socket(40004, 0x08 /* CLOSE_WAIT: a real close */), socket(40006, 0x08)];
 
   const r = server.sweepFlows(sockets);
   assert.deepEqual(r, { removed: 2, reopened: 1 });
+  assert.equal(decodeFlow(server.map('spak_flows').lookup(halfClosed)!).state, SPAK_FLOW_CLOSING);
+  assert.ok(decodeFlow(server.map('spak_flows').lookup(halfClosed)!).lastSeenNs > monotonicNs() - 5n * NS, 'kept fresh');
   const flows = server.map('spak_flows');
   assert.equal(decodeFlow(flows.lookup(fresh)!).state, SPAK_FLOW_OPEN);
   assert.equal(flows.lookup(idle), null);
