@@ -1,6 +1,7 @@
 // connect() latency over veth with and without spak, as a ratio. Rounds alternate
 // without/with so drift on this noisy machine falls on both sides alike.
 import { Lab, startSpak } from '../src/lab/lab.js';
+import { median } from './median.js';
 
 export interface ConnectResult {
   withoutUs: number;
@@ -70,9 +71,8 @@ export async function benchConnect(connects: number, rounds = 8): Promise<Connec
         await srv.stop();
       }
     }
-    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
-    const withoutUs = med(without);
-    const withUs = med(withSpak);
+    const withoutUs = median(without);
+    const withUs = median(withSpak);
     const range = (xs: number[]): [number, number] => [Math.min(...xs), Math.max(...xs)];
     return {
       withoutUs,

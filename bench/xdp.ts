@@ -7,6 +7,7 @@ import { encodeFlow, encodeFlowKey, SPAK_FLOW_OPEN } from '../src/wire/layout.js
 import { computeTag, encodeOption, timeStepAt } from '../src/wire/option.js';
 import { buildTcp, linuxSynOptions } from '../src/wire/packet.js';
 import { monotonicNs } from '../src/bpf/clock.js';
+import { median } from './median.js';
 
 export interface XdpCase {
   name: string;
@@ -25,12 +26,6 @@ const KEY = Buffer.from('112233445566778899aabbccddeeff00', 'hex');
 const SERVER = '198.51.100.1';
 const FIRST_SIGHT_PACKETS = 20_000;
 const CLIENT = '198.51.100.2';
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 function frames(): Record<string, Buffer> {
   const step = timeStepAt(Date.now(), 30);

@@ -37,10 +37,13 @@ static __always_inline int verdict(__u32 reason)
 	return TC_ACT_OK;   /* the client never drops: a SYN it cannot tag goes out as it was */
 }
 
-/* Replaces an EOL and everything after it with NOPs; returns -1 on a broken list. */
+/*
+ * In a TCP header of len bytes, replaces an EOL and everything after it with NOPs;
+ * returns -1 on a broken option list.
+ */
 static __always_inline int eol_to_nops(struct spak_tcp_opts *o, __u32 len)
 {
-	__u32 off = 0;
+	__u32 off = sizeof(struct tcphdr);
 	int eol = 0;
 
 #pragma clang loop unroll(disable)
@@ -68,7 +71,7 @@ static __always_inline int eol_to_nops(struct spak_tcp_opts *o, __u32 len)
 	if (!eol)
 		return 0;
 #pragma clang loop unroll(disable)
-	for (int i = 0; i < SPAK_TCP_MAX_OPTS; i++) {
+	for (int i = sizeof(struct tcphdr); i < SPAK_TCP_MAX_HDR; i++) {
 		if (i >= off && i < len)
 			o->b[i & 63] = 1;
 	}
@@ -179,18 +182,8 @@ int spak_client(struct __sk_buff *skb)
 	if (bpf_skb_load_bytes(skb, l4, old_hdr.b, hdr_len))
 		return verdict(SPAK_CLI_ERROR);
 	__builtin_memcpy(new_hdr.b, old_hdr.b, sizeof(new_hdr.b));
-	{
-		struct spak_tcp_opts opts = {};
-
-#pragma clang loop unroll(disable)
-		for (int i = 0; i < SPAK_TCP_MAX_OPTS; i++)
-			opts.b[i] = new_hdr.b[(i + sizeof(*tcp)) & 63];
-		if (eol_to_nops(&opts, hdr_len - sizeof(*tcp)))
-			return verdict(SPAK_CLI_SKIP_MALFORMED);
-#pragma clang loop unroll(disable)
-		for (int i = 0; i < SPAK_TCP_MAX_OPTS; i++)
-			new_hdr.b[(i + sizeof(*tcp)) & 63] = opts.b[i];
-	}
+	if (eol_to_nops(&new_hdr, hdr_len))
+		return verdict(SPAK_CLI_SKIP_MALFORMED);
 	new_hdr.b[12] = (((hdr_len + SPAK_OPT_LEN) / 4) << 4) | (old_hdr.b[12] & 0x0f);
 #pragma clang loop unroll(disable)
 	for (int i = 0; i < SPAK_OPT_LEN; i++)

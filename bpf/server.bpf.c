@@ -102,9 +102,10 @@ static __always_inline void wildcard_of(__u8 out[16], int v4)
 
 static __always_inline int is_wildcard(const __u8 a[16], int v4)
 {
-	const __u32 *w = (const __u32 *)a;
+	__u8 any[16];
 
-	return w[0] == 0 && w[1] == 0 && w[3] == 0 && w[2] == (v4 ? bpf_htonl(0x0000ffff) : 0);
+	wildcard_of(any, v4);
+	return spak_addr_eq(a, any);
 }
 
 static __always_inline struct spak_protect *lookup_protected(const __u8 daddr[16], __be16 dport,

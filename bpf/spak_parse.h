@@ -130,7 +130,7 @@ static __always_inline int spak_addr_eq(const __u8 a[16], const __u8 b[16])
 #define SPAK_OPT_ABSENT 1
 #define SPAK_OPT_MALFORMED 2
 
-/* TCP options copied out of the packet, for the client which rebuilds the header. */
+/* A TCP header copied to the stack, for the client which rebuilds it. */
 struct spak_tcp_opts {
 	__u8 b[64];
 };

@@ -8,7 +8,7 @@ import { newHexKey, parseHexKey } from '../config/keys.js';
 import { loadConfigFile, resolveSecret } from '../config/schema.js';
 import { SpakClient, type ClientOptions } from '../client/client.js';
 import { SpakServer, type ServerOptions } from '../server/server.js';
-import { CLIENT_REASON_NAMES, SERVER_REASON_NAMES } from '../wire/layout.js';
+import { SERVER_REASON_NAMES } from '../wire/layout.js';
 
 /** A mistake in what the user typed: reported as one line, exit status 2. */
 export class UsageError extends Error {}
@@ -256,7 +256,6 @@ export function buildProgram(): Command {
       }
     });
 
-  void CLIENT_REASON_NAMES;
   return program;
 }
 

@@ -10,10 +10,11 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { REPO_ROOT } from '../bpf/objects.js';
 import { fileURLToPath } from 'node:url';
 
 /** The repository root (this file is src/lab/lab.ts, compiled to dist/src/lab/lab.js). */
-export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export { REPO_ROOT };
 /** The spak command line; run it with process.execPath so the node in use is the one that runs it. */
 export const SPAK_BIN = path.join(REPO_ROOT, 'bin', 'spak');
 /** Debian's python3 has scapy; a python3 earlier on PATH may not. */

@@ -172,11 +172,6 @@ export class SpakServer {
     return readCounters(this.#map('spak_server_counters'), SERVER_REASON_NAMES);
   }
 
-  /** Number of flows currently recorded. */
-  flowCount(): number {
-    return this.#map('spak_flows').keys().length;
-  }
-
   /**
    * Deletes flows idle past their limit (the XDP program also expires them lazily). A flow a FIN
    * or RST marked closing is reopened while the kernel still has the connection established (the

@@ -4,10 +4,8 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { REPO_ROOT } from '../../src/bpf/objects.js';
-import { Lab } from '../../src/lab/lab.js';
+import { Lab, SPAK_BIN as SPAK } from '../../src/lab/lab.js';
 
-const SPAK = path.join(REPO_ROOT, 'bin', 'spak');
 const KEY = '112233445566778899aabbccddeeff00';
 // The lab removes its namespaces at exit and on SIGINT/SIGTERM, also when a test fails.
 let lab: Lab;
