@@ -11,7 +11,6 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT } from '../bpf/objects.js';
-import { fileURLToPath } from 'node:url';
 
 /** The repository root (this file is src/lab/lab.ts, compiled to dist/src/lab/lab.js). */
 export { REPO_ROOT };

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  BpfError, BpfMap, BpfObject, attachXdp, ifIndex, numPossibleCpus, setLibbpfLogger, testRun,
+  BpfError, BpfMap, BpfObject, ifIndex, numPossibleCpus, setLibbpfLogger, testRun,
 } from '../../src/bpf/libbpf.js';
 
 const LIB_URL = new URL('../../src/bpf/libbpf.js', import.meta.url).href; // the compiled module under test

@@ -37,8 +37,6 @@ import {
   taggedSyn,
   KEY1,
   KEY7,
-  XDP_DROP,
-  XDP_PASS,
   type ServerSetup,
   type TaggedSynParams,
 } from './harness.js';

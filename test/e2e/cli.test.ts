@@ -2,7 +2,6 @@
 // input, and nothing left attached after a failed start.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Lab, SPAK_BIN as SPAK } from '../../src/lab/lab.js';
 
