@@ -1,3 +1,6 @@
+import type { BpfMap } from './libbpf.js';
+import { encodeConfig } from '../wire/layout.js';
+
 // The eBPF programs read CLOCK_MONOTONIC (bpf_ktime_get_coarse_ns) and add an offset
 // to get unix time; user space keeps that offset current so NTP steps are followed.
 /** CLOCK_REALTIME - CLOCK_MONOTONIC in ns (process.hrtime is CLOCK_MONOTONIC on Linux). */
@@ -10,4 +13,41 @@ export function realtimeOffsetNs(): bigint {
 /** CLOCK_MONOTONIC now, in ns: the clock flow timestamps in the maps use. */
 export function monotonicNs(): bigint {
   return process.hrtime.bigint();
+}
+
+/** What goes into the programs' spak_config besides the clock offset (seconds; 0 = unused). */
+export interface TimeSettings {
+  stepSeconds: number;
+  stepWindow?: number;
+  flowIdleSeconds?: number;
+  flowFinSeconds?: number;
+}
+
+const NS = 1_000_000_000n;
+/** How often the daemons rewrite the clock offset (NTP may have stepped the clock). */
+export const CLOCK_REFRESH_MS = 5_000;
+
+/** Writes spak_config (index 0) with the current CLOCK_REALTIME - CLOCK_MONOTONIC offset. */
+export function writeTimeConfig(map: BpfMap, t: TimeSettings): void {
+  const value = encodeConfig({
+    clockOffsetNs: realtimeOffsetNs(),
+    stepNs: BigInt(t.stepSeconds) * NS,
+    flowIdleNs: BigInt(t.flowIdleSeconds ?? 0) * NS,
+    flowFinNs: BigInt(t.flowFinSeconds ?? 0) * NS,
+    stepWindow: t.stepWindow ?? 0,
+  });
+  map.update(Buffer.alloc(4), value);
+}
+
+/** Rewrites the config every CLOCK_REFRESH_MS; the timer does not keep the process alive. */
+export function keepClockCurrent(map: BpfMap, t: TimeSettings, onError: (err: unknown) => void): NodeJS.Timeout {
+  const timer = setInterval(() => {
+    try {
+      writeTimeConfig(map, t);
+    } catch (err) {
+      onError(err);
+    }
+  }, CLOCK_REFRESH_MS);
+  timer.unref();
+  return timer;
 }

@@ -2,10 +2,10 @@
 // which key, and attaches it at TC egress. Programs that connect() need no change.
 import type { Logger } from 'pino';
 import { attachTc, BpfObject, ifIndex, type BpfMap, type TcAttachment } from '../bpf/libbpf.js';
-import { realtimeOffsetNs } from '../bpf/clock.js';
+import { keepClockCurrent, writeTimeConfig } from '../bpf/clock.js';
 import { readCounters } from '../bpf/counters.js';
 import { objectPath } from '../bpf/objects.js';
-import { CLIENT_REASON_NAMES, encodeConfig, encodeDest, encodeTarget, type ClientReason } from '../wire/layout.js';
+import { CLIENT_REASON_NAMES, encodeDest, encodeTarget, type ClientReason } from '../wire/layout.js';
 
 export interface ClientTarget {
   address: string;
@@ -21,8 +21,6 @@ export interface ClientOptions {
   logger?: Logger | undefined;
 }
 
-const NS = 1_000_000_000n;
-const CLOCK_REFRESH_MS = 5_000;
 
 export interface StartedClient {
   ifname: string;
@@ -48,19 +46,12 @@ export class SpakClient {
       const obj = BpfObject.open(file);
       this.#obj = obj;
       obj.load();
-      this.#writeConfig();
+      writeTimeConfig(obj.map('spak_config'), o);
       const targets = obj.map('spak_targets');
       for (const t of o.targets)
         targets.update(encodeDest({ addr: t.address, port: t.port }), encodeTarget({ key: t.key, keyId: t.keyId }));
       this.#tc = attachTc(obj.program('spak_client'), o.iface, 'egress');
-      this.#timer = setInterval(() => {
-        try {
-          this.#writeConfig();
-        } catch (err) {
-          o.logger?.error({ err }, 'clock refresh failed');
-        }
-      }, CLOCK_REFRESH_MS);
-      this.#timer.unref();
+      this.#timer = keepClockCurrent(obj.map('spak_config'), o, (err) => o.logger?.error({ err }, 'clock refresh failed'));
       return { ifname: o.iface, ifindex };
     } catch (err) {
       this.stop();
@@ -89,17 +80,5 @@ export class SpakClient {
   #map(name: string): BpfMap {
     if (!this.#obj) throw new Error('client is not running');
     return this.#obj.map(name);
-  }
-
-  #writeConfig(): void {
-    const cfg = encodeConfig({
-      clockOffsetNs: realtimeOffsetNs(),
-      stepNs: BigInt(this.#opts.stepSeconds) * NS,
-      flowIdleNs: 0n,
-      flowFinNs: 0n,
-      stepWindow: 0,
-    });
-    const key = Buffer.alloc(4);
-    this.#map('spak_config').update(key, cfg);
   }
 }

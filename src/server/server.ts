@@ -11,13 +11,12 @@ import {
   type XdpAttachment,
   type XdpMode,
 } from '../bpf/libbpf.js';
-import { monotonicNs, realtimeOffsetNs } from '../bpf/clock.js';
+import { keepClockCurrent, monotonicNs, writeTimeConfig } from '../bpf/clock.js';
 import { readCounters } from '../bpf/counters.js';
 import { objectPath } from '../bpf/objects.js';
 import {
   addrTo16,
   decodeFlow,
-  encodeConfig,
   encodeDest,
   encodeFlow,
   encodeFlowKey,
@@ -66,7 +65,6 @@ export interface ServerOptions {
 }
 
 const NS = 1_000_000_000n;
-const CLOCK_REFRESH_MS = 5_000;
 const FLOW_SWEEP_MS = 5_000;
 export const SERVER_MAPS = ['spak_config', 'spak_ports', 'spak_port_slots', 'spak_protected', 'spak_protected_addrs', 'spak_keys', 'spak_flows', 'spak_replay', 'spak_server_counters'] as const;
 
@@ -109,7 +107,7 @@ export class SpakServer {
     const obj = BpfObject.open(objectPath('server'));
     this.#obj = obj;
     obj.load();
-    this.#writeConfig();
+    writeTimeConfig(obj.map('spak_config'), this.#opts);
     this.#writeKeys();
     return obj.program('spak_server');
   }
@@ -128,9 +126,10 @@ export class SpakServer {
     // A connection completed between the first scan and the attach is caught here.
     if (o.seedExisting) seeded = Math.max(seeded, this.#seedFlows());
     if (o.pinDir) this.#pin(o.pinDir);
-    this.#timers.push(setInterval(() => this.#safely('clock refresh', () => this.#writeConfig()), CLOCK_REFRESH_MS));
-    this.#timers.push(setInterval(() => this.#safely('flow sweep', () => this.sweepFlows()), FLOW_SWEEP_MS));
-    for (const t of this.#timers) t.unref();
+    this.#timers.push(keepClockCurrent(this.#map('spak_config'), o, (err) => o.logger?.error({ err }, 'clock refresh failed')));
+    const sweep = setInterval(() => this.#safely('flow sweep', () => this.sweepFlows()), FLOW_SWEEP_MS);
+    sweep.unref();
+    this.#timers.push(sweep);
     return { ifname: o.iface, mode: this.#xdp.mode, seededFlows: seeded };
   }
 
@@ -222,18 +221,6 @@ export class SpakServer {
     } catch (err) {
       this.#opts.logger?.error({ err }, `${what} failed`);
     }
-  }
-
-  #writeConfig(): void {
-    const o = this.#opts;
-    const value = encodeConfig({
-      clockOffsetNs: realtimeOffsetNs(),
-      stepNs: BigInt(o.stepSeconds) * NS,
-      flowIdleNs: BigInt(o.flowIdleSeconds) * NS,
-      flowFinNs: BigInt(o.flowFinSeconds) * NS,
-      stepWindow: o.stepWindow,
-    });
-    this.#map('spak_config').update(u32(0), value);
   }
 
   #writeKeys(): void {
