@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  BpfError, BpfMap, BpfObject, ifIndex, numPossibleCpus, setLibbpfLogger, testRun,
+  BpfError, BpfMap, BpfObject, DEFAULT_BPFFS, ensureBpffs, ifIndex, mkdirPins, numPossibleCpus, removePins, setLibbpfLogger, testRun,
 } from '../../src/bpf/libbpf.js';
 
 const LIB_URL = new URL('../../src/bpf/libbpf.js', import.meta.url).href; // the compiled module under test
@@ -198,9 +198,11 @@ describe('maps fixture', () => {
   });
 
   test('pin, openPinned, unpin', () => {
-    const pinDir = `/sys/fs/bpf/spak-test-${process.pid}`;
+    // ensureBpffs mounts bpffs if the machine has none; mkdirPins refuses (rather than spin) off bpffs.
+    ensureBpffs(DEFAULT_BPFFS, { allowPrivateMount: true });
+    const pinDir = path.join(DEFAULT_BPFFS, `spak-test-${process.pid}`);
     const pinPath = path.join(pinDir, 'fixture_hash');
-    fs.mkdirSync(pinDir, { recursive: true });
+    mkdirPins(pinDir);
     try {
       const hash = obj.map('fixture_hash');
       hash.update(u32(42), u64(4242n));
@@ -223,8 +225,7 @@ describe('maps fixture', () => {
       assert.equal(fs.existsSync(pinPath), false);
       assert.throws(() => BpfMap.openPinned(pinPath), isBpfError(/^opening pinned map .*: no such file or directory$/, 'ENOENT'));
     } finally {
-      fs.rmSync(pinPath, { force: true });
-      fs.rmdirSync(pinDir);
+      removePins(pinDir);
     }
   });
 
