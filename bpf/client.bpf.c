@@ -31,10 +31,14 @@ struct {
 
 SPAK_COUNTERS(spak_client_counters, SPAK_CLI_REASON_MAX)
 
+/*
+ * The client never drops: a SYN it cannot tag goes out as it was. TC_ACT_UNSPEC, not
+ * TC_ACT_OK: the next filter on the hook still runs, so spak does not silence others.
+ */
 static __always_inline int verdict(__u32 reason)
 {
 	spak_client_counters_inc(reason);
-	return TC_ACT_OK;   /* the client never drops: a SYN it cannot tag goes out as it was */
+	return TC_ACT_UNSPEC;
 }
 
 /*
@@ -85,8 +89,8 @@ int spak_client(struct __sk_buff *skb)
 	struct spak_dest dest = {};
 	struct spak_target *target;
 	struct spak_config *cfg;
-	struct spak_tag_input in;
 	struct spak_opt opt;
+	__u8 saddr[16];
 	struct iphdr *ip4 = NULL;
 	struct ipv6hdr *ip6 = NULL;
 	struct tcphdr *tcp;
@@ -94,7 +98,8 @@ int spak_client(struct __sk_buff *skb)
 	__u32 l3, l4, hdr_len, tcp_len, zero = 0;
 	__be16 old_len16, new_len16;
 	__u16 proto;
-	__u64 step, tag;
+	__u64 step, tag, step_seq;
+	__be32 step_be;
 	__s64 diff;
 	__u8 flags;
 	int off;
@@ -135,10 +140,13 @@ int spak_client(struct __sk_buff *skb)
 		return verdict(SPAK_CLI_PASS_OTHER);
 
 	dest.port = tcp->dest;
-	if (ip4)
+	if (ip4) {
 		spak_addr_v4(dest.addr, ip4->daddr);
-	else if (ip6)
+		spak_addr_v4(saddr, ip4->saddr);
+	} else if (ip6) {
 		spak_addr_v6(dest.addr, &ip6->daddr);
+		spak_addr_v6(saddr, &ip6->saddr);
+	}
 	target = bpf_map_lookup_elem(&spak_targets, &dest);
 	if (!target)
 		return verdict(SPAK_CLI_PASS_OTHER);
@@ -156,23 +164,20 @@ int spak_client(struct __sk_buff *skb)
 		return verdict(SPAK_CLI_ERROR);
 	step = (bpf_ktime_get_coarse_ns() + cfg->clock_offset_ns) / cfg->step_ns;
 
-	in.exid = bpf_htons(SPAK_EXID);
-	in.version = SPAK_VERSION;
-	in.reserved = 0;
-	in.key_id = bpf_htons(target->key_id);
-	in.dport = tcp->dest;
-	in.time_step = bpf_htonl((__u32)step);
-	in.seq = tcp->seq;
-	__builtin_memcpy(in.daddr, dest.addr, 16);
-	tag = spak_tag(&target->key, &in);
+	/* The state covers ExID .. destination address; time step, sequence, source remain. */
+	step_be = bpf_htonl((__u32)step);
+	step_seq = (__u64)step_be | ((__u64)tcp->seq << 32);
+	tag = spak_tag_resume(&target->state,
+			      target->flags & SPAK_TIN_SOURCE_BOUND ? SPAK_RESUME_SADDR : 0,
+			      dest.addr, step_seq, saddr);
 
 	opt.kind = SPAK_OPT_KIND;
 	opt.len = SPAK_OPT_LEN;
-	opt.exid = in.exid;
+	opt.exid = bpf_htons(SPAK_EXID);
 	opt.version = SPAK_VERSION;
 	opt.reserved = 0;
-	opt.key_id = in.key_id;
-	opt.time_step = in.time_step;
+	opt.key_id = bpf_htons(target->key_id);
+	opt.time_step = step_be;
 	__builtin_memcpy(opt.tag, &tag, sizeof(opt.tag));
 
 	/* Old header in, new header = old with EOL turned to NOPs, new doff, option at the end. */

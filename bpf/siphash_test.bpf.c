@@ -4,8 +4,9 @@
  * TypeScript implementation through BPF_PROG_TEST_RUN. Packet in:
  * [16-byte key][1-byte length n][n message bytes, n <= 63]. The program writes
  * the 8-byte hash over the first 8 bytes of the packet and returns XDP_TX;
- * anything malformed returns XDP_ABORTED. With n == 32 it also uses the
- * packet path's spak_tag() (loop-free) and returns XDP_PASS, so both are covered.
+ * anything malformed returns XDP_ABORTED. With n == 32 or 48 (a tag input, unbound or
+ * source-bound) it also resumes the packet path's spak_tag_resume() from the states
+ * after 24 and after 8 bytes, checks both agree, and returns XDP_PASS.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -53,16 +54,29 @@ int siphash_test(struct xdp_md *ctx)
 	}
 	h = spak_sip_finish(&s, last);
 
-	if (n == SPAK_TAG_INPUT_LEN) {
-		__u64 h2 = spak_tag(&key, (const struct spak_tag_input *)msg);
+	if (n == SPAK_TAG_INPUT_LEN || n == SPAK_TAG_INPUT_LEN_BOUND) {
+		__u32 bound = n == SPAK_TAG_INPUT_LEN_BOUND ? SPAK_RESUME_SADDR : 0;
+		__u64 step_seq = *(__u64 *)&msg[SPAK_TIN_OFF_STEP];
+		struct spak_sip_state st;
+		struct spak_sip p;
 
-		if (h2 != h)
+		spak_sip_init(&p, &key);
+		spak_sip_compress(&p, *(__u64 *)&msg[0]);
+		st = (struct spak_sip_state){ { p.v0, p.v1, p.v2, p.v3 } };
+		if (spak_tag_resume(&st, bound | SPAK_RESUME_DADDR, &msg[SPAK_TIN_OFF_DADDR], step_seq,
+				    &msg[SPAK_TIN_OFF_SADDR]) != h)
+			return XDP_ABORTED;
+		spak_sip_compress(&p, *(__u64 *)&msg[8]);
+		spak_sip_compress(&p, *(__u64 *)&msg[16]);
+		st = (struct spak_sip_state){ { p.v0, p.v1, p.v2, p.v3 } };
+		if (spak_tag_resume(&st, bound, &msg[SPAK_TIN_OFF_DADDR], step_seq,
+				    &msg[SPAK_TIN_OFF_SADDR]) != h)
 			return XDP_ABORTED;
 	}
 	if (data + 8 > end)
 		return XDP_ABORTED;
 	__builtin_memcpy(data, &h, 8);
-	return n == SPAK_TAG_INPUT_LEN ? XDP_PASS : XDP_TX;
+	return n == SPAK_TAG_INPUT_LEN || n == SPAK_TAG_INPUT_LEN_BOUND ? XDP_PASS : XDP_TX;
 }
 
 char LICENSE[] SEC("license") = "GPL";

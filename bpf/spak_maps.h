@@ -14,10 +14,8 @@
 struct spak_config {
 	__s64 clock_offset_ns;  /* CLOCK_REALTIME - CLOCK_MONOTONIC, refreshed by the daemon */
 	__u64 step_ns;          /* length of one time step in ns (30 s by default) */
-	__u64 flow_idle_ns;     /* a flow idle this long is gone */
-	__u64 flow_fin_ns;      /* after FIN, the flow lives this long for the close handshake */
 	__u32 step_window;      /* accept steps within +-window of the server's */
-	__u32 reserved;         /* 0 */
+	__u32 flow_clock_s;     /* the daemon's CLOCK_MONOTONIC seconds, advanced at each refresh */
 };
 
 /* A protected destination (server) or a target destination (client). */
@@ -28,46 +26,51 @@ struct spak_dest {
 };
 
 /*
- * Server: what a protected destination binds into the tag. Behind DNAT the client
- * dials another address or port than the one the server sees; the flags say which
- * of tag_addr / tag_port replace the packet's own destination in the tag input.
+ * Server: one protected destination, indexed by a slot number user space assigns.
+ * Up to SPAK_MAX_KEYS key ids are valid at once (rotation needs two); each carries the
+ * SipHash state after the destination's fixed tag input (spak_wire.h). Valid keys
+ * come first: the program stops at the first invalid one.
  */
-#define SPAK_PROTECT_TAG_ADDR 1
-#define SPAK_PROTECT_TAG_PORT 2
+#define SPAK_MAX_KEYS 4
+#define SPAK_MAX_DESTS 1024
+#define SPAK_DEST_BIND_SOURCE 0x01   /* tags cover the source address */
+#define SPAK_DEST_DADDR_AT_RUN 0x02  /* wildcard: the program absorbs the destination address */
 
-struct spak_protect {
-	__u8 tag_addr[16];
-	__be16 tag_port;
-	__u16 flags;
+struct spak_dest_key {
+	__u16 key_id;
+	__u16 valid;
+	__u32 pad;
+	struct spak_sip_state state;
+};
+
+struct spak_dest_info {
+	__u32 flags;
+	__u32 pad;
+	struct spak_dest_key keys[SPAK_MAX_KEYS];
 };
 
 /*
- * Server: per-port fast path. Most ports protect one address; the slot answers for it
- * with one inlined array read instead of a hash lookup. SPAK_PORT_SEVERAL (or an empty
- * slot) sends the lookup to the spak_protected hash.
+ * Server: per-port fast path, an array indexed by port. Most ports protect one address
+ * (or every address of one family, or every address): the slot answers with no hash
+ * lookup. SPAK_PORT_SEVERAL sends the lookup to the spak_protected hash.
  */
 #define SPAK_PORT_UNSET 0
-#define SPAK_PORT_SINGLE 1
+#define SPAK_PORT_SINGLE 1   /* addr, or a family's all-zero address for all of that family */
 #define SPAK_PORT_SEVERAL 2
+#define SPAK_PORT_ANY 3      /* every address of both families */
 
 struct spak_port_slot {
-	__u8 addr[16];              /* the one protected address (a family's all-zero = any) */
-	struct spak_protect protect;
+	__u8 addr[16];
 	__u32 mode;
+	__u32 dest_idx;
 };
 
-/* Client: the key a destination is tagged with. */
+/* Client: what a destination's SYNs are tagged with. */
 struct spak_target {
-	struct spak_key key;
+	struct spak_sip_state state;  /* after the destination's fixed tag input */
 	__u16 key_id;
-	__u16 pad[3];
-};
-
-/* Server: key table, indexed by key id; several ids can be valid at once (rotation). */
-struct spak_key_slot {
-	struct spak_key key;
-	__u32 valid;
-	__u32 pad;
+	__u8 flags;                   /* SPAK_TIN_SOURCE_BOUND */
+	__u8 pad[5];
 };
 
 /* A TCP flow, as the server sees it arrive. */
@@ -81,13 +84,16 @@ struct spak_flow_key {
 #define SPAK_FLOW_OPEN 0
 #define SPAK_FLOW_CLOSING 1
 
+/*
+ * The program never deletes a flow: it cannot tell a blind FIN or RST from a real one,
+ * the TCP stack can. The daemon deletes flows whose socket is gone.
+ */
 struct spak_flow {
-	__u64 last_seen_ns;     /* CLOCK_MONOTONIC */
+	__u32 seen_s;           /* spak_config.flow_clock_s when a packet last passed */
 	__u32 state;            /* SPAK_FLOW_OPEN or SPAK_FLOW_CLOSING */
-	__u32 pad;
 };
 
-/* Replay table: who used a tag first. */
+/* Replay table: who used a tag first, and the tag's time step (the daemon expires by it). */
 struct spak_replay {
 	__u8 saddr[16];
 	__be16 sport;
@@ -96,6 +102,8 @@ struct spak_replay {
 };
 
 #define SPAK_PORT_WORDS 1024    /* 65536 ports, one bit each */
+#define SPAK_DEFAULT_REPLAY_CAPACITY 262144
+#define SPAK_DEFAULT_FLOW_CAPACITY 262144
 
 #ifdef __BPF__
 #include <bpf/bpf_helpers.h>

@@ -29,7 +29,15 @@ struct spak_vlan_hdr {
 	__be16 proto;
 };
 
-/* Walks Ethernet and up to two VLAN tags. Returns the L3 offset, or -1. */
+#define SPAK_ETH_TRUNCATED -1
+#define SPAK_ETH_UNPARSED -2
+
+/*
+ * Walks Ethernet and up to two VLAN tags. Returns the L3 offset, SPAK_ETH_TRUNCATED, or
+ * SPAK_ETH_UNPARSED for a frame still tagged after the walk: the kernel strips priority
+ * tags (VLAN id 0) one by one and would deliver what is inside, so such a frame must
+ * never be passed as "not IP".
+ */
 static __always_inline int spak_parse_eth(void *data, void *end, __u16 *proto)
 {
 	struct ethhdr *eth = data;
@@ -37,7 +45,7 @@ static __always_inline int spak_parse_eth(void *data, void *end, __u16 *proto)
 	__u16 p;
 
 	if ((void *)(eth + 1) > end)
-		return -1;
+		return SPAK_ETH_TRUNCATED;
 	p = eth->h_proto;
 #pragma unroll
 	for (int i = 0; i < SPAK_MAX_VLANS; i++) {
@@ -46,10 +54,12 @@ static __always_inline int spak_parse_eth(void *data, void *end, __u16 *proto)
 		if (p != bpf_htons(ETH_P_8021Q) && p != bpf_htons(ETH_P_8021AD))
 			break;
 		if ((void *)(vh + 1) > end)
-			return -1;
+			return SPAK_ETH_TRUNCATED;
 		p = vh->proto;
 		off += sizeof(*vh);
 	}
+	if (p == bpf_htons(ETH_P_8021Q) || p == bpf_htons(ETH_P_8021AD))
+		return SPAK_ETH_UNPARSED;
 	*proto = p;
 	return off;
 }
@@ -60,7 +70,9 @@ static __always_inline int spak_parse_eth(void *data, void *end, __u16 *proto)
 
 /*
  * Skips IPv6 extension headers (hop-by-hop, routing, destination options, AH).
- * On SPAK_V6_OK, *nexthdr and *l4off name the upper-layer header.
+ * On SPAK_V6_OK, *nexthdr and *l4off name the upper-layer header. On SPAK_V6_FRAGMENT,
+ * *nexthdr is what the fragment header names (the same in every fragment of a packet),
+ * so fragments of protocols nothing protects can pass.
  */
 static __always_inline int spak_ipv6_skip_ext(void *data, void *end, struct ipv6hdr *ip6,
 					      __u8 *nexthdr, int *l4off)
@@ -73,12 +85,16 @@ static __always_inline int spak_ipv6_skip_ext(void *data, void *end, struct ipv6
 		__u8 *ext;
 		int len;
 
-		if (nh == IPPROTO_FRAGMENT)
-			return SPAK_V6_FRAGMENT;
 		/* Bounded so the verifier can track the pointer; real chains are far shorter. */
 		if (off > SPAK_IPV6_MAX_EXT_OFF)
 			return SPAK_V6_MALFORMED;
 		ext = data + (off & SPAK_IPV6_MAX_EXT_OFF);
+		if (nh == IPPROTO_FRAGMENT) {
+			if ((void *)(ext + 8) > end)
+				return SPAK_V6_MALFORMED;
+			*nexthdr = ext[0];
+			return SPAK_V6_FRAGMENT;
+		}
 		if (nh != IPPROTO_HOPOPTS && nh != IPPROTO_ROUTING && nh != IPPROTO_DSTOPTS &&
 		    nh != IPPROTO_AH)
 			break;
@@ -88,9 +104,10 @@ static __always_inline int spak_ipv6_skip_ext(void *data, void *end, struct ipv6
 		nh = ext[0];
 		off += len;
 	}
+	/* Still an extension header (or a fragment header) after the walk: too deep to read. */
 	if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
 	    nh == IPPROTO_AH || nh == IPPROTO_FRAGMENT)
-		return nh == IPPROTO_FRAGMENT ? SPAK_V6_FRAGMENT : SPAK_V6_MALFORMED;
+		return SPAK_V6_MALFORMED;
 	if (off > SPAK_IPV6_MAX_EXT_OFF)
 		return SPAK_V6_MALFORMED;
 	*nexthdr = nh;

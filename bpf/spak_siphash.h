@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
 /*
  * SipHash-2-4 (Aumasson, Bernstein) for eBPF. The core is split into init /
- * compress / finish so the packet path can hash its fixed 32-byte tag input with
- * no loop, and the test program can hash any length with the very same rounds.
+ * compress / finish so the packet path can resume from a precomputed state with no
+ * loop, and the test program can hash any length with the very same rounds.
  * Message words are read little-endian, as the reference does; BPF on x86 is
  * little-endian, so a plain u64 load is the right one.
  */
@@ -57,18 +57,39 @@ static __always_inline __u64 spak_sip_finish(struct spak_sip *s, __u64 last)
 	return s->v0 ^ s->v1 ^ s->v2 ^ s->v3;
 }
 
-/* The tag of a 32-byte struct spak_tag_input: four blocks, no loop, no branch. */
-static __always_inline __u64 spak_tag(const struct spak_key *k, const struct spak_tag_input *in)
-{
-	const __u64 *w = (const __u64 *)in;
-	struct spak_sip s;
+/*
+ * The tag, resumed from the state left by the fixed part of the tag input (spak_wire.h):
+ * the destination address when the state does not cover it (dest_flags has
+ * SPAK_DEST_DADDR_AT_RUN), then time step and sequence number (step_seq: the 8 wire
+ * bytes read as one little-endian word), then the source address when bound.
+ * Two to five blocks and the finalisation, no loop.
+ */
+#define SPAK_RESUME_DADDR 0x02
+#define SPAK_RESUME_SADDR 0x01
+#ifdef SPAK_MAPS_H
+/* The server passes a destination's flags straight through. */
+_Static_assert(SPAK_RESUME_DADDR == SPAK_DEST_DADDR_AT_RUN, "flag values differ");
+_Static_assert(SPAK_RESUME_SADDR == SPAK_DEST_BIND_SOURCE, "flag values differ");
+#endif
 
-	spak_sip_init(&s, k);
-	spak_sip_compress(&s, w[0]);
-	spak_sip_compress(&s, w[1]);
-	spak_sip_compress(&s, w[2]);
-	spak_sip_compress(&s, w[3]);
-	return spak_sip_finish(&s, (__u64)SPAK_TAG_INPUT_LEN << 56);
+static __always_inline __u64 spak_tag_resume(const struct spak_sip_state *st, __u32 what,
+					     const __u8 daddr[16], __u64 step_seq,
+					     const __u8 saddr[16])
+{
+	struct spak_sip s = { st->v[0], st->v[1], st->v[2], st->v[3] };
+	__u64 len = SPAK_TAG_INPUT_LEN;
+
+	if (what & SPAK_RESUME_DADDR) {
+		spak_sip_compress(&s, *(const __u64 *)daddr);
+		spak_sip_compress(&s, *(const __u64 *)(daddr + 8));
+	}
+	spak_sip_compress(&s, step_seq);
+	if (what & SPAK_RESUME_SADDR) {
+		spak_sip_compress(&s, *(const __u64 *)saddr);
+		spak_sip_compress(&s, *(const __u64 *)(saddr + 8));
+		len = SPAK_TAG_INPUT_LEN_BOUND;
+	}
+	return spak_sip_finish(&s, len << 56);
 }
 
 #endif /* SPAK_SIPHASH_H */

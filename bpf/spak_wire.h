@@ -54,41 +54,61 @@ struct spak_opt {
 } __attribute__((packed));
 
 /*
- * The exact 32 bytes the tag is computed over (SipHash-2-4, 128-bit key):
+ * The bytes the tag is computed over (SipHash-2-4, 128-bit key), 32 or 48 of them:
  *
  *   off  size  field
  *     0     2  ExID             big-endian
  *     2     1  version
- *     3     1  reserved         0
+ *     3     1  flags            SPAK_TIN_SOURCE_BOUND when the source address follows
  *     4     2  key id           big-endian
  *     6     2  destination port big-endian, as the client addressed it
- *     8     4  time step        big-endian
- *    12     4  TCP sequence     big-endian, the SYN's initial sequence number
- *    16    16  destination addr as the client addressed it; IPv4 as ::ffff:a.b.c.d
+ *     8    16  destination addr as the client addressed it; IPv4 as ::ffff:a.b.c.d
+ *    24     4  time step        big-endian
+ *    28     4  TCP sequence     big-endian, the SYN's initial sequence number
+ *    32    16  source address   only when source-bound: as the client's kernel sent it
  *
- * Source address and port are left out on purpose so clients behind NAT work;
- * replay from another source is stopped by the server's replay table instead.
+ * Everything before the time step is fixed for one (key, destination), so both ends
+ * absorb those 24 bytes once, in user space, and the packet path starts from the
+ * SipHash state they leave (struct spak_sip_state): one block for step and sequence,
+ * two more for a bound source, then the finalisation. For a wildcard destination the
+ * address is not known in advance: the state then covers 8 bytes and the program
+ * absorbs the packet's destination address itself.
+ *
+ * A source-bound tag is valid only from that address, so a host that takes over the
+ * client's tag (ARP poisoning, a copied SYN) cannot use it from its own address. Leave
+ * binding off for clients behind NAT: their source is rewritten on the way.
  */
 #define SPAK_TAG_INPUT_LEN 32
+#define SPAK_TAG_INPUT_LEN_BOUND 48
 #define SPAK_TIN_OFF_EXID 0
 #define SPAK_TIN_OFF_VERSION 2
-#define SPAK_TIN_OFF_RESERVED 3
+#define SPAK_TIN_OFF_FLAGS 3
 #define SPAK_TIN_OFF_KEY_ID 4
 #define SPAK_TIN_OFF_DPORT 6
-#define SPAK_TIN_OFF_STEP 8
-#define SPAK_TIN_OFF_SEQ 12
-#define SPAK_TIN_OFF_DADDR 16
+#define SPAK_TIN_OFF_DADDR 8
+#define SPAK_TIN_OFF_STEP 24
+#define SPAK_TIN_OFF_SEQ 28
+#define SPAK_TIN_OFF_SADDR 32
+#define SPAK_TIN_PREFIX_LEN 8      /* what a wildcard destination's state covers */
+#define SPAK_TIN_FIXED_LEN 24      /* what a single destination's state covers */
+#define SPAK_TIN_SOURCE_BOUND 0x01
 
 struct spak_tag_input {
 	__be16 exid;
 	__u8 version;
-	__u8 reserved;
+	__u8 flags;
 	__be16 key_id;
 	__be16 dport;
+	__u8 daddr[16];
 	__be32 time_step;
 	__be32 seq;
-	__u8 daddr[16];
+	__u8 saddr[16];
 } __attribute__((aligned(8)));
+
+/* SipHash-2-4 state (v0..v3) after the fixed part of the tag input has been absorbed. */
+struct spak_sip_state {
+	__u64 v[4];
+};
 
 /* A SipHash key: the 16 key bytes read as two little-endian 64-bit words. */
 struct spak_key {
@@ -103,7 +123,7 @@ enum spak_server_reason {
 	SPAK_SRV_PASS_VALID_SYN,     /* SYN with a valid tag, flow recorded */
 	SPAK_SRV_PASS_RETRANSMIT,    /* valid SYN seen before from the same source */
 	SPAK_SRV_PASS_FLOW,          /* non-SYN packet of a recorded flow */
-	SPAK_SRV_PASS_FLOW_END,      /* FIN or RST of a recorded flow */
+	SPAK_SRV_PASS_FLOW_END,      /* FIN or RST of a recorded flow: marked closing, still passes */
 	SPAK_SRV_DROP_NO_OPTION,     /* SYN without our option */
 	SPAK_SRV_DROP_BAD_OPTION,    /* our kind with a wrong length, ExID, version or reserved */
 	SPAK_SRV_DROP_UNKNOWN_KEY,   /* key id not loaded */
@@ -112,9 +132,11 @@ enum spak_server_reason {
 	SPAK_SRV_DROP_BAD_TAG,       /* tag does not verify */
 	SPAK_SRV_DROP_REPLAY,        /* valid tag first seen from another source */
 	SPAK_SRV_DROP_FLOW_MISS,     /* non-SYN packet with no recorded flow */
-	SPAK_SRV_DROP_FLOW_EXPIRED,  /* non-SYN packet of a flow idle too long */
-	SPAK_SRV_DROP_FRAGMENT,      /* IP fragment to a protected address */
+	SPAK_SRV_DROP_FRAGMENT,      /* IP fragment that may be for a protected destination */
 	SPAK_SRV_DROP_MALFORMED,     /* truncated or inconsistent headers */
+	SPAK_SRV_DROP_UNPARSED,      /* encapsulation the parser does not follow (VLAN stack too deep) */
+	SPAK_SRV_DROP_REPLAY_FULL,   /* valid SYN, but the replay table is full: cannot be recorded */
+	SPAK_SRV_DROP_FLOW_FULL,     /* valid SYN, but the flow table is full */
 	SPAK_SRV_REASON_MAX,
 };
 

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * Flow gating: every non-SYN TCP segment to a protected destination must belong to a
+ * recorded flow. One hash lookup. The program never ends a flow: it keeps no sequence
+ * numbers, so it cannot tell a blind FIN or RST from a real one (the TCP stack can, RFC
+ * 5961). FIN and RST only mark the flow closing, for the daemon, which deletes flows
+ * whose socket is gone. So neither a blind RST nor the daemon's absence ends a live
+ * connection.
+ */
+#ifndef SPAK_FLOW_H
+#define SPAK_FLOW_H
+
+#include "spak_server_maps.h"
+#include "spak_dest.h"
+
+#define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
+
+static __always_inline int handle_segment(__u8 flags, const struct spak_flow_key *fk, int v4)
+{
+	struct spak_flow *flow = bpf_map_lookup_elem(&spak_flows, fk);
+	struct spak_config *cfg;
+	__u32 zero = 0;
+
+	if (!flow) {
+		if (!lookup_dest(fk->daddr, fk->dport, v4))
+			return pass(SPAK_SRV_PASS_UNPROTECTED);
+		return drop(SPAK_SRV_DROP_FLOW_MISS);
+	}
+	cfg = bpf_map_lookup_elem(&spak_config, &zero);
+	if (cfg && flow->seen_s != cfg->flow_clock_s)
+		flow->seen_s = cfg->flow_clock_s; /* written once per daemon tick, not per packet */
+	if (flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) {
+		if (flow->state == SPAK_FLOW_OPEN)
+			flow->state = SPAK_FLOW_CLOSING;
+		return pass(SPAK_SRV_PASS_FLOW_END);
+	}
+	return pass(SPAK_SRV_PASS_FLOW);
+}
+
+#endif /* SPAK_FLOW_H */

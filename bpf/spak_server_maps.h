@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * The server's maps and its verdict helpers. Sizes marked "set by user space" are
+ * defaults the daemon resizes before load (--replay-capacity, --flow-capacity).
+ * Every map here is pinned under /sys/fs/bpf/spak/<interface>/; the state maps
+ * (flows, replay, counters) are adopted by the next daemon, the others are written
+ * anew by it and swapped in with the program.
+ */
+#ifndef SPAK_SERVER_MAPS_H
+#define SPAK_SERVER_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "spak_maps.h"
+
+/* Bit per destination port: is any destination on this port protected? */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SPAK_PORT_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} spak_ports SEC(".maps");
+
+/* Per-port answer of "which destination is this?" for the common shapes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct spak_port_slot);
+} spak_port_slots SEC(".maps");
+
+/* (address, port) -> destination slot, for ports with several protected addresses. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SPAK_MAX_DESTS);
+	__type(key, struct spak_dest);
+	__type(value, __u32);
+} spak_protected SEC(".maps");
+
+/* Destination slot -> flags and the SipHash states of its valid keys. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SPAK_MAX_DESTS);
+	__type(key, __u32);
+	__type(value, struct spak_dest_info);
+} spak_dests SEC(".maps");
+
+/* Addresses with at least one protected port: fragments to them are dropped. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SPAK_MAX_DESTS);
+	__type(key, __u8[16]);
+	__type(value, __u32);
+} spak_protected_addrs SEC(".maps");
+
+/*
+ * Flows. A plain hash, not an LRU: an LRU would silently forget live connections
+ * when full; this one refuses the new SYN instead (drop_flow_full). Set by user space.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SPAK_DEFAULT_FLOW_CAPACITY);
+	__uint(map_flags, BPF_F_NO_PREALLOC);   /* memory as flows come, not up front */
+	__type(key, struct spak_flow_key);
+	__type(value, struct spak_flow);
+} spak_flows SEC(".maps");
+
+/*
+ * Tag -> the source that used it first. A plain hash the daemon expires by time step:
+ * an LRU would evict tags that are still valid under load and let a capture replay.
+ * Full: the SYN is refused (drop_replay_full). Only valid tags get in. Set by user space.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SPAK_DEFAULT_REPLAY_CAPACITY);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct spak_replay);
+} spak_replay SEC(".maps");
+
+SPAK_COUNTERS(spak_server_counters, SPAK_SRV_REASON_MAX)
+
+static __always_inline int pass(__u32 reason)
+{
+	spak_server_counters_inc(reason);
+	return XDP_PASS;
+}
+
+static __always_inline int drop(__u32 reason)
+{
+	spak_server_counters_inc(reason);
+	return XDP_DROP;
+}
+
+#endif /* SPAK_SERVER_MAPS_H */

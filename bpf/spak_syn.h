@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * SYN verification: find our option, check key id and time step, resume SipHash from
+ * the destination's precomputed state, refuse a tag another source used first, and
+ * record the flow. Map lookups on this path: two inlined arrays (port slot,
+ * destination) and the config; a valid SYN adds the replay lookup and two inserts.
+ */
+#ifndef SPAK_SYN_H
+#define SPAK_SYN_H
+
+#include "spak_server_maps.h"
+#include "spak_parse.h"
+#include "spak_siphash.h"
+#include "spak_dest.h"
+
+#define SPAK_E2BIG 7
+#define SPAK_ENOMEM 12
+
+/* The key state of key_id among the destination's valid keys (valid ones come first). */
+static __always_inline const struct spak_sip_state *dest_key(const struct spak_dest_info *dest,
+							      __u16 key_id)
+{
+#pragma unroll
+	for (int i = 0; i < SPAK_MAX_KEYS; i++) {
+		if (!dest->keys[i].valid)
+			return NULL;
+		if (dest->keys[i].key_id == key_id)
+			return &dest->keys[i].state;
+	}
+	return NULL;
+}
+
+static __always_inline int same_source(const struct spak_replay *r, const struct spak_flow_key *fk)
+{
+	return r->sport == fk->sport && spak_addr_eq(r->saddr, fk->saddr);
+}
+
+static __always_inline int record_flow(const struct spak_flow_key *fk, const struct spak_config *cfg,
+				       __u32 reason)
+{
+	struct spak_flow flow = { .seen_s = cfg->flow_clock_s, .state = SPAK_FLOW_OPEN };
+
+	/* BPF_ANY: a new connection on the 4-tuple of a closing one starts it afresh. */
+	if (bpf_map_update_elem(&spak_flows, fk, &flow, BPF_ANY))
+		return drop(SPAK_SRV_DROP_FLOW_FULL);
+	return pass(reason);
+}
+
+static __always_inline int handle_syn(struct tcphdr *tcp, void *end, const struct spak_flow_key *fk,
+				      int v4)
+{
+	const struct spak_sip_state *state;
+	struct spak_dest_info *dest;
+	struct spak_config *cfg;
+	struct spak_replay *seen;
+	struct spak_flow *known;
+	struct spak_opt *opt;
+	__u32 hdr_len, opt_off = 0, zero = 0;
+	__u64 now_step, step, tag, got, step_seq;
+	int found, err;
+
+	dest = lookup_dest(fk->daddr, fk->dport, v4);
+	if (!dest)
+		return pass(SPAK_SRV_PASS_UNPROTECTED);
+
+	hdr_len = tcp->doff * 4;
+	if (hdr_len < sizeof(*tcp) || (void *)tcp + hdr_len > end)
+		return drop(SPAK_SRV_DROP_MALFORMED);
+	found = spak_find_option((__u8 *)(tcp + 1), end, hdr_len - sizeof(*tcp), &opt_off);
+	if (found == SPAK_OPT_MALFORMED)
+		return drop(SPAK_SRV_DROP_MALFORMED);
+	if (found == SPAK_OPT_ABSENT)
+		return drop(SPAK_SRV_DROP_NO_OPTION);
+	opt = (void *)(tcp + 1) + (opt_off & 0x3f);
+	/* The walk checked len against the header: a short one is ours, just wrong. */
+	if ((void *)opt + 2 > end)
+		return drop(SPAK_SRV_DROP_MALFORMED);
+	if (opt->len != SPAK_OPT_LEN)
+		return drop(SPAK_SRV_DROP_BAD_OPTION);
+	if ((void *)(opt + 1) > end)
+		return drop(SPAK_SRV_DROP_MALFORMED);
+	if (opt->version != SPAK_VERSION || opt->reserved != 0)
+		return drop(SPAK_SRV_DROP_BAD_OPTION);
+
+	state = dest_key(dest, bpf_ntohs(opt->key_id));
+	if (!state)
+		return drop(SPAK_SRV_DROP_UNKNOWN_KEY);
+
+	cfg = bpf_map_lookup_elem(&spak_config, &zero);
+	if (!cfg)
+		return drop(SPAK_SRV_DROP_MALFORMED);
+	/* step_ns == 0 (not configured) divides to 0 in BPF: every step is then "future". */
+	now_step = (bpf_ktime_get_coarse_ns() + cfg->clock_offset_ns) / cfg->step_ns;
+	step = bpf_ntohl(opt->time_step);
+	if (step + cfg->step_window < now_step)
+		return drop(SPAK_SRV_DROP_STALE_STEP);
+	if (step > now_step + cfg->step_window)
+		return drop(SPAK_SRV_DROP_FUTURE_STEP);
+
+	/* Time step then sequence number, as they stand on the wire, as one LE word. */
+	step_seq = (__u64)opt->time_step | ((__u64)tcp->seq << 32);
+	tag = spak_tag_resume(state, dest->flags, fk->daddr, step_seq, fk->saddr);
+	__builtin_memcpy(&got, opt->tag, sizeof(got));
+	if (tag != got)
+		return drop(SPAK_SRV_DROP_BAD_TAG);
+
+	/* A valid tag belongs to the first source that used it, for as long as it is valid. */
+	seen = bpf_map_lookup_elem(&spak_replay, &got);
+	if (!seen) {
+		struct spak_replay first = { .sport = fk->sport, .time_step = (__u32)step };
+
+		__builtin_memcpy(first.saddr, fk->saddr, 16);
+		err = bpf_map_update_elem(&spak_replay, &got, &first, BPF_NOEXIST);
+		if (!err)
+			return record_flow(fk, cfg, SPAK_SRV_PASS_VALID_SYN);
+		/* Full: refusing is the only safe answer, a tag we cannot record could be replayed. */
+		if (err == -SPAK_E2BIG || err == -SPAK_ENOMEM)
+			return drop(SPAK_SRV_DROP_REPLAY_FULL);
+		seen = bpf_map_lookup_elem(&spak_replay, &got); /* lost a race to another CPU */
+		if (!seen)
+			return drop(SPAK_SRV_DROP_REPLAY);
+	}
+	if (!same_source(seen, fk))
+		return drop(SPAK_SRV_DROP_REPLAY);
+
+	/* A retransmitted SYN finds its flow: touching it is far cheaper than a new entry. */
+	known = bpf_map_lookup_elem(&spak_flows, fk);
+	if (known && known->state == SPAK_FLOW_OPEN) {
+		if (known->seen_s != cfg->flow_clock_s)
+			known->seen_s = cfg->flow_clock_s;
+		return pass(SPAK_SRV_PASS_RETRANSMIT);
+	}
+	return record_flow(fk, cfg, SPAK_SRV_PASS_RETRANSMIT);
+}
+
+#endif /* SPAK_SYN_H */
