@@ -10,31 +10,33 @@ export function realtimeOffsetNs(): bigint {
   return real - mono;
 }
 
-/** CLOCK_MONOTONIC now, in ns: the clock flow timestamps in the maps use. */
+/** CLOCK_MONOTONIC now, in ns. */
 export function monotonicNs(): bigint {
   return process.hrtime.bigint();
 }
 
-/** What goes into the programs' spak_config besides the clock offset (seconds; 0 = unused). */
+/** CLOCK_MONOTONIC now, in whole seconds: the flow clock the server's flows record. */
+export function monotonicSeconds(): number {
+  return Number(process.hrtime.bigint() / 1_000_000_000n);
+}
+
+/** What goes into the programs' spak_config besides the clocks. */
 export interface TimeSettings {
   stepSeconds: number;
   stepWindow?: number;
-  flowIdleSeconds?: number;
-  flowFinSeconds?: number;
 }
 
 const NS = 1_000_000_000n;
-/** How often the daemons rewrite the clock offset (NTP may have stepped the clock). */
+/** How often the daemons rewrite the config (NTP may have stepped the clock; the flow clock advances). */
 export const CLOCK_REFRESH_MS = 5_000;
 
-/** Writes spak_config (index 0) with the current CLOCK_REALTIME - CLOCK_MONOTONIC offset. */
+/** Writes spak_config (index 0): the current CLOCK_REALTIME - CLOCK_MONOTONIC offset and flow clock. */
 export function writeTimeConfig(map: BpfMap, t: TimeSettings): void {
   const value = encodeConfig({
     clockOffsetNs: realtimeOffsetNs(),
     stepNs: BigInt(t.stepSeconds) * NS,
-    flowIdleNs: BigInt(t.flowIdleSeconds ?? 0) * NS,
-    flowFinNs: BigInt(t.flowFinSeconds ?? 0) * NS,
     stepWindow: t.stepWindow ?? 0,
+    flowClockS: monotonicSeconds(),
   });
   map.update(Buffer.alloc(4), value);
 }

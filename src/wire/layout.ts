@@ -26,14 +26,19 @@ export const SPAK_OPT_OFF_TAG = 12;
 
 /* ---- spak_wire.h: the tag input ---- */
 export const SPAK_TAG_INPUT_LEN = 32;
+export const SPAK_TAG_INPUT_LEN_BOUND = 48;
 export const SPAK_TIN_OFF_EXID = 0;
 export const SPAK_TIN_OFF_VERSION = 2;
-export const SPAK_TIN_OFF_RESERVED = 3;
+export const SPAK_TIN_OFF_FLAGS = 3;
 export const SPAK_TIN_OFF_KEY_ID = 4;
 export const SPAK_TIN_OFF_DPORT = 6;
-export const SPAK_TIN_OFF_STEP = 8;
-export const SPAK_TIN_OFF_SEQ = 12;
-export const SPAK_TIN_OFF_DADDR = 16;
+export const SPAK_TIN_OFF_DADDR = 8;
+export const SPAK_TIN_OFF_STEP = 24;
+export const SPAK_TIN_OFF_SEQ = 28;
+export const SPAK_TIN_OFF_SADDR = 32;
+export const SPAK_TIN_PREFIX_LEN = 8;
+export const SPAK_TIN_FIXED_LEN = 24;
+export const SPAK_TIN_SOURCE_BOUND = 0x01;
 
 /* ---- spak_maps.h ---- */
 export const SPAK_FLOW_OPEN = 0;
@@ -42,6 +47,13 @@ export const SPAK_PORT_WORDS = 1024;
 export const SPAK_PORT_UNSET = 0;
 export const SPAK_PORT_SINGLE = 1;
 export const SPAK_PORT_SEVERAL = 2;
+export const SPAK_PORT_ANY = 3;
+export const SPAK_MAX_KEYS = 4;
+export const SPAK_MAX_DESTS = 1024;
+export const SPAK_DEST_BIND_SOURCE = 0x01;
+export const SPAK_DEST_DADDR_AT_RUN = 0x02;
+export const SPAK_DEFAULT_REPLAY_CAPACITY = 262144;
+export const SPAK_DEFAULT_FLOW_CAPACITY = 262144;
 
 /** Where a port lives in the port bitmap: array index and the bit within that u64. */
 export function portBit(port: number): { index: number; bit: bigint } {
@@ -64,9 +76,11 @@ export const SERVER_REASONS = [
   'SPAK_SRV_DROP_BAD_TAG',
   'SPAK_SRV_DROP_REPLAY',
   'SPAK_SRV_DROP_FLOW_MISS',
-  'SPAK_SRV_DROP_FLOW_EXPIRED',
   'SPAK_SRV_DROP_FRAGMENT',
   'SPAK_SRV_DROP_MALFORMED',
+  'SPAK_SRV_DROP_UNPARSED',
+  'SPAK_SRV_DROP_REPLAY_FULL',
+  'SPAK_SRV_DROP_FLOW_FULL',
 ] as const;
 
 export const CLIENT_REASONS = [
@@ -109,17 +123,18 @@ export function clientReasonIndex(name: ClientReason): number {
 /* ---- struct sizes (natural C alignment) ---- */
 export const STRUCT_SIZES = {
   spak_opt: 20,
-  spak_tag_input: 32,
+  spak_tag_input: 48,
+  spak_sip_state: 32,
   spak_key: 16,
-  spak_config: 40,
+  spak_config: 24,
   spak_dest: 20,
-  spak_protect: 20,
-  spak_target: 24,
-  spak_key_slot: 24,
+  spak_dest_key: 40,
+  spak_dest_info: 168,
+  spak_port_slot: 24,
+  spak_target: 40,
   spak_flow_key: 36,
-  spak_flow: 16,
+  spak_flow: 8,
   spak_replay: 24,
-  spak_port_slot: 40,
 } as const;
 
 /* ---- addresses: always 16 bytes, IPv4 stored as ::ffff:a.b.c.d ---- */
@@ -248,19 +263,17 @@ export function decodeKey(b: Buffer): SpakKey {
 export interface SpakConfig {
   clockOffsetNs: bigint; // s64: CLOCK_REALTIME - CLOCK_MONOTONIC
   stepNs: bigint;
-  flowIdleNs: bigint;
-  flowFinNs: bigint;
   stepWindow: number;
+  /** The daemon's CLOCK_MONOTONIC seconds: flows record it when a packet passes. */
+  flowClockS: number;
 }
 
 export function encodeConfig(c: SpakConfig): Buffer {
   const b = Buffer.alloc(STRUCT_SIZES.spak_config);
   b.writeBigInt64LE(c.clockOffsetNs, 0);
   b.writeBigUInt64LE(c.stepNs, 8);
-  b.writeBigUInt64LE(c.flowIdleNs, 16);
-  b.writeBigUInt64LE(c.flowFinNs, 24);
-  b.writeUInt32LE(c.stepWindow, 32);
-  b.writeUInt32LE(0, 36); // reserved
+  b.writeUInt32LE(c.stepWindow, 16);
+  b.writeUInt32LE(c.flowClockS >>> 0, 20);
   return b;
 }
 export function decodeConfig(b: Buffer): SpakConfig {
@@ -268,9 +281,8 @@ export function decodeConfig(b: Buffer): SpakConfig {
   return {
     clockOffsetNs: b.readBigInt64LE(0),
     stepNs: b.readBigUInt64LE(8),
-    flowIdleNs: b.readBigUInt64LE(16),
-    flowFinNs: b.readBigUInt64LE(24),
-    stepWindow: b.readUInt32LE(32),
+    stepWindow: b.readUInt32LE(16),
+    flowClockS: b.readUInt32LE(20),
   };
 }
 
@@ -288,76 +300,71 @@ export function decodeDest(b: Buffer): { addr: string; port: number } {
   return { addr: addrFrom16(b.subarray(0, 16)), port: b.readUInt16BE(16) };
 }
 
-/* Which of tag_addr / tag_port replace the packet's destination in the tag input (DNAT). */
-export const SPAK_PROTECT_TAG_ADDR = 1;
-export const SPAK_PROTECT_TAG_PORT = 2;
+/** A SipHash state (struct spak_sip_state): v0..v3 as little-endian u64, 32 bytes. */
+export type SipState = Buffer;
 
-/**
- * struct spak_protect: what a protected destination binds into the tag. When flags
- * is omitted it is derived: TAG_ADDR if tagAddr is given, TAG_PORT if tagPort is.
- */
-export interface SpakProtect { tagAddr?: Addr; tagPort?: number; flags?: number }
+/** struct spak_dest_key: one valid key of a destination. */
+export interface SpakDestKey { keyId: number; state: SipState }
 
-export function encodeProtect(p: SpakProtect): Buffer {
-  const b = Buffer.alloc(STRUCT_SIZES.spak_protect);
-  if (p.tagAddr !== undefined) addrBytes(p.tagAddr).copy(b, 0);
-  b.writeUInt16BE(p.tagPort ?? 0, 16); // __be16
-  const flags = p.flags ??
-    ((p.tagAddr !== undefined ? SPAK_PROTECT_TAG_ADDR : 0) | (p.tagPort !== undefined ? SPAK_PROTECT_TAG_PORT : 0));
-  b.writeUInt16LE(flags, 18); // __u16, host order
+/** struct spak_dest_info: a destination's flags and up to SPAK_MAX_KEYS keys, valid ones first. */
+export interface SpakDestInfo { flags: number; keys: SpakDestKey[] }
+
+export function encodeDestInfo(d: SpakDestInfo): Buffer {
+  if (d.keys.length > SPAK_MAX_KEYS) throw new RangeError(`at most ${SPAK_MAX_KEYS} keys per destination, got ${d.keys.length}`);
+  const b = Buffer.alloc(STRUCT_SIZES.spak_dest_info);
+  b.writeUInt32LE(d.flags, 0);
+  d.keys.forEach((k, i) => {
+    const off = 8 + i * STRUCT_SIZES.spak_dest_key;
+    b.writeUInt16LE(k.keyId, off);
+    b.writeUInt16LE(1, off + 2);
+    checkState(k.state).copy(b, off + 8);
+  });
   return b;
 }
-export function decodeProtect(b: Buffer): { tagAddr: string; tagPort: number; flags: number } {
-  need(b, STRUCT_SIZES.spak_protect, 'spak_protect');
-  return { tagAddr: addrFrom16(b.subarray(0, 16)), tagPort: b.readUInt16BE(16), flags: b.readUInt16LE(18) };
+export function decodeDestInfo(b: Buffer): SpakDestInfo {
+  need(b, STRUCT_SIZES.spak_dest_info, 'spak_dest_info');
+  const keys: SpakDestKey[] = [];
+  for (let i = 0; i < SPAK_MAX_KEYS; i++) {
+    const off = 8 + i * STRUCT_SIZES.spak_dest_key;
+    if (b.readUInt16LE(off + 2) === 0) break;
+    keys.push({ keyId: b.readUInt16LE(off), state: Buffer.from(b.subarray(off + 8, off + 40)) });
+  }
+  return { flags: b.readUInt32LE(0), keys };
 }
 
-/** struct spak_target: the key (raw 16 bytes or words) a client destination is tagged with. */
-export interface SpakTarget { key: SpakKey | Buffer; keyId: number }
+function checkState(s: SipState): Buffer {
+  if (s.length !== STRUCT_SIZES.spak_sip_state) throw new RangeError(`SipHash state must be 32 bytes, got ${s.length}`);
+  return s;
+}
+
+/** struct spak_target: what the client tags a destination's SYNs with. */
+export interface SpakTarget { state: SipState; keyId: number; flags: number }
 
 export function encodeTarget(t: SpakTarget): Buffer {
   const b = Buffer.alloc(STRUCT_SIZES.spak_target);
-  // Raw key bytes are already the two little-endian words.
-  const key = Buffer.isBuffer(t.key) ? t.key : encodeKey(t.key);
-  if (key.length !== 16) throw new RangeError(`key must be 16 bytes, got ${key.length}`);
-  key.copy(b, 0);
-  b.writeUInt16LE(t.keyId, 16); // __u16: host order, not __be16
+  checkState(t.state).copy(b, 0);
+  b.writeUInt16LE(t.keyId, 32); // __u16: host order, not __be16
+  b.writeUInt8(t.flags, 34);
   return b;
 }
-export function decodeTarget(b: Buffer): { key: SpakKey; keyId: number } {
+export function decodeTarget(b: Buffer): SpakTarget {
   need(b, STRUCT_SIZES.spak_target, 'spak_target');
-  return { key: decodeKey(b), keyId: b.readUInt16LE(16) };
+  return { state: Buffer.from(b.subarray(0, 32)), keyId: b.readUInt16LE(32), flags: b.readUInt8(34) };
 }
 
-/** struct spak_key_slot: the server's key table entry, indexed by key id (u32, host order). */
-export interface SpakKeySlot { key: SpakKey | Buffer; valid: boolean }
-
-export function encodeKeySlot(s: SpakKeySlot): Buffer {
-  const b = Buffer.alloc(STRUCT_SIZES.spak_key_slot);
-  const key = Buffer.isBuffer(s.key) ? s.key : encodeKey(s.key);
-  if (key.length !== 16) throw new RangeError(`key must be 16 bytes, got ${key.length}`);
-  key.copy(b, 0);
-  b.writeUInt32LE(s.valid ? 1 : 0, 16);
-  return b;
-}
-/** struct spak_port_slot: the per-port fast path of the server's protected lookup. */
-export interface SpakPortSlot { addr: Addr; protect: SpakProtect; mode: number }
+/** struct spak_port_slot: the per-port fast path of the server's destination lookup. */
+export interface SpakPortSlot { addr: Addr; mode: number; destIdx: number }
 
 export function encodePortSlot(s: SpakPortSlot): Buffer {
   const b = Buffer.alloc(STRUCT_SIZES.spak_port_slot);
   addrBytes(s.addr).copy(b, 0);
-  encodeProtect(s.protect).copy(b, 16);
-  b.writeUInt32LE(s.mode, 36);
+  b.writeUInt32LE(s.mode, 16);
+  b.writeUInt32LE(s.destIdx, 20);
   return b;
 }
-export function decodePortSlot(b: Buffer): { addr: string; protect: ReturnType<typeof decodeProtect>; mode: number } {
+export function decodePortSlot(b: Buffer): { addr: string; mode: number; destIdx: number } {
   need(b, STRUCT_SIZES.spak_port_slot, 'spak_port_slot');
-  return { addr: addrFrom16(b.subarray(0, 16)), protect: decodeProtect(b.subarray(16, 36)), mode: b.readUInt32LE(36) };
-}
-
-export function decodeKeySlot(b: Buffer): { key: SpakKey; valid: boolean } {
-  need(b, STRUCT_SIZES.spak_key_slot, 'spak_key_slot');
-  return { key: decodeKey(b), valid: b.readUInt32LE(16) !== 0 };
+  return { addr: addrFrom16(b.subarray(0, 16)), mode: b.readUInt32LE(16), destIdx: b.readUInt32LE(20) };
 }
 
 /** struct spak_flow_key: a TCP flow as the server sees it arrive. */
@@ -382,17 +389,17 @@ export function decodeFlowKey(b: Buffer): { saddr: string; daddr: string; sport:
 }
 
 /** struct spak_flow. */
-export interface SpakFlow { lastSeenNs: bigint; state: number }
+export interface SpakFlow { seenS: number; state: number }
 
 export function encodeFlow(f: SpakFlow): Buffer {
   const b = Buffer.alloc(STRUCT_SIZES.spak_flow);
-  b.writeBigUInt64LE(f.lastSeenNs, 0);
-  b.writeUInt32LE(f.state, 8);
+  b.writeUInt32LE(f.seenS >>> 0, 0);
+  b.writeUInt32LE(f.state, 4);
   return b;
 }
 export function decodeFlow(b: Buffer): SpakFlow {
   need(b, STRUCT_SIZES.spak_flow, 'spak_flow');
-  return { lastSeenNs: b.readBigUInt64LE(0), state: b.readUInt32LE(8) };
+  return { seenS: b.readUInt32LE(0), state: b.readUInt32LE(4) };
 }
 
 /** struct spak_replay: who used a tag first. */

@@ -17,19 +17,24 @@ import {
   SPAK_OPT_OFF_TAG,
   SPAK_OPT_OFF_VERSION,
   SPAK_TAG_INPUT_LEN,
+  SPAK_TAG_INPUT_LEN_BOUND,
+  SPAK_TIN_FIXED_LEN,
   SPAK_TIN_OFF_DADDR,
   SPAK_TIN_OFF_DPORT,
   SPAK_TIN_OFF_EXID,
+  SPAK_TIN_OFF_FLAGS,
   SPAK_TIN_OFF_KEY_ID,
-  SPAK_TIN_OFF_RESERVED,
+  SPAK_TIN_OFF_SADDR,
   SPAK_TIN_OFF_SEQ,
   SPAK_TIN_OFF_STEP,
   SPAK_TIN_OFF_VERSION,
+  SPAK_TIN_PREFIX_LEN,
+  SPAK_TIN_SOURCE_BOUND,
   SPAK_VERSION,
 } from './layout.js';
-import { siphash24 } from './siphash.js';
+import { sipState, siphash24 } from './siphash.js';
 
-/** What the tag binds. exid/version/reserved default to the protocol's values. */
+/** What the tag binds. exid/version/flags default to the protocol's values. */
 export interface TagInputFields {
   keyId: number;
   /** Destination port as the client addressed it. */
@@ -39,28 +44,52 @@ export interface TagInputFields {
   seq: number;
   /** Destination address as the client addressed it (IPv4 is bound as ::ffff:a.b.c.d). */
   daddr: Addr;
+  /** Source address as the client's kernel sent it: given, the tag is source-bound. */
+  saddr?: Addr;
   exid?: number;
   version?: number;
-  reserved?: number;
+  /** Overrides the flags byte (tests); by default SOURCE_BOUND exactly when saddr is given. */
+  flags?: number;
 }
 
-/** The exact 32 bytes SipHash runs over (struct spak_tag_input). */
+/** The exact bytes SipHash runs over (struct spak_tag_input): 32, or 48 when source-bound. */
 export function tagInput(f: TagInputFields): Buffer {
-  const b = Buffer.alloc(SPAK_TAG_INPUT_LEN);
+  const bound = f.saddr !== undefined;
+  const b = Buffer.alloc(bound ? SPAK_TAG_INPUT_LEN_BOUND : SPAK_TAG_INPUT_LEN);
   b.writeUInt16BE(f.exid ?? SPAK_EXID, SPAK_TIN_OFF_EXID);
   b.writeUInt8(f.version ?? SPAK_VERSION, SPAK_TIN_OFF_VERSION);
-  b.writeUInt8(f.reserved ?? 0, SPAK_TIN_OFF_RESERVED);
+  b.writeUInt8(f.flags ?? (bound ? SPAK_TIN_SOURCE_BOUND : 0), SPAK_TIN_OFF_FLAGS);
   b.writeUInt16BE(f.keyId, SPAK_TIN_OFF_KEY_ID);
   b.writeUInt16BE(f.dport, SPAK_TIN_OFF_DPORT);
+  addrBytes(f.daddr).copy(b, SPAK_TIN_OFF_DADDR);
   b.writeUInt32BE(f.timeStep >>> 0, SPAK_TIN_OFF_STEP);
   b.writeUInt32BE(f.seq >>> 0, SPAK_TIN_OFF_SEQ);
-  addrBytes(f.daddr).copy(b, SPAK_TIN_OFF_DADDR);
+  if (bound) addrBytes(f.saddr!).copy(b, SPAK_TIN_OFF_SADDR);
   return b;
 }
 
 /** The 8-byte tag: SipHash-2-4 of tagInput(f) under the 16-byte key. */
 export function computeTag(key: Buffer, f: TagInputFields): Buffer {
   return siphash24(key, tagInput(f));
+}
+
+/** What a destination fixes in its tags: everything before the time step. */
+export interface DestinationBinding {
+  keyId: number;
+  dport: number;
+  /** Omitted for a wildcard destination: the state then stops before the address. */
+  daddr?: Addr;
+  bindSource: boolean;
+}
+
+/**
+ * The SipHash state after a destination's fixed tag input (struct spak_sip_state), the
+ * state the eBPF programs resume from: 24 bytes absorbed, or 8 when daddr is omitted.
+ */
+export function destinationState(key: Buffer, d: DestinationBinding): Buffer {
+  const fields = { keyId: d.keyId, dport: d.dport, timeStep: 0, seq: 0, daddr: d.daddr ?? '::', ...(d.bindSource ? { saddr: '::' } : {}) };
+  const input = tagInput(fields);
+  return sipState(key, input.subarray(0, d.daddr === undefined ? SPAK_TIN_PREFIX_LEN : SPAK_TIN_FIXED_LEN));
 }
 
 /** The option's fields; kind/len/exid/version/reserved default to a valid option. */

@@ -18,7 +18,18 @@ export function siphashKeyWords(key: Buffer): { k0: bigint; k1: bigint } {
  * the reference implementation writes them (the u64 result, little-endian).
  */
 export function siphash24(key: Buffer, msg: Buffer): Buffer {
+  const full = msg.length - (msg.length % 8);
+  return sipResume(sipState(key, msg.subarray(0, full)), msg.subarray(full), msg.length);
+}
+
+/**
+ * The state (v0..v3, each a little-endian u64: 32 bytes, struct spak_sip_state) after
+ * absorbing prefix, whose length must be a multiple of 8. The eBPF programs resume
+ * from it, so a tag's fixed part is hashed once in user space, not per packet.
+ */
+export function sipState(key: Buffer, prefix: Buffer): Buffer {
   checkKey(key);
+  if (prefix.length % 8 !== 0) throw new RangeError(`a SipHash prefix must be whole 8-byte blocks, got ${prefix.length} bytes`);
   // v[0..7] = v0.lo, v0.hi, v1.lo, v1.hi, v2.lo, v2.hi, v3.lo, v3.hi
   const v = new Uint32Array(8);
   const k0lo = key.readUInt32LE(0);
@@ -30,18 +41,29 @@ export function siphash24(key: Buffer, msg: Buffer): Buffer {
   v[2] = k1lo ^ 0x6e646f6d; v[3] = k1hi ^ 0x646f7261;
   v[4] = k0lo ^ 0x6e657261; v[5] = k0hi ^ 0x6c796765;
   v[6] = k1lo ^ 0x79746573; v[7] = k1hi ^ 0x74656462;
+  for (let off = 0; off < prefix.length; off += 8) compress(v, prefix.readUInt32LE(off), prefix.readUInt32LE(off + 4));
+  return Buffer.from(v.buffer);
+}
 
-  const len = msg.length;
+/**
+ * Finishes a hash from a state (sipState) with the rest of the message; totalLen is the
+ * length of the whole message, prefix included (SipHash mixes it into the last block).
+ */
+export function sipResume(state: Buffer, rest: Buffer, totalLen: number): Buffer {
+  if (state.length !== 32) throw new RangeError(`SipHash state must be 32 bytes, got ${state.length}`);
+  const v = new Uint32Array(8);
+  for (let i = 0; i < 8; i++) v[i] = state.readUInt32LE(i * 4);
+  const len = rest.length;
   const full = len - (len % 8);
   for (let off = 0; off < full; off += 8) {
-    compress(v, msg.readUInt32LE(off), msg.readUInt32LE(off + 4));
+    compress(v, rest.readUInt32LE(off), rest.readUInt32LE(off + 4));
   }
 
-  // Last block: the remaining 0..7 bytes, little-endian, with len mod 256 on top.
+  // Last block: the remaining 0..7 bytes, little-endian, with the length mod 256 on top.
   let mlo = 0;
-  let mhi = (len & 0xff) << 24;
+  let mhi = (totalLen & 0xff) << 24;
   for (let i = 0; i < len - full; i++) {
-    const b = msg[full + i]!;
+    const b = rest[full + i]!;
     if (i < 4) mlo |= b << (8 * i);
     else mhi |= b << (8 * (i - 4));
   }

@@ -17,6 +17,7 @@ import {
   computeTag,
   decodeOption,
   encodeOption,
+  destinationState,
   findSpakOption,
   parseTcpOptions,
   tagInput,
@@ -30,7 +31,7 @@ import {
   padOptions,
   parseFrame,
 } from '../../src/wire/packet.js';
-import { siphash24 } from '../../src/wire/siphash.js';
+import { siphash24, sipResume } from '../../src/wire/siphash.js';
 
 /* ---- the headers, read as text ---- */
 
@@ -82,7 +83,7 @@ function structs(): Map<string, CStruct> {
     let align = 1;
     const fields = new Map<string, CField>();
     for (const decl of body!.split(';').map((s) => s.trim()).filter(Boolean)) {
-      const d = /^(struct\s+\w+|\w+)\s+(\w+)(?:\[(\d+)\])?$/.exec(decl);
+      const d = /^(struct\s+\w+|\w+)\s+(\w+)(?:\[(\w+)\])?$/.exec(decl);
       assert.ok(d, `cannot parse field "${decl}" of struct ${name}`);
       const [, type, fname, n] = d;
       let esize: number;
@@ -98,7 +99,7 @@ function structs(): Map<string, CStruct> {
       }
       if (packed) ealign = 1;
       off = Math.ceil(off / ealign) * ealign;
-      const count = n ? Number(n) : 1;
+      const count = n === undefined ? 1 : /^\d+$/.test(n) ? Number(n) : (DEFINES.get(n) ?? assert.fail(`unknown array size ${n}`));
       fields.set(fname!, { name: fname!, type: type!, count, offset: off, size: esize * count });
       off += esize * count;
       align = Math.max(align, ealign);
@@ -193,12 +194,15 @@ describe('constants mirror the headers', () => {
     };
     for (const [k, f] of Object.entries(opt)) assert.equal(DEFINES.get(`SPAK_OPT_OFF_${k}`), cfield('spak_opt', f).offset, k);
     const tin: Record<string, string> = {
-      EXID: 'exid', VERSION: 'version', RESERVED: 'reserved', KEY_ID: 'key_id', DPORT: 'dport',
-      STEP: 'time_step', SEQ: 'seq', DADDR: 'daddr',
+      EXID: 'exid', VERSION: 'version', FLAGS: 'flags', KEY_ID: 'key_id', DPORT: 'dport',
+      DADDR: 'daddr', STEP: 'time_step', SEQ: 'seq', SADDR: 'saddr',
     };
     for (const [k, f] of Object.entries(tin)) assert.equal(DEFINES.get(`SPAK_TIN_OFF_${k}`), cfield('spak_tag_input', f).offset, k);
     assert.equal(STRUCTS.get('spak_opt')!.size, layout.SPAK_OPT_LEN);
-    assert.equal(STRUCTS.get('spak_tag_input')!.size, layout.SPAK_TAG_INPUT_LEN);
+    assert.equal(STRUCTS.get('spak_tag_input')!.size, layout.SPAK_TAG_INPUT_LEN_BOUND);
+    assert.equal(cfield('spak_tag_input', 'saddr').offset, layout.SPAK_TAG_INPUT_LEN, 'an unbound tag input stops where saddr starts');
+    assert.equal(cfield('spak_tag_input', 'time_step').offset, layout.SPAK_TIN_FIXED_LEN, 'the fixed part ends at the time step');
+    assert.equal(cfield('spak_tag_input', 'daddr').offset, layout.SPAK_TIN_PREFIX_LEN, 'a wildcard state ends at the address');
   });
 });
 
@@ -211,8 +215,9 @@ describe('struct layout', () => {
     // The sizes the brief fixes, as a guard on the calculator itself.
     assert.deepEqual(
       { ...STRUCT_SIZES },
-      { spak_opt: 20, spak_tag_input: 32, spak_key: 16, spak_config: 40, spak_dest: 20, spak_protect: 20,
-        spak_target: 24, spak_key_slot: 24, spak_flow_key: 36, spak_flow: 16, spak_replay: 24, spak_port_slot: 40 },
+      { spak_opt: 20, spak_tag_input: 48, spak_sip_state: 32, spak_key: 16, spak_config: 24, spak_dest: 20,
+        spak_dest_key: 40, spak_dest_info: 168, spak_port_slot: 24, spak_target: 40, spak_flow_key: 36, spak_flow: 8,
+        spak_replay: 24 },
     );
   });
 
@@ -230,11 +235,9 @@ describe('struct layout', () => {
   });
 
   test('spak_config', () => {
-    const c = { clockOffsetNs: -1234567890123n, stepNs: 30_000_000_000n, flowIdleNs: 300_000_000_000n,
-      flowFinNs: 10_000_000_000n, stepWindow: 1 };
+    const c = { clockOffsetNs: -1234567890123n, stepNs: 30_000_000_000n, stepWindow: 1, flowClockS: 987654 };
     const b = layout.encodeConfig(c);
-    assertStruct('spak_config', b, { clock_offset_ns: c.clockOffsetNs, step_ns: c.stepNs, flow_idle_ns: c.flowIdleNs,
-      flow_fin_ns: c.flowFinNs, step_window: 1, reserved: 0 });
+    assertStruct('spak_config', b, { clock_offset_ns: c.clockOffsetNs, step_ns: c.stepNs, step_window: 1, flow_clock_s: 987654 });
     assert.deepEqual(layout.decodeConfig(b), c);
   });
 
@@ -246,30 +249,26 @@ describe('struct layout', () => {
     assert.deepEqual(layout.decodeDest(layout.encodeDest({ addr: addrTo16(V6), port: 22 })), { addr: V6, port: 22 });
   });
 
-  test('spak_protect', () => {
-    const both = layout.SPAK_PROTECT_TAG_ADDR | layout.SPAK_PROTECT_TAG_PORT;
-    const b = layout.encodeProtect({ tagAddr: V6, tagPort: 8443 });
-    assertStruct('spak_protect', b, { tag_addr: V6_HEX, tag_port: 8443, flags: both });
-    assert.deepEqual(layout.decodeProtect(b), { tagAddr: V6, tagPort: 8443, flags: both });
-    // Flags follow what is given, unless set explicitly.
-    assert.equal(layout.decodeProtect(layout.encodeProtect({ tagPort: 80 })).flags, layout.SPAK_PROTECT_TAG_PORT);
-    assert.deepEqual(layout.decodeProtect(layout.encodeProtect({})), { tagAddr: '::', tagPort: 0, flags: 0 });
-    assert.equal(layout.decodeProtect(layout.encodeProtect({ tagAddr: V4, flags: 0 })).flags, 0);
-  });
+  const STATE_A = Buffer.from('00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff', 'hex');
+  const STATE_B = Buffer.alloc(32, 0x5a);
 
-  test('spak_key_slot', () => {
-    const raw = Buffer.from('f0e0d0c0b0a090807060504030201000', 'hex');
-    const b = layout.encodeKeySlot({ key: raw, valid: true });
-    assertStruct('spak_key_slot', b, { key: raw.toString('hex'), valid: 1, pad: 0 });
-    assert.deepEqual(layout.decodeKeySlot(b), { key: layout.decodeKey(raw), valid: true });
-    assert.equal(layout.decodeKeySlot(layout.encodeKeySlot({ key: layout.decodeKey(raw), valid: false })).valid, false);
+  test('spak_dest_info and spak_dest_key', () => {
+    const d = { flags: layout.SPAK_DEST_BIND_SOURCE | layout.SPAK_DEST_DADDR_AT_RUN, keys: [{ keyId: 7, state: STATE_A }, { keyId: 0xbeef, state: STATE_B }] };
+    const b = layout.encodeDestInfo(d);
+    const keys = b.subarray(cfield('spak_dest_info', 'keys').offset);
+    assertStruct('spak_dest_info', b, { flags: 3, pad: 0, keys: keys.toString('hex') });
+    assertStruct('spak_dest_key', keys.subarray(0, 40), { key_id: 7, valid: 1, pad: 0, state: STATE_A.toString('hex') });
+    assertStruct('spak_dest_key', keys.subarray(40, 80), { key_id: 0xbeef, valid: 1, pad: 0, state: STATE_B.toString('hex') });
+    assertStruct('spak_dest_key', keys.subarray(80, 120), { key_id: 0, valid: 0, pad: 0, state: '00'.repeat(32) });
+    assert.deepEqual(layout.decodeDestInfo(b), d);
+    assert.throws(() => layout.encodeDestInfo({ flags: 0, keys: Array.from({ length: 5 }, () => ({ keyId: 1, state: STATE_A })) }), RangeError);
+    assert.throws(() => layout.encodeDestInfo({ flags: 0, keys: [{ keyId: 1, state: Buffer.alloc(31) }] }), RangeError);
   });
 
   test('spak_port_slot', () => {
-    const protect = { tagAddr: V6, tagPort: 8443 };
-    const b = layout.encodePortSlot({ addr: V4, protect, mode: layout.SPAK_PORT_SINGLE });
-    assertStruct('spak_port_slot', b, { addr: V4_HEX, protect: layout.encodeProtect(protect).toString('hex'), mode: 1 });
-    assert.deepEqual(layout.decodePortSlot(b), { addr: V4, protect: layout.decodeProtect(layout.encodeProtect(protect)), mode: 1 });
+    const b = layout.encodePortSlot({ addr: V4, mode: layout.SPAK_PORT_SINGLE, destIdx: 17 });
+    assertStruct('spak_port_slot', b, { addr: V4_HEX, mode: 1, dest_idx: 17 });
+    assert.deepEqual(layout.decodePortSlot(b), { addr: V4, mode: 1, destIdx: 17 });
   });
 
   test('port bitmap position', () => {
@@ -280,12 +279,10 @@ describe('struct layout', () => {
   });
 
   test('spak_target', () => {
-    const raw = Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex');
-    const b = layout.encodeTarget({ key: raw, keyId: 0x1234 });
-    assertStruct('spak_target', b, { key: raw.toString('hex'), key_id: 0x1234, pad: '000000000000' });
-    const words = { k0: 0x0706050403020100n, k1: 0x0f0e0d0c0b0a0908n };
-    assert.deepEqual(layout.encodeTarget({ key: words, keyId: 0x1234 }), b);
-    assert.deepEqual(layout.decodeTarget(b), { key: words, keyId: 0x1234 });
+    const t = { state: STATE_A, keyId: 0x1234, flags: layout.SPAK_TIN_SOURCE_BOUND };
+    const b = layout.encodeTarget(t);
+    assertStruct('spak_target', b, { state: STATE_A.toString('hex'), key_id: 0x1234, flags: 1, pad: '0000000000' });
+    assert.deepEqual(layout.decodeTarget(b), t);
   });
 
   test('spak_flow_key', () => {
@@ -296,9 +293,9 @@ describe('struct layout', () => {
   });
 
   test('spak_flow', () => {
-    const f = { lastSeenNs: 123456789012345n, state: layout.SPAK_FLOW_CLOSING };
+    const f = { seenS: 123456789, state: layout.SPAK_FLOW_CLOSING };
     const b = layout.encodeFlow(f);
-    assertStruct('spak_flow', b, { last_seen_ns: f.lastSeenNs, state: 1, pad: 0 });
+    assertStruct('spak_flow', b, { seen_s: f.seenS, state: 1 });
     assert.deepEqual(layout.decodeFlow(b), f);
   });
 
@@ -310,7 +307,7 @@ describe('struct layout', () => {
   });
 
   test('short buffers are refused', () => {
-    assert.throws(() => layout.decodeConfig(Buffer.alloc(39)), RangeError);
+    assert.throws(() => layout.decodeConfig(Buffer.alloc(23)), RangeError);
     assert.throws(() => layout.decodeFlowKey(Buffer.alloc(35)), RangeError);
     assert.throws(() => layout.encodeDest({ addr: Buffer.alloc(4), port: 1 }), RangeError);
   });
@@ -374,28 +371,47 @@ describe('tag input', () => {
     const expected = [
       0x53, 0x50, // ExID
       0x01, // version
-      0x00, // reserved
+      0x00, // flags: not source-bound
       0xbe, 0xef, // key id
       0x20, 0xfb, // dport 8443
+      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 10, // ::ffff:192.0.2.10
       0x03, 0x65, 0xc0, 0x40, // time step 57000000
       0xde, 0xad, 0xbe, 0xef, // seq
-      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 10, // ::ffff:192.0.2.10
     ];
     assert.deepEqual([...b], expected);
     // The same fields at the header's offsets.
     assert.equal(b.readUInt16BE(layout.SPAK_TIN_OFF_EXID), 0x5350);
     assert.equal(b[layout.SPAK_TIN_OFF_VERSION], 1);
-    assert.equal(b[layout.SPAK_TIN_OFF_RESERVED], 0);
+    assert.equal(b[layout.SPAK_TIN_OFF_FLAGS], 0);
     assert.equal(b.readUInt16BE(layout.SPAK_TIN_OFF_KEY_ID), 0xbeef);
     assert.equal(b.readUInt16BE(layout.SPAK_TIN_OFF_DPORT), 8443);
     assert.equal(b.readUInt32BE(layout.SPAK_TIN_OFF_STEP), 57_000_000);
     assert.equal(b.readUInt32BE(layout.SPAK_TIN_OFF_SEQ), 0xdeadbeef);
-    assert.equal(b.subarray(layout.SPAK_TIN_OFF_DADDR).toString('hex'), '00000000000000000000ffffc000020a');
+    assert.equal(b.subarray(layout.SPAK_TIN_OFF_DADDR, layout.SPAK_TIN_OFF_DADDR + 16).toString('hex'), '00000000000000000000ffffc000020a');
   });
 
   test('IPv6 destination, byte by byte', () => {
     const b = tagInput({ keyId: 1, dport: 22, timeStep: 0, seq: 1, daddr: '2001:db8::1' });
-    assert.equal(b.toString('hex'), '5350' + '01' + '00' + '0001' + '0016' + '00000000' + '00000001' + '20010db8000000000000000000000001');
+    assert.equal(b.toString('hex'), '5350' + '01' + '00' + '0001' + '0016' + '20010db8000000000000000000000001' + '00000000' + '00000001');
+  });
+
+  test('source-bound: the flags byte says so and the source address follows (48 bytes)', () => {
+    const b = tagInput({ keyId: 1, dport: 22, timeStep: 2, seq: 3, daddr: '198.51.100.1', saddr: '198.51.100.2' });
+    assert.equal(b.length, layout.SPAK_TAG_INPUT_LEN_BOUND);
+    assert.equal(b.toString('hex'), '5350' + '01' + '01' + '0001' + '0016' + '00000000000000000000ffffc6336401' + '00000002' + '00000003' + '00000000000000000000ffffc6336402');
+  });
+
+  test('destinationState + sipResume equal the whole hash (single, wildcard, bound)', () => {
+    const key = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
+    for (const bound of [false, true]) {
+      const f = { keyId: 9, dport: 2222, timeStep: 1234567, seq: 0xfeedface, daddr: '2001:db8::7', ...(bound ? { saddr: '2001:db8::8' } : {}) };
+      const input = tagInput(f);
+      const whole = siphash24(key, input);
+      const single = destinationState(key, { keyId: 9, dport: 2222, daddr: '2001:db8::7', bindSource: bound });
+      assert.deepEqual(sipResume(single, input.subarray(layout.SPAK_TIN_FIXED_LEN), input.length), whole);
+      const wildcard = destinationState(key, { keyId: 9, dport: 2222, bindSource: bound });
+      assert.deepEqual(sipResume(wildcard, input.subarray(layout.SPAK_TIN_PREFIX_LEN), input.length), whole);
+    }
   });
 
   test('computeTag is SipHash-2-4 over the tag input and binds every field', () => {
@@ -406,7 +422,8 @@ describe('tag input', () => {
     assert.deepEqual(tag, siphash24(key, tagInput(f)));
     const variants = [
       { ...f, keyId: 8 }, { ...f, dport: 444 }, { ...f, timeStep: 56666667 }, { ...f, seq: 0x01020305 },
-      { ...f, daddr: '2001:db8::11' }, { ...f, version: 2 }, { ...f, reserved: 1 }, { ...f, exid: 0x5351 },
+      { ...f, daddr: '2001:db8::11' }, { ...f, version: 2 }, { ...f, flags: 2 }, { ...f, exid: 0x5351 },
+      { ...f, saddr: '::' }, { ...f, saddr: '2001:db8::2' },
     ];
     for (const v of variants) assert.notDeepEqual(computeTag(key, v), tag, JSON.stringify(v));
     assert.deepEqual(computeTag(key, { ...f, daddr: addrTo16(f.daddr) }), tag);
