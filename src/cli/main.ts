@@ -1,6 +1,6 @@
 // spak command line: server, client, keygen, stats. Errors are one line and a non-zero exit.
 import { isIP } from 'node:net';
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { pino, type Logger } from 'pino';
 import { BpfMap } from '../bpf/libbpf.js';
 import { formatCounters, readCounters } from '../bpf/counters.js';
@@ -8,6 +8,9 @@ import { newHexKey, parseHexKey } from '../config/keys.js';
 import { loadConfigFile, resolveSecret } from '../config/schema.js';
 import { SpakClient, type ClientOptions } from '../client/client.js';
 import { SpakServer, type ServerOptions } from '../server/server.js';
+import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
+import { DEFAULT_BPFFS, pinPaths } from '../server/pins.js';
+import { scopeWarnings } from '../server/scope.js';
 import { SERVER_REASON_NAMES } from '../wire/layout.js';
 
 /** A mistake in what the user typed: reported as one line, exit status 2. */
@@ -29,7 +32,8 @@ function parsePositionals(args: (string | undefined)[], config: string | undefin
   if (given.length !== 4)
     throw new UsageError(`spak ${role} needs <ip> <port> <key_id> <iface> (or --config <file>); see spak ${role} --help`);
   const [ip, port, keyId, iface] = given as [string, string, string, string];
-  if (isIP(ip) === 0) throw new UsageError(`bad address "${ip}": not an IPv4 or IPv6 address`);
+  if (isIP(ip) === 0 && !(role === 'server' && ip === ALL_ADDRESSES))
+    throw new UsageError(`bad address "${ip}": not an IPv4 or IPv6 address${role === 'server' ? ' (or "*")' : ''}`);
   return { ip, port: parseIntIn(port, 'port', 1, 65535), keyId: parseIntIn(keyId, 'key_id', 0, 65535), iface };
 }
 
@@ -59,8 +63,8 @@ function makeLogger(level: string): Logger {
   return pino({ name: 'spak', level }, pino.destination(2));
 }
 
-/** Runs until SIGINT/SIGTERM; SIGUSR1 prints the counters. */
-function runForeground(stop: () => void, report: () => string, statsInterval: number): Promise<void> {
+/** Runs until SIGINT/SIGTERM; SIGUSR1 prints the counters. `farewell` says what stays behind. */
+function runForeground(stop: () => void, report: () => string, statsInterval: number, farewell: (signal: string) => string): Promise<void> {
   return new Promise((resolve) => {
     const timer = statsInterval > 0 ? setInterval(() => process.stdout.write(`${report()}\n`), statsInterval * 1000) : null;
     // Signal handlers alone do not keep Node running: this does, until we are told to stop.
@@ -76,7 +80,7 @@ function runForeground(stop: () => void, report: () => string, statsInterval: nu
         // maps already gone
       }
       stop();
-      process.stdout.write(`${summary}\nspak: ${signal}: detached, bye\n`);
+      process.stdout.write(`${summary}\n${farewell(signal)}\n`);
       resolve();
     };
     process.on('SIGINT', () => finish('SIGINT'));
@@ -86,11 +90,18 @@ function runForeground(stop: () => void, report: () => string, statsInterval: nu
   });
 }
 
-function serverOptions(pos: Positionals | null, o: Record<string, unknown>, logger: Logger): ServerOptions {
+/** Options given on the command line win over the config file; defaults do not. */
+function fromCli(cmd: Command, name: string): boolean {
+  return cmd.getOptionValueSource(name) === 'cli';
+}
+
+function serverOptions(pos: Positionals | null, o: Record<string, unknown>, cmd: Command, logger: Logger): ServerOptions {
+  const int = (name: string, what: string, min: number, max: number) => parseIntIn(String(o[name]), what, min, max);
+  let base: ServerOptions;
   if (pos) {
     const dialAddress = o.dialAddress as string | undefined;
     if (dialAddress !== undefined && isIP(dialAddress) === 0) throw new UsageError(`bad --dial-address "${dialAddress}"`);
-    return {
+    base = {
       iface: pos.iface,
       xdpMode: o.xdpMode as ServerOptions['xdpMode'],
       keys: [{ id: pos.keyId, key: secretFromEnv() }],
@@ -98,42 +109,61 @@ function serverOptions(pos: Positionals | null, o: Record<string, unknown>, logg
         {
           address: pos.ip,
           port: pos.port,
+          bindSource: o.bindSource === true,
           dialAddress,
           dialPort: o.dialPort === undefined ? undefined : parseIntIn(String(o.dialPort), 'dial port', 1, 65535),
         },
       ],
-      stepSeconds: parseIntIn(String(o.stepSeconds), 'step seconds', 1, 3600),
-      stepWindow: parseIntIn(String(o.stepWindow), 'step window', 0, 10),
-      flowIdleSeconds: parseIntIn(String(o.flowIdle), 'flow idle seconds', 1, 1e9),
+      stepSeconds: int('stepSeconds', 'step seconds', 1, 3600),
+      stepWindow: int('stepWindow', 'step window', 0, 10),
+      flowIdleSeconds: int('flowIdle', 'flow idle seconds', 1, 1e9),
       flowFinSeconds: 30,
+      replayCapacity: int('replayCapacity', 'replay capacity', 1024, 16_777_216),
+      flowCapacity: int('flowCapacity', 'flow capacity', 1024, 16_777_216),
       seedExisting: o.seed !== false,
-      pinDir: o.pinDir as string | undefined,
+      logger,
+    };
+  } else {
+    const file = o.config as string;
+    const cfg = loadConfigFile(file).server;
+    if (!cfg) throw new UsageError(`${file}: no "server" section`);
+    for (const flag of ['dialAddress', 'dialPort', 'bindSource'])
+      if (fromCli(cmd, flag)) throw new UsageError(`--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} goes with the positional form; in --config set it per destination`);
+    base = {
+      iface: cfg.interface,
+      xdpMode: fromCli(cmd, 'xdpMode') ? (o.xdpMode as ServerOptions['xdpMode']) : cfg.xdpMode,
+      keys: cfg.keys.map((k, i) => ({ id: k.id, key: resolveSecret(k, `${file}: server.keys[${i}]`) })),
+      protect: cfg.protect,
+      stepSeconds: fromCli(cmd, 'stepSeconds') ? int('stepSeconds', 'step seconds', 1, 3600) : cfg.stepSeconds,
+      stepWindow: fromCli(cmd, 'stepWindow') ? int('stepWindow', 'step window', 0, 10) : cfg.stepWindow,
+      flowIdleSeconds: fromCli(cmd, 'flowIdle') ? int('flowIdle', 'flow idle seconds', 1, 1e9) : cfg.flowIdleSeconds,
+      flowFinSeconds: cfg.flowFinSeconds,
+      replayCapacity: fromCli(cmd, 'replayCapacity') ? int('replayCapacity', 'replay capacity', 1024, 16_777_216) : cfg.replayCapacity,
+      flowCapacity: fromCli(cmd, 'flowCapacity') ? int('flowCapacity', 'flow capacity', 1024, 16_777_216) : cfg.flowCapacity,
+      seedExisting: cfg.seedExisting && o.seed !== false,
       logger,
     };
   }
-  const file = o.config as string;
-  const cfg = loadConfigFile(file).server;
-  if (!cfg) throw new UsageError(`${file}: no "server" section`);
-  return {
-    iface: cfg.interface,
-    xdpMode: cfg.xdpMode,
-    keys: cfg.keys.map((k, i) => ({ id: k.id, key: resolveSecret(k, `${file}: server.keys[${i}]`) })),
-    protect: cfg.protect,
-    stepSeconds: cfg.stepSeconds,
-    stepWindow: cfg.stepWindow,
-    flowIdleSeconds: cfg.flowIdleSeconds,
-    flowFinSeconds: cfg.flowFinSeconds,
-    seedExisting: cfg.seedExisting && o.seed !== false,
-    pinDir: o.pinDir as string | undefined,
-    logger,
-  };
+  if (o.allAddresses === true) base.protect = allAddresses(base.protect);
+  base.bpffs = o.bpffs as string;
+  return base;
+}
+
+/** --all-addresses: every protected port on every address of both families. */
+function allAddresses(protect: ProtectedDest[]): ProtectedDest[] {
+  const byPort = new Map<number, ProtectedDest>();
+  for (const d of protect) {
+    if (d.dialAddress !== undefined) throw new UsageError(`--all-addresses cannot keep the dial address of ${d.address} port ${d.port}`);
+    if (!byPort.has(d.port)) byPort.set(d.port, { ...d, address: ALL_ADDRESSES });
+  }
+  return [...byPort.values()];
 }
 
 function clientOptions(pos: Positionals | null, o: Record<string, unknown>, logger: Logger): ClientOptions {
   if (pos)
     return {
       iface: pos.iface,
-      targets: [{ address: pos.ip, port: pos.port, keyId: pos.keyId, key: secretFromEnv() }],
+      targets: [{ address: pos.ip, port: pos.port, keyId: pos.keyId, key: secretFromEnv(), bindSource: o.bindSource === true }],
       stepSeconds: parseIntIn(String(o.stepSeconds), 'step seconds', 1, 3600),
       logger,
     };
@@ -147,6 +177,7 @@ function clientOptions(pos: Positionals | null, o: Record<string, unknown>, logg
       port: d.port,
       keyId: d.keyId,
       key: resolveSecret(d, `${file}: client.destinations[${i}]`),
+      bindSource: d.bindSource,
     })),
     stepSeconds: cfg.stepSeconds,
     logger,
@@ -164,8 +195,8 @@ export function buildProgram(): Command {
 
   program
     .command('server')
-    .description('protect <ip>:<port>: drop every SYN without a valid tag at XDP on <iface> (key in $SECRET_KEY)')
-    .argument('[ip]', 'protected destination address (IPv4 or IPv6; 0.0.0.0 or :: for any)')
+    .description('protect <ip>:<port>: drop every SYN without a valid tag at XDP on <iface> (key in $SECRET_KEY); `spak server stop <iface>` removes it')
+    .argument('[ip]', 'protected destination address (IPv4 or IPv6; 0.0.0.0 or :: for every address of a family, * for all)')
     .argument('[port]', 'protected TCP port')
     .argument('[key_id]', 'key id clients tag with (0-65535)')
     .argument('[iface]', 'interface to attach the XDP program to')
@@ -173,30 +204,39 @@ export function buildProgram(): Command {
     .addOption(new Option('--xdp-mode <mode>', 'XDP attach mode').choices(['native', 'generic', 'auto']).default('native'))
     .option('--step-seconds <n>', 'length of a time step', '30')
     .option('--step-window <n>', 'accept time steps within +-n of ours', '1')
-    .option('--flow-idle <seconds>', 'forget a flow idle this long', '3600')
+    .option('--flow-idle <seconds>', 'forget an idle flow whose socket is gone after this long', '3600')
+    .option('--bind-source', 'tags must cover the client\'s source address (not for clients behind NAT)')
+    .option('--all-addresses', 'protect the port on every address of both families')
+    .option('--replay-capacity <n>', 'tags remembered at once (see README: capacity)', '262144')
+    .option('--flow-capacity <n>', 'connections tracked at once', '262144')
     .option('--dial-address <ip>', 'behind DNAT: the address clients dial')
     .option('--dial-port <port>', 'behind DNAT: the port clients dial')
-    .option('--no-seed', 'do not keep connections that exist at start')
-    .option('--pin-dir <dir>', 'pin the maps under this bpffs directory (for spak stats)')
+    .option('--no-seed', 'do not keep connections that exist at first start')
+    .option('--bpffs <dir>', 'where bpffs is (mounted there if missing)', DEFAULT_BPFFS)
     .option('--stats-interval <seconds>', 'print the counters every n seconds (0: only on SIGUSR1 and exit)', '0')
     .option('--log-level <level>', 'pino log level for events on stderr', 'info')
-    .action(async (ip, port, keyId, iface, o: Record<string, unknown>) => {
+    .action(async (ip, port, keyId, iface, o: Record<string, unknown>, cmd: Command) => {
+      if (ip === 'stop') return serverStop([port, keyId, iface], o);
       const pos = parsePositionals([ip, port, keyId, iface], o.config as string | undefined, 'server');
       const logger = makeLogger(String(o.logLevel));
-      const opts = serverOptions(pos, o, logger);
+      const opts = serverOptions(pos, o, cmd, logger);
       requireRoot('server');
       const server = new SpakServer(opts);
       const info = server.start();
-      const dests = opts.protect.map((d) => hostPort(d.address, d.port)).join(', ');
+      const dests = opts.protect.map((d) => `${d.address === ALL_ADDRESSES ? '*' : hostPort(d.address, d.port).replace(/:\d+$/, '')}:${d.port}${d.bindSource ? ' (source-bound)' : ''}`).join(', ');
+      const how = info.adopted
+        ? `adopted on ${info.ifname} (ifindex ${info.ifindex}); replaced program id ${info.adopted.oldProgId} with ${info.adopted.newProgId}`
+        : `attached to ${info.ifname} (ifindex ${info.ifindex})`;
       process.stdout.write(
-        `spak server: XDP (${info.mode}) attached to ${info.ifname} (ifindex ${info.ifindex}); ` +
-          `protecting ${dests}; key ids ${opts.keys.map((k) => k.id).join(',')}; ` +
-          `step ${opts.stepSeconds}s +-${opts.stepWindow}; ${info.seededFlows} existing connection(s) kept\n`,
+        `spak server: XDP (${info.mode}) ${how}; protecting ${dests}; key ids ${opts.keys.map((k) => k.id).join(',')}; ` +
+          `step ${opts.stepSeconds}s +-${opts.stepWindow}; ${info.seededFlows} existing connection(s) kept; pinned at ${info.pinDir}\n`,
       );
+      for (const w of scopeWarnings(opts.protect)) process.stderr.write(`spak: warning: ${w}\n`);
       await runForeground(
         () => server.stop(),
         () => `spak server counters:\n${formatCounters(server.counters())}`,
         Number(o.statsInterval) || 0,
+        (signal) => `spak server: ${signal}: exiting; protection stays in force on ${opts.iface} (spak server stop ${opts.iface} removes it)`,
       );
     });
 
@@ -209,6 +249,7 @@ export function buildProgram(): Command {
     .argument('[iface]', 'interface to attach the TC egress program to')
     .option('-c, --config <file>', 'JSON config with many destinations and keys (see README)')
     .option('--step-seconds <n>', 'length of a time step (must match the server)', '30')
+    .option('--bind-source', 'cover the source address in the tag (the server must require it too)')
     .option('--stats-interval <seconds>', 'print the counters every n seconds', '0')
     .option('--log-level <level>', 'pino log level for events on stderr', 'info')
     .action(async (ip, port, keyId, iface, o: Record<string, unknown>) => {
@@ -218,12 +259,15 @@ export function buildProgram(): Command {
       requireRoot('client');
       const client = new SpakClient(opts);
       const info = client.start();
-      const dests = opts.targets.map((t) => `${hostPort(t.address, t.port)} (key id ${t.keyId})`).join(', ');
-      process.stdout.write(`spak client: TC egress attached to ${info.ifname} (ifindex ${info.ifindex}); tagging SYNs to ${dests}\n`);
+      const dests = opts.targets.map((t) => `${hostPort(t.address, t.port)} (key id ${t.keyId}${t.bindSource ? ', source-bound' : ''})`).join(', ');
+      process.stdout.write(
+        `spak client: TC egress attached to ${info.ifname} (ifindex ${info.ifindex})${info.replaced ? ', replacing a filter a stopped client left' : ''}; tagging SYNs to ${dests}\n`,
+      );
       await runForeground(
         () => client.stop(),
         () => `spak client counters:\n${formatCounters(client.counters())}`,
         Number(o.statsInterval) || 0,
+        (signal) => `spak client: ${signal}: detached, bye`,
       );
     });
 
@@ -236,16 +280,17 @@ export function buildProgram(): Command {
 
   program
     .command('stats')
-    .description('print the counters of a server or client started with --pin-dir')
-    .requiredOption('--pin-dir <dir>', 'the --pin-dir the server was started with')
+    .description('print the counters of the spak server on <iface> (running or not: they are pinned)')
+    .argument('<iface>', 'the server\'s interface')
+    .option('--bpffs <dir>', 'where bpffs is', DEFAULT_BPFFS)
     .option('--json', 'print JSON')
-    .action((o: { pinDir: string; json?: boolean }) => {
-      const server = `${o.pinDir}/spak_server_counters`;
+    .action((iface: string, o: { bpffs: string; json?: boolean }) => {
+      const file = pinPaths(iface, 'server', o.bpffs).map('spak_server_counters');
       let map: BpfMap;
       try {
-        map = BpfMap.openPinned(server);
+        map = BpfMap.openPinned(file);
       } catch (err) {
-        throw new Error(`no spak counters pinned at ${server}: ${(err as Error).message}`);
+        throw new Error(`no spak server counters pinned for ${iface} (${file}): ${(err as Error).message}`);
       }
       try {
         const counters = readCounters(map, SERVER_REASON_NAMES);
@@ -256,7 +301,21 @@ export function buildProgram(): Command {
       }
     });
 
+  // Usage mistakes exit 2 (commander's own errors included); --help and --version exit 0.
+  program.exitOverride();
+  for (const c of program.commands) c.exitOverride();
   return program;
+}
+
+/** `spak server stop <iface>`: the one explicit way to remove protection. */
+function serverStop(rest: (string | undefined)[], o: Record<string, unknown>): void {
+  const given = rest.filter((a) => a !== undefined);
+  if (given.length !== 1) throw new UsageError('spak server stop needs exactly one <iface>');
+  requireRoot('server stop');
+  const iface = given[0]!;
+  const done = SpakServer.remove(iface, o.bpffs as string);
+  if (done.length === 0) process.stdout.write(`spak server stop: nothing of spak's on ${iface}\n`);
+  for (const line of done) process.stdout.write(`spak server stop: ${line}\n`);
 }
 
 /** Entry point used by bin/spak. */
@@ -264,6 +323,11 @@ export async function main(argv: string[]): Promise<void> {
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {
+    if (err instanceof CommanderError) {
+      // commander has printed its message already; help and version are not errors
+      process.exitCode = err.exitCode === 0 ? 0 : 2;
+      return;
+    }
     process.stderr.write(`spak: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exitCode = err instanceof UsageError ? 2 : 1;
   }

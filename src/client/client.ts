@@ -1,17 +1,23 @@
 // The SYN-mode client: loads client.bpf.o, tells it which destinations to tag with
 // which key, and attaches it at TC egress. Programs that connect() need no change.
+// One client per interface: its filter has a fixed handle and priority, a lock says
+// whether a live daemon owns it, and a filter left by a dead one is replaced in place.
 import type { Logger } from 'pino';
-import { attachTc, BpfObject, ifIndex, type BpfMap, type TcAttachment } from '../bpf/libbpf.js';
+import { attachTc, BpfObject, ifIndex, queryTc, tryLock, type BpfMap, type TcAttachment } from '../bpf/libbpf.js';
 import { keepClockCurrent, writeTimeConfig } from '../bpf/clock.js';
 import { readCounters } from '../bpf/counters.js';
 import { objectPath } from '../bpf/objects.js';
-import { CLIENT_REASON_NAMES, encodeDest, encodeTarget, type ClientReason } from '../wire/layout.js';
+import { pinPaths } from '../server/pins.js';
+import { destinationState } from '../wire/option.js';
+import { CLIENT_REASON_NAMES, encodeDest, encodeTarget, SPAK_TIN_SOURCE_BOUND, type ClientReason } from '../wire/layout.js';
 
 export interface ClientTarget {
   address: string;
   port: number;
   keyId: number;
   key: Buffer;
+  /** Cover the source address in the tag (the server's destination must say the same). */
+  bindSource?: boolean | undefined;
 }
 
 export interface ClientOptions {
@@ -21,10 +27,24 @@ export interface ClientOptions {
   logger?: Logger | undefined;
 }
 
-
 export interface StartedClient {
   ifname: string;
   ifindex: number;
+  /** A filter a dead client left was replaced. */
+  replaced: boolean;
+}
+
+/** spak's egress filter: fixed, so a second client finds the first. "SP" and priority 1. */
+export const CLIENT_TC_HANDLE = 0x5350;
+export const CLIENT_TC_PRIORITY = 1;
+
+/** The one writer of spak_targets: each destination's key id, binding and SipHash state. */
+export function writeTargets(map: BpfMap, targets: ClientTarget[]): void {
+  for (const t of targets) {
+    const bound = t.bindSource === true;
+    const state = destinationState(t.key, { keyId: t.keyId, dport: t.port, daddr: t.address, bindSource: bound });
+    map.update(encodeDest({ addr: t.address, port: t.port }), encodeTarget({ state, keyId: t.keyId, flags: bound ? SPAK_TIN_SOURCE_BOUND : 0 }));
+  }
 }
 
 export class SpakClient {
@@ -32,6 +52,7 @@ export class SpakClient {
   #obj: BpfObject | null = null;
   #tc: TcAttachment | null = null;
   #timer: NodeJS.Timeout | null = null;
+  #lock: { release(): void } | null = null;
 
   constructor(opts: ClientOptions) {
     this.#opts = opts;
@@ -42,17 +63,20 @@ export class SpakClient {
     const o = this.#opts;
     const ifindex = ifIndex(o.iface);
     const file = objectPath('client');
+    const lock = tryLock(pinPaths(o.iface, 'client').lock);
+    if (!lock.acquired) throw new Error(`a spak client already runs on ${o.iface} (pid ${lock.heldBy ?? 'unknown'})`);
+    this.#lock = lock;
     try {
       const obj = BpfObject.open(file);
       this.#obj = obj;
       obj.load();
       writeTimeConfig(obj.map('spak_config'), o);
-      const targets = obj.map('spak_targets');
-      for (const t of o.targets)
-        targets.update(encodeDest({ addr: t.address, port: t.port }), encodeTarget({ key: t.key, keyId: t.keyId }));
-      this.#tc = attachTc(obj.program('spak_client'), o.iface, 'egress');
+      writeTargets(obj.map('spak_targets'), o.targets);
+      // The lock is ours, so a filter at our handle was left by a client that died: replace it.
+      const stale = queryTc(o.iface, 'egress', CLIENT_TC_HANDLE, CLIENT_TC_PRIORITY) !== null;
+      this.#tc = attachTc(obj.program('spak_client'), o.iface, 'egress', { handle: CLIENT_TC_HANDLE, priority: CLIENT_TC_PRIORITY, replace: true });
       this.#timer = keepClockCurrent(obj.map('spak_config'), o, (err) => o.logger?.error({ err }, 'clock refresh failed'));
-      return { ifname: o.iface, ifindex };
+      return { ifname: o.iface, ifindex, replaced: stale };
     } catch (err) {
       this.stop();
       throw err;
@@ -69,6 +93,8 @@ export class SpakClient {
       this.#tc = null;
       this.#obj?.close();
       this.#obj = null;
+      this.#lock?.release();
+      this.#lock = null;
     }
   }
 

@@ -5,6 +5,9 @@ import { z } from 'zod';
 import { parseHexKey } from './keys.js';
 
 const address = z.string().refine((s) => isIP(s) !== 0, { message: 'not an IPv4 or IPv6 address' });
+/** A protected address may also be "*": every address of both families. */
+const protectedAddress = z.string().refine((s) => s === '*' || isIP(s) !== 0, { message: 'not an IPv4 or IPv6 address, nor "*"' });
+const capacity = z.number().int().min(1024).max(16_777_216);
 const port = z.number().int().min(1).max(65535);
 const keyId = z.number().int().min(0).max(65535);
 const hexKey = z.string().regex(/^[0-9a-fA-F]{32}$/, { message: 'must be 32 hex characters (128 bits)' });
@@ -13,8 +16,10 @@ const hexKey = z.string().regex(/^[0-9a-fA-F]{32}$/, { message: 'must be 32 hex 
 const serverKey = z.strictObject({ id: keyId, secret: hexKey.optional(), secretFile: z.string().min(1).optional() });
 
 const protectedDest = z.strictObject({
-  address,
+  address: protectedAddress,
   port,
+  /** Tags must cover the client's source address (leave off for clients behind NAT). */
+  bindSource: z.boolean().default(false),
   /** Behind DNAT: the address and port clients dial, which their tags are bound to. */
   dialAddress: address.optional(),
   dialPort: port.optional(),
@@ -27,8 +32,10 @@ export const serverSchema = z.strictObject({
   stepWindow: z.number().int().min(0).max(10).default(1),
   flowIdleSeconds: z.number().int().min(1).default(3600),
   flowFinSeconds: z.number().int().min(1).default(30),
+  replayCapacity: capacity.default(262144),
+  flowCapacity: capacity.default(262144),
   seedExisting: z.boolean().default(true),
-  keys: z.array(serverKey).min(1),
+  keys: z.array(serverKey).min(1).max(4, { message: 'at most 4 keys can be valid at once (rotation needs two)' }),
   protect: z.array(protectedDest).min(1),
 });
 
@@ -36,6 +43,7 @@ const clientDest = z.strictObject({
   address,
   port,
   keyId,
+  bindSource: z.boolean().default(false),
   secret: hexKey.optional(),
   secretFile: z.string().min(1).optional(),
 });

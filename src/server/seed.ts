@@ -9,9 +9,14 @@ export interface KernelSocket {
   remoteAddr: string;
   remotePort: number;
   state: number;
+  /** The socket's inode (0 for time-wait sockets): finds the process that owns it. */
+  inode: number;
 }
 
 export const TCP_ESTABLISHED = 0x01;
+export const TCP_TIME_WAIT = 0x06;
+export const TCP_CLOSE = 0x07;
+export const TCP_LISTEN = 0x0a;
 
 // TCP states worth a flow: everything that can still receive segments.
 const LIVE_STATES = new Set([
@@ -52,13 +57,14 @@ export function parseProcNetTcp(text: string): KernelSocket[] {
       remoteAddr: procAddr(ra),
       remotePort: parseInt(rp, 16),
       state: parseInt(st, 16),
+      inode: Number(f[9] ?? 0) || 0,
     });
   }
   return out;
 }
 
-/** Live TCP sockets of this network namespace, IPv4 and IPv6. */
-export function liveTcpSockets(): KernelSocket[] {
+/** Every TCP socket of this network namespace, IPv4 and IPv6, in any state. */
+export function allTcpSockets(): KernelSocket[] {
   const all: KernelSocket[] = [];
   for (const file of ['/proc/self/net/tcp', '/proc/self/net/tcp6']) {
     let text = '';
@@ -69,5 +75,10 @@ export function liveTcpSockets(): KernelSocket[] {
     }
     all.push(...parseProcNetTcp(text));
   }
-  return all.filter((s) => LIVE_STATES.has(s.state));
+  return all;
+}
+
+/** Live TCP sockets of this network namespace: the ones that can still receive segments. */
+export function liveTcpSockets(): KernelSocket[] {
+  return allTcpSockets().filter((s) => LIVE_STATES.has(s.state));
 }

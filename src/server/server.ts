@@ -1,52 +1,43 @@
-// The SYN-mode server: loads server.bpf.o, fills its maps, attaches it at XDP and
-// keeps the clock offset and the flow table tidy while it runs.
-import { mkdirSync, rmdirSync, rmSync } from 'node:fs';
+// The SYN-mode server daemon: loads server.bpf.o, writes its configuration maps, and
+// attaches it at XDP through a pinned bpf_link, so that protection outlives the daemon.
+// A new daemon adopts what an earlier one (stopped, crashed or older) left pinned: it
+// keeps the state maps (flows, replay, counters), writes fresh configuration maps and
+// swaps the program in atomically. The port is never open in between.
+import { readdirSync, rmSync } from 'node:fs';
 import type { Logger } from 'pino';
 import {
-  attachXdp,
+  BpfLink,
   BpfMap,
   BpfObject,
   type BpfProgram,
+  ensureBpffs,
   ifIndex,
-  type XdpAttachment,
+  mkdirPins,
+  readLockHolder,
+  removePins,
+  tryLock,
   type XdpMode,
 } from '../bpf/libbpf.js';
-import { keepClockCurrent, monotonicNs, writeTimeConfig } from '../bpf/clock.js';
+import { keepClockCurrent, monotonicSeconds, writeTimeConfig } from '../bpf/clock.js';
 import { readCounters } from '../bpf/counters.js';
 import { objectPath } from '../bpf/objects.js';
+import { timeStepAt } from '../wire/option.js';
 import {
   addrTo16,
-  decodeFlow,
-  encodeDest,
   encodeFlow,
   encodeFlowKey,
-  encodeKeySlot,
-  encodePortSlot,
-  encodeProtect,
-  portBit,
   SERVER_REASON_NAMES,
-  SPAK_PORT_SEVERAL,
-  SPAK_PORT_SINGLE,
-  SPAK_PROTECT_TAG_ADDR,
-  SPAK_PROTECT_TAG_PORT,
-  SPAK_FLOW_CLOSING,
+  SPAK_DEFAULT_FLOW_CAPACITY,
+  SPAK_DEFAULT_REPLAY_CAPACITY,
   SPAK_FLOW_OPEN,
   type ServerReason,
 } from '../wire/layout.js';
-import { liveTcpSockets, TCP_ESTABLISHED, type KernelSocket } from './seed.js';
+import { ALL_ADDRESSES, checkDestinations, writeDestinations, type ProtectedDest, type ServerKey } from './destinations.js';
+import { DEFAULT_BPFFS, pinPaths, type PinPaths } from './pins.js';
+import { liveTcpSockets } from './seed.js';
+import { sweepFlows, sweepReplay, type SweepResult } from './sweep.js';
 
-export interface ProtectedDest {
-  address: string;
-  port: number;
-  /** Behind DNAT: what clients dial, and so what their tags are bound to. */
-  dialAddress?: string | undefined;
-  dialPort?: number | undefined;
-}
-
-export interface ServerKey {
-  id: number;
-  key: Buffer;
-}
+export type { ProtectedDest, ServerKey } from './destinations.js';
 
 export interface ServerOptions {
   iface: string;
@@ -55,256 +46,329 @@ export interface ServerOptions {
   protect: ProtectedDest[];
   stepSeconds: number;
   stepWindow: number;
+  /** An open flow idle this long whose socket is gone is removed. */
   flowIdleSeconds: number;
+  /** A closing flow idle this long whose socket is gone is removed. */
   flowFinSeconds: number;
-  /** Seed flows from the kernel's sockets so existing connections survive. */
+  replayCapacity?: number | undefined;
+  flowCapacity?: number | undefined;
+  /** Seed flows from the kernel's sockets at first start, so existing connections survive. */
   seedExisting: boolean;
-  /** Pin the maps here (a bpffs directory) so `spak stats` can read them. */
-  pinDir?: string | undefined;
+  /** Where bpffs is (mounted there when missing). */
+  bpffs?: string | undefined;
   logger?: Logger | undefined;
 }
 
-const NS = 1_000_000_000n;
-const FLOW_SWEEP_MS = 5_000;
-export const SERVER_MAPS = ['spak_config', 'spak_ports', 'spak_port_slots', 'spak_protected', 'spak_protected_addrs', 'spak_keys', 'spak_flows', 'spak_replay', 'spak_server_counters'] as const;
+const SWEEP_MS = 5_000;
+/** Rewritten by each daemon and swapped in with its program. */
+const CONFIG_MAPS = ['spak_config', 'spak_ports', 'spak_port_slots', 'spak_protected', 'spak_dests', 'spak_protected_addrs'] as const;
+/** Kept across daemons: what the program learned (flows, tags seen) and its counters. */
+const STATE_MAPS = ['spak_flows', 'spak_replay', 'spak_server_counters'] as const;
+export const SERVER_MAPS = [...CONFIG_MAPS, ...STATE_MAPS] as const;
+export type ServerMapName = (typeof SERVER_MAPS)[number];
 
 export interface StartedServer {
   ifname: string;
   ifindex: number;
   mode: 'native' | 'generic';
+  /** Set when an earlier daemon's pinned program was replaced. */
+  adopted: { oldProgId: number; newProgId: number } | null;
   seededFlows: number;
+  pinDir: string;
 }
 
 export class SpakServer {
-  readonly #opts: ServerOptions;
+  #opts: ServerOptions;
   #obj: BpfObject | null = null;
-  #xdp: XdpAttachment | null = null;
+  #link: BpfLink | null = null;
+  #lock: { release(): void } | null = null;
   #timers: NodeJS.Timeout[] = [];
-  #pinned: string[] = [];
-  #pinDir: string | null = null;
+  #adoptedMaps: BpfMap[] = [];
 
   constructor(opts: ServerOptions) {
     this.#opts = opts;
+    checkDestinations(opts.protect, opts.keys);
   }
 
-  /** Loads, configures and attaches. On any failure everything done so far is undone. */
+  /**
+   * Opens server.bpf.o, sizes the tables, reuses the given state maps, loads it and writes
+   * the time config; attaches nothing. Tests and benchmarks run the program from here.
+   */
+  load(reuse: Partial<Record<ServerMapName, BpfMap>> = {}): BpfProgram {
+    const o = this.#opts;
+    const obj = BpfObject.open(objectPath('server'));
+    this.#obj = obj;
+    obj.setMaxEntries('spak_replay', o.replayCapacity ?? SPAK_DEFAULT_REPLAY_CAPACITY);
+    obj.setMaxEntries('spak_flows', o.flowCapacity ?? SPAK_DEFAULT_FLOW_CAPACITY);
+    for (const [name, map] of Object.entries(reuse)) obj.reuseMap(name, map);
+    obj.load();
+    writeTimeConfig(obj.map('spak_config'), o);
+    return obj.program('spak_server');
+  }
+
+  /** Writes the protected destinations and their keys (no attach: for BPF_PROG_TEST_RUN). */
+  protectWithoutAttaching(): void {
+    writeDestinations(this.#destinationMaps(), this.#opts.protect, this.#opts.keys);
+  }
+
+  /** Rewrites the time config and the destinations of the loaded program with new settings. */
+  configure(update: Partial<Pick<ServerOptions, 'protect' | 'keys' | 'stepSeconds' | 'stepWindow' | 'flowIdleSeconds' | 'flowFinSeconds'>>): void {
+    const next = { ...this.#opts, ...update };
+    checkDestinations(next.protect, next.keys);
+    Object.assign(this.#opts, update);
+    writeTimeConfig(this.map('spak_config'), this.#opts);
+    this.protectWithoutAttaching();
+  }
+
+  /**
+   * Serves the interface: adopts the pinned program of an earlier daemon, or attaches a new
+   * one. Refuses while another daemon serves it. On failure, what this call made is undone
+   * and what an earlier daemon left in force stays in force.
+   */
   start(): StartedServer {
-    const ifindex = ifIndex(this.#opts.iface);
+    const o = this.#opts;
+    const ifindex = ifIndex(o.iface);
+    const paths = pinPaths(o.iface, 'server', o.bpffs ?? DEFAULT_BPFFS);
+    ensureBpffs(o.bpffs ?? DEFAULT_BPFFS);
+    const lock = tryLock(paths.lock);
+    if (!lock.acquired) throw new Error(`a spak server already runs on ${o.iface} (pid ${lock.heldBy ?? 'unknown'})`);
+    this.#lock = lock;
     try {
-      this.load();
-      return { ...this.attach(), ifindex };
+      const old = openPinnedLink(paths.link);
+      const info = old?.info();
+      let started: StartedServer;
+      if (old && info && info.ifindex === ifindex) {
+        started = this.#adopt(paths, old, info.progId, ifindex);
+      } else {
+        old?.close();
+        // A link whose interface is gone (or another's) protects nothing: start afresh.
+        removePins(paths.dir, o.bpffs ?? DEFAULT_BPFFS);
+        started = this.#fresh(paths, ifindex);
+      }
+      this.#runTimers();
+      return started;
     } catch (err) {
-      this.stop();
+      this.#closeAll();
       throw err;
     }
   }
 
-  /**
-   * Loads server.bpf.o and fills every map but the flows; attaches nothing. Benchmarks and
-   * tests run the program from here with BPF_PROG_TEST_RUN.
-   */
-  load(): BpfProgram {
-    const obj = BpfObject.open(objectPath('server'));
-    this.#obj = obj;
-    obj.load();
-    writeTimeConfig(obj.map('spak_config'), this.#opts);
-    this.#writeKeys();
-    return obj.program('spak_server');
-  }
-
-  /** Seeds existing connections, enables protection and attaches at XDP. */
-  attach(): Omit<StartedServer, 'ifindex'> {
+  #fresh(paths: PinPaths, ifindex: number): StartedServer {
     const o = this.#opts;
-    if (!this.#obj) throw new Error('server is not loaded');
-    // Flows first, then what is protected: no moment where a live connection is gated.
+    const prog = this.load();
+    // Existing connections first, then the destinations, then the attach: there is no
+    // moment where a connection that existed before protection is gated.
     let seeded = o.seedExisting ? this.#seedFlows() : 0;
-    this.#writeProtected();
-    this.#xdp = attachXdp(this.#obj.program('spak_server'), o.iface, {
-      mode: o.xdpMode,
-      onWarning: (msg: string) => o.logger?.warn(msg),
-    });
-    // A connection completed between the first scan and the attach is caught here.
-    if (o.seedExisting) seeded = Math.max(seeded, this.#seedFlows());
-    if (o.pinDir) this.#pin(o.pinDir);
-    this.#timers.push(keepClockCurrent(this.#map('spak_config'), o, (err) => o.logger?.error({ err }, 'clock refresh failed')));
-    const sweep = setInterval(() => this.#safely('flow sweep', () => this.sweepFlows()), FLOW_SWEEP_MS);
-    sweep.unref();
-    this.#timers.push(sweep);
-    return { ifname: o.iface, mode: this.#xdp.mode, seededFlows: seeded };
+    this.protectWithoutAttaching();
+    const { link, mode } = BpfLink.createXdp(prog, o.iface, o.xdpMode, (msg: string) => o.logger?.warn(msg));
+    this.#link = link;
+    try {
+      // Connections completed between the first scan and the attach: still before protection.
+      if (o.seedExisting) seeded = Math.max(seeded, this.#seedFlows());
+      mkdirPins(paths.dir);
+      for (const name of SERVER_MAPS) this.#obj!.map(name).pin(paths.map(name));
+      link.pin(paths.link);
+    } catch (err) {
+      // Not pinned: closing our fd detaches it. Nothing was protected before, nothing is lost.
+      link.close();
+      this.#link = null;
+      removePins(paths.dir, o.bpffs ?? DEFAULT_BPFFS);
+      throw err;
+    }
+    return { ifname: o.iface, ifindex, mode, adopted: null, seededFlows: seeded, pinDir: paths.dir };
   }
 
-  /** Turns protection on without attaching (for BPF_PROG_TEST_RUN). */
-  protectWithoutAttaching(): void {
-    this.#writeProtected();
+  #adopt(paths: PinPaths, old: BpfLink, oldProgId: number, ifindex: number): StartedServer {
+    const o = this.#opts;
+    this.#link = old;
+    const want: Record<string, number> = {
+      spak_flows: o.flowCapacity ?? SPAK_DEFAULT_FLOW_CAPACITY,
+      spak_replay: o.replayCapacity ?? SPAK_DEFAULT_REPLAY_CAPACITY,
+    };
+    // State maps of the same shape are shared with the running program; others are copied.
+    const reuse: Partial<Record<ServerMapName, BpfMap>> = {};
+    const copy: [ServerMapName, BpfMap][] = [];
+    for (const name of STATE_MAPS) {
+      let pinned: BpfMap;
+      try {
+        pinned = BpfMap.openPinned(paths.map(name));
+      } catch {
+        continue; // not there (an interrupted first start): start that table empty
+      }
+      this.#adoptedMaps.push(pinned);
+      const probe = BpfObject.open(objectPath('server'));
+      try {
+        if (want[name] !== undefined) probe.setMaxEntries(name, want[name]!);
+        const def = probe.map(name);
+        const same = def.type === pinned.type && def.keySize === pinned.keySize && def.valueSize === pinned.valueSize && def.maxEntries === pinned.maxEntries;
+        if (same) reuse[name] = pinned;
+        else if (def.keySize === pinned.keySize && def.valueSize === pinned.valueSize) copy.push([name, pinned]);
+        else o.logger?.warn(`pinned ${name} has another layout (an older spak): starting it empty`);
+      } finally {
+        probe.close();
+      }
+    }
+    const prog = this.load(reuse);
+    this.protectWithoutAttaching();
+    for (const [name, from] of copy) copyEntries(from, this.#obj!.map(name));
+    const newProgId = prog.id;
+    old.update(prog, oldProgId);
+    // Entries the old program added while we copied.
+    for (const [name, from] of copy) copyEntries(from, this.#obj!.map(name));
+    for (const name of SERVER_MAPS) {
+      if (reuse[name]) continue;
+      removePin(paths.map(name));
+      this.#obj!.map(name).pin(paths.map(name));
+    }
+    const mode = old.xdpMode() ?? (o.xdpMode === 'generic' ? 'generic' : 'native');
+    return { ifname: o.iface, ifindex, mode, adopted: { oldProgId, newProgId }, seededFlows: 0, pinDir: paths.dir };
   }
 
   /** A map of the loaded object, for tests and benchmarks. */
-  map(name: (typeof SERVER_MAPS)[number]): BpfMap {
-    return this.#map(name);
+  map(name: ServerMapName): BpfMap {
+    if (!this.#obj) throw new Error('server is not loaded');
+    return this.#obj.map(name);
   }
 
-  /** Detaches and unloads; idempotent. */
+  /**
+   * The daemon goes; protection stays. Closes this process's handles only: the pinned link
+   * keeps the program attached with its maps, and the next daemon adopts them.
+   */
   stop(): void {
+    this.#closeAll();
+  }
+
+  #closeAll(): void {
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
-    try {
-      this.#xdp?.detach();
-    } finally {
-      this.#xdp = null;
-      for (const p of this.#pinned) BpfMapUnpin(p);
-      this.#pinned = [];
-      if (this.#pinDir) {
-        try {
-          rmdirSync(this.#pinDir);
-        } catch {
-          // not empty or not ours to remove
-        }
-        this.#pinDir = null;
-      }
-      this.#obj?.close();
-      this.#obj = null;
-    }
+    this.#link?.close();
+    this.#link = null;
+    for (const m of this.#adoptedMaps) m.close();
+    this.#adoptedMaps = [];
+    this.#obj?.close();
+    this.#obj = null;
+    this.#lock?.release();
+    this.#lock = null;
   }
 
   /** Verdict counters summed over CPUs. */
   counters(): Record<ServerReason, bigint> {
-    return readCounters(this.#map('spak_server_counters'), SERVER_REASON_NAMES);
+    return readCounters(this.map('spak_server_counters'), SERVER_REASON_NAMES);
   }
 
-  /**
-   * Deletes flows idle past their limit (the XDP program also expires them lazily). A flow a FIN
-   * or RST marked closing is reopened while the kernel still has the connection established (the
-   * XDP program cannot tell a blind injected FIN/RST from a real one, the TCP stack can) and kept
-   * while its socket is in any other live state (a half-close can last long).
-   */
-  sweepFlows(sockets: KernelSocket[] = liveTcpSockets()): { removed: number; reopened: number } {
-    const flows = this.#map('spak_flows');
-    const now = monotonicNs();
-    const idle = BigInt(this.#opts.flowIdleSeconds) * NS;
-    const fin = BigInt(this.#opts.flowFinSeconds) * NS;
-    // The kernel's view of each connection, keyed like the flow table.
-    const kernel = new Map(
-      sockets.map((k) => [
-        encodeFlowKey({ saddr: k.remoteAddr, daddr: k.localAddr, sport: k.remotePort, dport: k.localPort }).toString('hex'),
-        k.state,
-      ]),
-    );
-    let removed = 0;
-    let reopened = 0;
-    for (const key of flows.keys()) {
-      const v = flows.lookup(key);
-      if (!v) continue;
-      const f = decodeFlow(v);
-      const socketState = f.state === SPAK_FLOW_CLOSING ? kernel.get(key.toString('hex')) : undefined;
-      if (socketState !== undefined) {
-        // Established: the FIN/RST was not real. Any other live state is a close in progress,
-        // perhaps a long half-close (the server still sending): keep the flow while it lasts.
-        const state = socketState === TCP_ESTABLISHED ? SPAK_FLOW_OPEN : SPAK_FLOW_CLOSING;
-        flows.update(key, encodeFlow({ lastSeenNs: now, state }), 'exist');
-        if (state === SPAK_FLOW_OPEN) reopened++;
-        continue;
+  /** One sweep of the flow and replay tables (the daemon runs it every 5 s). */
+  sweep(nowS = monotonicSeconds()): SweepResult {
+    const o = this.#opts;
+    const flows = sweepFlows(this.map('spak_flows'), { nowS, idleS: o.flowIdleSeconds, finS: o.flowFinSeconds });
+    const replay = sweepReplay(this.map('spak_replay'), timeStepAt(Date.now(), o.stepSeconds), o.stepWindow);
+    return { ...flows, ...replay };
+  }
+
+  #runTimers(): void {
+    const o = this.#opts;
+    this.#timers.push(keepClockCurrent(this.map('spak_config'), o, (err) => o.logger?.error({ err }, 'clock refresh failed')));
+    const sweep = setInterval(() => {
+      try {
+        this.sweep();
+      } catch (err) {
+        o.logger?.error({ err }, 'sweep failed');
       }
-      const limit = f.state === SPAK_FLOW_CLOSING ? fin : idle;
-      if (now - f.lastSeenNs > limit && flows.delete(key)) removed++;
-    }
-    return { removed, reopened };
+    }, SWEEP_MS);
+    sweep.unref();
+    this.#timers.push(sweep);
   }
 
-  #map(name: (typeof SERVER_MAPS)[number]): BpfMap {
-    if (!this.#obj) throw new Error('server is not running');
-    return this.#obj.map(name);
+  #destinationMaps() {
+    const m = (name: ServerMapName) => this.map(name);
+    return {
+      spak_ports: m('spak_ports'), spak_port_slots: m('spak_port_slots'), spak_protected: m('spak_protected'),
+      spak_dests: m('spak_dests'), spak_protected_addrs: m('spak_protected_addrs'),
+    };
   }
 
-  #safely(what: string, fn: () => unknown): void {
-    try {
-      fn();
-    } catch (err) {
-      this.#opts.logger?.error({ err }, `${what} failed`);
-    }
-  }
-
-  #writeKeys(): void {
-    const keys = this.#map('spak_keys');
-    for (const k of this.#opts.keys) keys.update(u32(k.id), encodeKeySlot({ key: k.key, valid: true }));
-  }
-
-  #writeProtected(): void {
-    const prot = this.#map('spak_protected');
-    const addrs = this.#map('spak_protected_addrs');
-    const ports = this.#map('spak_ports');
-    const slots = this.#map('spak_port_slots');
-    const words = new Map<number, bigint>();
-    const perPort = new Map<number, ProtectedDest[]>();
-    for (const d of this.#opts.protect) {
-      prot.update(encodeDest({ addr: d.address, port: d.port }), encodeProtect(tagBinding(d)));
-      addrs.update(addrTo16(d.address), u32(1));
-      perPort.set(d.port, [...(perPort.get(d.port) ?? []), d]);
-      const { index, bit } = portBit(d.port);
-      words.set(index, (words.get(index) ?? 0n) | bit);
-    }
-    // A port with one protected address is answered from its slot; several go to the hash.
-    for (const [port, dests] of perPort) {
-      const d = dests[0]!;
-      const single = dests.length === 1;
-      const mode = single ? SPAK_PORT_SINGLE : SPAK_PORT_SEVERAL;
-      slots.update(u32(port), encodePortSlot({ addr: single ? d.address : '::', protect: tagBinding(d), mode }));
-    }
-    // The port bitmap goes last: until a port's bit is set nothing on it is gated.
-    for (const [w, bits] of words) {
-      const v = Buffer.alloc(8);
-      v.writeBigUInt64LE(bits);
-      ports.update(u32(w), v);
-    }
-  }
-
+  /** Records the kernel's live connections to protected destinations as flows. */
   #seedFlows(): number {
-    const flows = this.#map('spak_flows');
-    const wanted = this.#opts.protect.map((d) => ({ addr: addrTo16(d.address), port: d.port }));
-    const wildcard4 = addrTo16('0.0.0.0');
-    const wildcard6 = addrTo16('::');
-    const now = monotonicNs();
+    const flows = this.map('spak_flows');
+    const covers = coverage(this.#opts.protect);
+    const nowS = monotonicSeconds();
     let n = 0;
     for (const s of liveTcpSockets()) {
-      const local = addrTo16(s.localAddr);
-      const v4 = s.localAddr.includes('.');
-      const hit = wanted.some(
-        (w) => w.port === s.localPort && (w.addr.equals(local) || w.addr.equals(v4 ? wildcard4 : wildcard6)),
-      );
-      if (!hit) continue;
+      if (!covers(s.localAddr, s.localPort)) continue;
       const key = encodeFlowKey({ saddr: s.remoteAddr, daddr: s.localAddr, sport: s.remotePort, dport: s.localPort });
-      flows.update(key, encodeFlow({ lastSeenNs: now, state: SPAK_FLOW_OPEN }));
+      flows.update(key, encodeFlow({ seenS: nowS, state: SPAK_FLOW_OPEN }));
       n++;
     }
     return n;
   }
 
-  #pin(dir: string): void {
-    if (!this.#obj) return;
-    mkdirSync(dir, { recursive: true });
-    this.#pinDir = dir;
-    for (const name of SERVER_MAPS) {
-      const path = `${dir}/${name}`;
-      this.#obj.map(name).pin(path);
-      this.#pinned.push(path);
+  /**
+   * `spak server stop IFACE`: the one explicit way to remove protection. Stops a daemon that
+   * still serves the interface, detaches the link, removes every pin. Returns what it did.
+   */
+  static remove(iface: string, bpffs = DEFAULT_BPFFS): string[] {
+    const paths = pinPaths(iface, 'server', bpffs);
+    const done: string[] = [];
+    const pid = readLockHolder(paths.lock);
+    if (pid !== null) {
+      process.kill(pid, 'SIGTERM');
+      done.push(`stopped the spak server daemon (pid ${pid})`);
+      waitUntil(() => readLockHolder(paths.lock) === null, 5_000);
     }
+    let pins: string[] = [];
+    try {
+      pins = readdirSync(paths.dir);
+    } catch {
+      return done; // nothing pinned (or bpffs not mounted: then nothing can be)
+    }
+    const link = openPinnedLink(paths.link);
+    if (link) {
+      const info = link.info();
+      link.detach();
+      link.close();
+      done.push(info.ifindex ? `detached XDP link ${info.id} (program id ${info.progId}) from ${iface}` : `removed XDP link ${info.id} (its interface is gone)`);
+    }
+    removePins(paths.dir, bpffs);
+    done.push(`removed ${pins.length} pin(s) and ${paths.dir}`);
+    return done;
   }
 }
 
-/** What a destination's tags are bound to: itself, or behind DNAT what clients dial. */
-function tagBinding(d: ProtectedDest) {
-  return {
-    tagAddr: d.dialAddress ?? '::',
-    tagPort: d.dialPort ?? 0,
-    flags: (d.dialAddress !== undefined ? SPAK_PROTECT_TAG_ADDR : 0) | (d.dialPort !== undefined ? SPAK_PROTECT_TAG_PORT : 0),
+/** Does (address, port) fall under one of the protected destinations? */
+export function coverage(protect: ProtectedDest[]): (address: string, port: number) => boolean {
+  const v4Any = addrTo16('0.0.0.0');
+  const v6Any = addrTo16('::');
+  const entries = protect.map((d) => ({ port: d.port, all: d.address === ALL_ADDRESSES, addr: d.address === ALL_ADDRESSES ? null : addrTo16(d.address) }));
+  return (address, port) => {
+    const local = addrTo16(address);
+    const wildcard = address.includes('.') || local.subarray(0, 12).equals(v4Any.subarray(0, 12)) ? v4Any : v6Any;
+    return entries.some((e) => e.port === port && (e.all || e.addr!.equals(local) || e.addr!.equals(wildcard)));
   };
 }
 
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
+function openPinnedLink(path: string): BpfLink | null {
+  try {
+    return BpfLink.openPinned(path);
+  } catch {
+    return null;
+  }
 }
 
-function BpfMapUnpin(path: string): void {
-  rmSync(path, { force: true });
+function removePin(path: string): void {
+  rmSync(path, { force: true }); // a pin is a file on bpffs: unlinking it drops that reference
+}
+
+/** Copies every entry of one map into another of the same key and value size. */
+function copyEntries(from: BpfMap, to: BpfMap): void {
+  const { keys, values } = from.lookupBatch();
+  try {
+    if (keys.length > 0) to.updateBatch(keys, values, 'any');
+  } catch {
+    // the new table is smaller and full: what fits is kept
+  }
+}
+
+function waitUntil(done: () => boolean, ms: number): void {
+  const until = Date.now() + ms;
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  while (!done() && Date.now() < until) Atomics.wait(cell, 0, 0, 50);
 }

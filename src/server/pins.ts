@@ -1,0 +1,42 @@
+// Where a server's pinned state lives: one directory per interface under <bpffs>/spak/.
+// Interface names repeat across network namespaces (every container has an eth0), so
+// outside the initial namespace the directory sits below netns-<inode of that namespace>.
+import { statSync } from 'node:fs';
+import path from 'node:path';
+
+export const DEFAULT_BPFFS = '/sys/fs/bpf';
+export const LOCK_DIR = '/run/spak';
+
+/** Inode of a namespace link (/proc/<pid>/ns/<kind>), or null when it cannot be read. */
+export function namespaceInode(link: string): number | null {
+  try {
+    return statSync(link).ino;
+  } catch {
+    return null;
+  }
+}
+
+/** "" in the initial network namespace, "netns-<inode>" in any other. */
+export function netnsScope(): string {
+  const own = namespaceInode('/proc/self/ns/net');
+  const init = namespaceInode('/proc/1/ns/net');
+  return own === null || own === init ? '' : `netns-${own}`;
+}
+
+export interface PinPaths {
+  /** The interface's directory: <bpffs>/spak[/netns-N]/<ifname>. */
+  dir: string;
+  /** The pinned XDP bpf_link. */
+  link: string;
+  /** Held (flock) while a daemon serves this interface. */
+  lock: string;
+  map(name: string): string;
+}
+
+export function pinPaths(ifname: string, role: 'server' | 'client', bpffs = DEFAULT_BPFFS): PinPaths {
+  if (!/^[\w.@:-]{1,15}$/.test(ifname)) throw new Error(`bad interface name "${ifname}"`);
+  const scope = netnsScope();
+  const dir = path.join(bpffs, 'spak', scope, ifname);
+  const lockName = `${scope ? `${scope}_` : ''}${ifname}.${role}.lock`;
+  return { dir, link: path.join(dir, 'link'), lock: path.join(LOCK_DIR, lockName), map: (name) => path.join(dir, name) };
+}
