@@ -6,7 +6,7 @@ import { SpakServer } from '../src/server/server.js';
 import { encodeFlow, encodeFlowKey, SPAK_FLOW_OPEN } from '../src/wire/layout.js';
 import { computeTag, encodeOption, timeStepAt } from '../src/wire/option.js';
 import { buildTcp, linuxSynOptions } from '../src/wire/packet.js';
-import { monotonicNs } from '../src/bpf/clock.js';
+import { monotonicSeconds } from '../src/bpf/clock.js';
 import { median } from './median.js';
 
 export interface XdpCase {
@@ -70,7 +70,7 @@ export function benchXdp(repeat = 10_000_000, rounds = 5): XdpCase[] {
     // The flow the established ACK belongs to.
     server.map('spak_flows').update(
       encodeFlowKey({ saddr: CLIENT, daddr: SERVER, sport: 40000, dport: 22 }),
-      encodeFlow({ lastSeenNs: monotonicNs(), state: SPAK_FLOW_OPEN }),
+      encodeFlow({ seenS: monotonicSeconds(), state: SPAK_FLOW_OPEN }),
     );
     const cases = frames();
     const samples = new Map<string, { own: number[]; base: number[]; ownWall: number[]; baseWall: number[]; verdict: number }>();

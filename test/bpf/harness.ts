@@ -1,25 +1,16 @@
-// Shared harness for the eBPF program tests: loads the compiled objects, fills their maps the
-// way the daemons do (src/server/server.ts, src/client/client.ts), runs frames through
+// Shared harness for the eBPF program tests: loads the compiled objects, fills their maps through
+// the daemons' own writers (src/server/, src/client/client.ts), runs frames through
 // BPF_PROG_TEST_RUN and reports the verdict together with the single reason counter that moved.
 // Needs root and `make bpf`.
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BpfObject, testRun, type BpfMap, type BpfProgram } from '../../src/bpf/libbpf.js';
-import { monotonicNs, realtimeOffsetNs } from '../../src/bpf/clock.js';
+import { writeTimeConfig } from '../../src/bpf/clock.js';
 import { readCounters } from '../../src/bpf/counters.js';
 import { objectPath } from '../../src/bpf/objects.js';
-import {
-  addrTo16,
-  CLIENT_REASON_NAMES,
-  encodeConfig,
-  encodeDest,
-  encodeKeySlot,
-  encodeProtect,
-  encodeTarget,
-  SERVER_REASON_NAMES,
-  type ClientReason,
-  type ServerReason,
-} from '../../src/wire/layout.js';
+import { writeTargets } from '../../src/client/client.js';
+import { SpakServer } from '../../src/server/server.js';
+import { CLIENT_REASON_NAMES, SERVER_REASON_NAMES, type ClientReason, type ServerReason } from '../../src/wire/layout.js';
 import { computeTag, encodeOption, timeStepAt, type SpakOption, type TagInputFields } from '../../src/wire/option.js';
 import { buildTcp, linuxSynOptions, type TcpParams } from '../../src/wire/packet.js';
 
@@ -28,6 +19,7 @@ export const XDP_DROP = 1;
 export const XDP_PASS = 2;
 export const XDP_TX = 3;
 export const TC_ACT_OK = 0;
+export const TC_ACT_UNSPEC = -1;
 
 export const NS_PER_S = 1_000_000_000n;
 
@@ -100,6 +92,7 @@ export async function settledStep(stepSeconds: number, marginMs = 1000): Promise
 export interface ProtectEntry {
   address: string;
   port: number;
+  bindSource?: boolean;
   dialAddress?: string;
   dialPort?: number;
 }
@@ -118,89 +111,49 @@ export interface ServerRun {
   reason: ServerReason;
 }
 
-/** server.bpf.o loaded once; configure() mirrors SpakServer's map writes. */
+/**
+ * server.bpf.o loaded once through the daemon's own code (SpakServer.load), configured
+ * through its own writer (SpakServer.configure): the maps hold exactly what the daemon
+ * would write, the per-port fast path included.
+ */
 export class ServerHarness {
-  readonly obj: BpfObject;
+  readonly server: SpakServer;
   readonly prog: BpfProgram;
   readonly config: BpfMap;
-  readonly keys: BpfMap;
-  readonly protected: BpfMap;
-  readonly protectedAddrs: BpfMap;
-  readonly ports: BpfMap;
   readonly flows: BpfMap;
   readonly replay: BpfMap;
   readonly counters: BpfMap;
-  #keyIds: number[] = [];
-  #portWords: number[] = [];
-  #setup: Required<Omit<ServerSetup, 'keys' | 'protect'>> | null = null;
+  #stepSeconds = 30;
 
-  constructor() {
-    const { obj, prog } = loadProgram('server', 'spak_server');
-    this.obj = obj;
-    this.prog = prog;
-    this.config = obj.map('spak_config');
-    this.keys = obj.map('spak_keys');
-    this.protected = obj.map('spak_protected');
-    this.protectedAddrs = obj.map('spak_protected_addrs');
-    this.ports = obj.map('spak_ports');
-    this.flows = obj.map('spak_flows');
-    this.replay = obj.map('spak_replay');
-    this.counters = obj.map('spak_server_counters');
+  constructor(capacity: { replay?: number; flows?: number } = {}) {
+    this.server = new SpakServer({
+      iface: 'none', xdpMode: 'native', keys: [{ id: 1, key: KEY1 }], protect: [{ address: '198.51.100.1', port: 22 }],
+      stepSeconds: 30, stepWindow: 1, flowIdleSeconds: 300, flowFinSeconds: 10, seedExisting: false,
+      replayCapacity: capacity.replay, flowCapacity: capacity.flows,
+    });
+    this.prog = this.server.load();
+    this.config = this.server.map('spak_config');
+    this.flows = this.server.map('spak_flows');
+    this.replay = this.server.map('spak_replay');
+    this.counters = this.server.map('spak_server_counters');
   }
 
   /** Replaces config, keys and protected destinations (what the daemon writes at start). */
   configure(s: ServerSetup): void {
-    const setup = {
-      stepSeconds: s.stepSeconds ?? 30,
+    this.#stepSeconds = s.stepSeconds ?? 30;
+    this.server.configure({
+      keys: s.keys,
+      protect: s.protect,
+      stepSeconds: this.#stepSeconds,
       stepWindow: s.stepWindow ?? 1,
       flowIdleSeconds: s.flowIdleSeconds ?? 300,
       flowFinSeconds: s.flowFinSeconds ?? 10,
-    };
-    this.#setup = setup;
-    this.config.update(u32(0), encodeConfig({
-      clockOffsetNs: realtimeOffsetNs(),
-      stepNs: BigInt(setup.stepSeconds) * NS_PER_S,
-      flowIdleNs: BigInt(setup.flowIdleSeconds) * NS_PER_S,
-      flowFinNs: BigInt(setup.flowFinSeconds) * NS_PER_S,
-      stepWindow: setup.stepWindow,
-    }));
-
-    // Keys: an array map, so "removing" a slot means writing it back as invalid.
-    const empty = encodeKeySlot({ key: Buffer.alloc(16), valid: false });
-    for (const id of this.#keyIds) this.keys.update(u32(id), empty);
-    for (const k of s.keys) this.keys.update(u32(k.id), encodeKeySlot({ key: k.key, valid: true }));
-    this.#keyIds = s.keys.map((k) => k.id);
-
-    // Protected destinations, as SpakServer#writeProtected does it.
-    clearHash(this.protected);
-    clearHash(this.protectedAddrs);
-    for (const w of this.#portWords) this.ports.update(u32(w), Buffer.alloc(8));
-    const words = new Map<number, bigint>();
-    for (const d of s.protect) {
-      this.protected.update(
-        encodeDest({ addr: d.address, port: d.port }),
-        encodeProtect({
-          tagAddr: d.dialAddress ?? '::',
-          tagPort: d.dialPort ?? 0,
-          flags: (d.dialAddress !== undefined ? 1 : 0) | (d.dialPort !== undefined ? 2 : 0),
-        }),
-      );
-      this.protectedAddrs.update(addrTo16(d.address), u32(1));
-      const w = d.port >> 6;
-      words.set(w, (words.get(w) ?? 0n) | (1n << BigInt(d.port & 63)));
-    }
-    for (const [w, bits] of words) {
-      const v = Buffer.alloc(8);
-      v.writeBigUInt64LE(bits);
-      this.ports.update(u32(w), v);
-    }
-    this.#portWords = [...words.keys()];
+    });
     this.reset();
   }
 
   get stepSeconds(): number {
-    if (!this.#setup) throw new Error('configure() first');
-    return this.#setup.stepSeconds;
+    return this.#stepSeconds;
   }
 
   /** Forgets every flow and replay entry (counters are diffed, never reset). */
@@ -226,18 +179,21 @@ export class ServerHarness {
   }
 
   close(): void {
-    this.obj.close();
+    this.server.stop();
   }
 }
 
 /* ---- client ---- */
 
 export interface ClientSetup {
-  targets: { address: string; port: number; keyId: number; key: Buffer }[];
+  targets: { address: string; port: number; keyId: number; key: Buffer; bindSource?: boolean }[];
   stepSeconds?: number;
 }
 
-/** client.bpf.o loaded once; configure() mirrors SpakClient's map writes. */
+/**
+ * client.bpf.o loaded once; configure() writes what SpakClient writes (it has no writer of
+ * its own to call without attaching: the encoding below is the same two calls it makes).
+ */
 export class ClientHarness {
   readonly obj: BpfObject;
   readonly prog: BpfProgram;
@@ -255,23 +211,15 @@ export class ClientHarness {
   }
 
   configure(s: ClientSetup): void {
-    this.config.update(u32(0), encodeConfig({
-      clockOffsetNs: realtimeOffsetNs(),
-      stepNs: BigInt(s.stepSeconds ?? 30) * NS_PER_S,
-      flowIdleNs: 0n,
-      flowFinNs: 0n,
-      stepWindow: 0,
-    }));
+    writeTimeConfig(this.config, { stepSeconds: s.stepSeconds ?? 30 });
     clearHash(this.targets);
-    for (const t of s.targets) {
-      this.targets.update(encodeDest({ addr: t.address, port: t.port }), encodeTarget({ key: t.key, keyId: t.keyId }));
-    }
+    writeTargets(this.targets, s.targets);
   }
 
-  /** One frame through spak_client (TC): it must always return TC_ACT_OK. */
+  /** One frame through spak_client (TC): it must always return TC_ACT_UNSPEC (the next filter runs). */
   run(frame: Buffer): { reason: ClientReason; dataOut: Buffer } {
     const { retval, reason, dataOut } = runCounted(this.prog, this.counters, CLIENT_REASON_NAMES, frame);
-    assert.equal(retval, TC_ACT_OK, 'the client program must always return TC_ACT_OK');
+    assert.equal(retval, TC_ACT_UNSPEC, 'the client program must always return TC_ACT_UNSPEC');
     return { reason, dataOut };
   }
 
@@ -302,6 +250,11 @@ export function tagFor(p: TaggedSynParams): Buffer {
   });
 }
 
+/** Tag fields of a source-bound tag for this packet: its own source address. */
+export function boundTo(p: Pick<TcpParams, 'saddr'>): Partial<TagInputFields> {
+  return { saddr: p.saddr };
+}
+
 export function spakOptionFor(p: TaggedSynParams): Buffer {
   return encodeOption({ keyId: p.keyId, timeStep: p.timeStep, tag: tagFor(p), ...p.option });
 }
@@ -312,7 +265,4 @@ export function taggedSyn(p: TaggedSynParams): Buffer {
   return buildTcp({ ...tcp, flags: { syn: true }, options });
 }
 
-/** A monotonic timestamp `ago` seconds in the past, for flow entries written by hand. */
-export function monotonicAgo(seconds: number): bigint {
-  return monotonicNs() - BigInt(Math.round(seconds * 1000)) * 1_000_000n;
-}
+

@@ -2,7 +2,7 @@
 // implementation, through build/siphash_test.bpf.o under BPF_PROG_TEST_RUN. Needs root and `make bpf`.
 //
 // Packet in: [16-byte key][1-byte length n][n message bytes]; the hash comes back in the first
-// 8 bytes. n == 32 also runs the packet path's loop-free spak_tag() and returns XDP_PASS,
+// 8 bytes. n == 32 or 48 also resumes the packet path's spak_tag_resume() from precomputed states and returns XDP_PASS,
 // every other length returns XDP_TX.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -33,7 +33,7 @@ function packet(key: Buffer, msg: Buffer): Buffer {
 /** The kernel's hash of msg (8 bytes, the u64 little-endian) after checking the return code. */
 function bpfSiphash(key: Buffer, msg: Buffer): Buffer {
   const { retval, dataOut } = testRun(prog, packet(key, msg));
-  assert.equal(retval, msg.length === 32 ? XDP_PASS : XDP_TX, `return code for a ${msg.length}-byte message`);
+  assert.equal(retval, msg.length === 32 || msg.length === 48 ? XDP_PASS : XDP_TX, `return code for a ${msg.length}-byte message`);
   return Buffer.from(dataOut.subarray(0, 8));
 }
 
@@ -66,8 +66,8 @@ describe(`eBPF SipHash-2-4 against the TypeScript siphash24: 200 random cases (s
   const rand = prng(SEED);
   const bytes = (n: number) => Buffer.from(Array.from({ length: n }, () => rand() & 0xff));
   for (let i = 0; i < 200; i++) {
-    // Every third case is a 32-byte message: the tag input size, checked on both BPF paths.
-    const len = i % 3 === 0 ? 32 : rand() % 64;
+    // Every third case is a tag input (32 bytes, or 48 source-bound), checked on both BPF paths.
+    const len = i % 3 === 0 ? (i % 2 ? 32 : 48) : rand() % 64;
     const key = bytes(16);
     const msg = bytes(len);
     test(`random #${i}: ${len}-byte message`, () => {
