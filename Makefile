@@ -38,8 +38,9 @@ test: build
 demo: build
 	node dist/src/lab/demo.js
 
+# REF=<ref> (or SPAK_BENCH_REF): the previous build measured side by side; default HEAD~1.
 bench: build
-	node dist/bench/run.js
+	$(if $(REF),SPAK_BENCH_REF='$(REF)' )node dist/bench/run.js
 
 clean:
 	rm -rf build dist
