@@ -1,11 +1,21 @@
 // Runs one exported bench function of a checkout's compiled dist/bench/<module>.js in a fresh
 // node process and returns what it returned. Both builds compared by `make bench` (this one and
 // a previous ref's) are measured this way, so neither side carries the other's process state.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 const MARK = 'SPAK_BENCH_RESULT ';
+
+// Children still running when this process exits (an interrupted `make bench`) are killed.
+const running = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+/** SIGKILLs every bench child still running (on exit: before their checkout is removed). */
+export function killBenchChildren(): void {
+  for (const c of running) c.kill('SIGKILL');
+  running.clear();
+}
 
 /**
  * Imports <root>/dist/bench/<module>.js in a child node, calls fn(...args) (awaiting a promise)
@@ -28,6 +38,11 @@ import(${JSON.stringify(url)})
   delete env.SPAK_BPF_DIR;
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['-e', script], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    if (!exitHookInstalled) {
+      exitHookInstalled = true;
+      process.on('exit', killBenchChildren);
+    }
+    running.add(child);
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -35,10 +50,12 @@ import(${JSON.stringify(url)})
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     child.on('error', (err) => {
       clearTimeout(timer);
+      running.delete(child);
       reject(err);
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      running.delete(child);
       const line = stdout.split('\n').find((l) => l.startsWith(MARK));
       if (code === 0 && line) {
         resolve(JSON.parse(line.slice(MARK.length)) as T);

@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT } from '../src/bpf/objects.js';
-import { runBenchChild } from './child.js';
+import { killBenchChildren, runBenchChild } from './child.js';
 import { benchConnect, type ConnectResult } from './connect.js';
 import { median } from './median.js';
 import { buildRef, removeRef, type RefBuild } from './ref.js';
@@ -145,7 +145,9 @@ function sweepTable(s: SweepResult): string {
 }
 
 async function main(): Promise<void> {
-  // The previous ref's worktree goes on exit, also when interrupted.
+  // The previous ref's worktree goes on exit, also when interrupted; children running from it
+  // go first (this hook is installed before ref.ts's).
+  process.on('exit', killBenchChildren);
   process.once('SIGINT', () => process.exit(130));
   process.once('SIGTERM', () => process.exit(143));
 
@@ -153,6 +155,7 @@ async function main(): Promise<void> {
   const prev = buildRef(REPO_ROOT, REF);
   let prevError = prev.error;
   process.stdout.write(prev.root ? `  ${prev.commit} ${prev.subject}\n` : `  cannot be built: ${prev.error}\n`);
+  if (prev.warning) process.stdout.write(`  ${prev.warning}\n`);
 
   const rows = new Map<string, CaseRow>();
   try {
@@ -189,7 +192,7 @@ async function main(): Promise<void> {
   process.stdout.write(`${sweep}\n`);
 
   const prevText = prevOk
-    ? `the build of \`${REF}\` (${prev.commit}, "${prev.subject}")`
+    ? `the build of \`${REF}\` (${prev.commit}, "${prev.subject}")${prev.warning ? `; ${prev.warning}` : ''}`
     : `no previous build: \`${REF}\`${prev.commit ? ` (${prev.commit})` : ''} could not be measured (${prevError?.split('\n')[0]})`;
   const md = `# Benchmarks
 
