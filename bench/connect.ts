@@ -25,8 +25,8 @@ export interface ConnectResult {
   spakOverBare: number;
   spakOverNothing: number;
   bareOverNothing: number;
-  /** spak / bare within each round (lowest, highest): the paired spread. */
-  pairedSpakOverBare: [number, number];
+  /** spak / bare within each round: the paired figure, less exposed to drift between rounds. */
+  pairedSpakOverBare: { median: number; min: number; max: number };
   rounds: number;
   connectsPerRound: number;
   /** What the XDP programs attached as (spak's banner, the bare hook's line). */
@@ -146,7 +146,7 @@ export async function benchConnect(connects: number, rounds = 8): Promise<Connec
       spakOverBare: configs.spak.us / configs.bare.us,
       spakOverNothing: configs.spak.us / configs.nothing.us,
       bareOverNothing: configs.bare.us / configs.nothing.us,
-      pairedSpakOverBare: [Math.min(...paired), Math.max(...paired)],
+      pairedSpakOverBare: { median: median(paired), min: Math.min(...paired), max: Math.max(...paired) },
       rounds,
       connectsPerRound: connects,
       spakXdpMode,
