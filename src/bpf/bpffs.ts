@@ -17,12 +17,17 @@ export function isBpffs(p: string): boolean {
   return buf.readBigInt64LE(0) === BigInt(BPF_FS_MAGIC);
 }
 
-/** False when this process has its own mount namespace (e.g. under `ip netns exec`); true if it cannot tell. */
+// Inode numbers the initial mount namespace is known by when /proc/1 is out of reach (ptrace-restricted):
+// fixed at 0xEFFFFFF8 since kernel 6.17 (PROC_MNT_INIT_INO), and the first one allocated (0xF0000000) before.
+const INITIAL_MNT_NS_INODES = new Set([0xeffffff8, 0xf0000000]);
+
+/** False when this process has its own mount namespace (e.g. under `ip netns exec`, `unshare -m`). */
 export function inInitialMountNamespace(): boolean {
+  const self = fs.readlinkSync('/proc/self/ns/mnt'); // "mnt:[4026531832]"
   try {
-    return fs.readlinkSync('/proc/self/ns/mnt') === fs.readlinkSync('/proc/1/ns/mnt');
+    return self === fs.readlinkSync('/proc/1/ns/mnt');
   } catch {
-    return true;
+    return INITIAL_MNT_NS_INODES.has(Number(/\[(\d+)\]/.exec(self)?.[1]));
   }
 }
 

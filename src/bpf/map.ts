@@ -228,7 +228,7 @@ export class BpfMap {
     return { keys, values };
   }
 
-  /** Insert or overwrite many entries, one bpf_map_update_batch syscall per chunk; returns the count written. */
+  /** Insert or overwrite many entries (flags: only 'any'), one bpf_map_update_batch syscall per chunk; returns the count written. */
   updateBatch(keys: Buffer[], values: Buffer[], flags: UpdateFlag = 'any', chunk = DEFAULT_BATCH): number {
     const fd = this.fd;
     const shape = this.shape;
@@ -236,7 +236,9 @@ export class BpfMap {
     if (keys.length !== values.length) throw new BpfError(`updating map ${this.name} in batches`, E.EINVAL, `${keys.length} keys but ${values.length} values`);
     keys.forEach((k) => this.#checkSize('key', k, shape.keySize));
     values.forEach((v) => this.#checkSize('value', v, valueSize));
-    const opts = { sz: sizes().mapBatchOpts, elem_flags: UPDATE_FLAGS[flags], flags: 0 };
+    // The kernel takes no NOEXIST/EXIST for a batch (elem_flags may only be BPF_F_LOCK).
+    if (flags !== 'any') throw new BpfError(`updating map ${this.name} in batches`, E.EINVAL, `flag '${flags}' is not supported for batch updates (only 'any')`);
+    const opts = { sz: sizes().mapBatchOpts, elem_flags: 0, flags: 0 };
     let done = 0;
     while (done < keys.length) {
       const end = Math.min(done + chunk, keys.length);
@@ -271,29 +273,20 @@ export class BpfMap {
     return deleted;
   }
 
-  /** Pin the map at a bpffs path (bpf_map__pin for object maps, bpf_obj_pin for maps with their own fd). */
+  /**
+   * Pin the map at a bpffs path (bpf_obj_pin). Not bpf_map__pin: libbpf remembers the first pin path of an
+   * object's map and refuses any other one afterwards, even after unpinning.
+   */
   pin(path: string): void {
-    const src = this.#src;
-    const fd = this.fd; // also checks the object is open and loaded
-    check(src.kind === 'object' ? libbpf().bpf_map__pin(src.ptr, path) : libbpf().bpf_obj_pin(fd, path), `pinning map ${this.name} at ${path}`);
+    check(libbpf().bpf_obj_pin(this.fd, path), `pinning map ${this.name} at ${path}`);
   }
 
-  /** Remove a pin: bpf_map__unpin for maps of an open object, otherwise a plain unlink. */
+  /** Remove a pin (unlink); the map lives on while a program, fd or other pin holds it. */
   unpin(path: string): void {
-    const src = this.#src;
-    const op = `unpinning map ${this.name} from ${path}`;
-    let objectOpen = false;
-    if (src.kind === 'object') {
-      try { src.owner.ensureOpen(op); objectOpen = true; } catch { /* closed object: fall back to unlink */ }
-    }
-    if (src.kind === 'object' && objectOpen) {
-      check(libbpf().bpf_map__unpin(src.ptr, path), op);
-      return;
-    }
     try {
       fs.unlinkSync(path);
     } catch (err) {
-      throw fsError(op, err);
+      throw fsError(`unpinning map ${this.name} from ${path}`, err);
     }
   }
 

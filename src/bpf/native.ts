@@ -118,8 +118,6 @@ function bindLibbpf(lib: LibraryHandle) {
     bpf_map__map_flags: fn<MapGetter>('uint32_t bpf_map__map_flags(spak_bpf_map *map)'),
     bpf_map__set_max_entries: fn<(map: Ptr, n: number) => number>('int bpf_map__set_max_entries(spak_bpf_map *map, uint32_t n)'),
     bpf_map__reuse_fd: fn<(map: Ptr, fd: number) => number>('int bpf_map__reuse_fd(spak_bpf_map *map, int fd)'),
-    bpf_map__pin: fn<(map: Ptr, path: string) => number>('int bpf_map__pin(spak_bpf_map *map, const char *path)'),
-    bpf_map__unpin: fn<(map: Ptr, path: string) => number>('int bpf_map__unpin(spak_bpf_map *map, const char *path)'),
     bpf_obj_get: fn<(path: string) => number>('int bpf_obj_get(const char *path)'),
     bpf_obj_pin: fn<(fd: number, path: string) => number>('int bpf_obj_pin(int fd, const char *path)'),
     bpf_obj_get_info_by_fd: fn<(fd: number, info: Buffer, len: number[]) => number>('int bpf_obj_get_info_by_fd(int fd, void *info, _Inout_ uint32_t *len)'),

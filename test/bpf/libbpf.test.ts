@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  BpfError, BpfMap, BpfObject, DEFAULT_BPFFS, ensureBpffs, ifIndex, mkdirPins, numPossibleCpus, removePins, setLibbpfLogger, testRun,
+  BpfError, BpfMap, BpfObject, DEFAULT_BPFFS, ensureBpffs, ifIndex, mapShapeMismatch, mkdirPins, numPossibleCpus, removePins, setLibbpfLogger, testRun,
 } from '../../src/bpf/libbpf.js';
 
 const LIB_URL = new URL('../../src/bpf/libbpf.js', import.meta.url).href; // the compiled module under test
@@ -225,6 +225,86 @@ describe('maps fixture', () => {
       assert.equal(fs.existsSync(pinPath), false);
       assert.throws(() => BpfMap.openPinned(pinPath), isBpfError(/^opening pinned map .*: no such file or directory$/, 'ENOENT'));
     } finally {
+      removePins(pinDir);
+    }
+  });
+
+  test('batch update / lookup / delete on a 250,000-entry hash', () => {
+    const big = obj.map('fixture_big');
+    const n = 250_000;
+    const keys = Array.from({ length: n }, (_, i) => u32(i * 7 + 1));
+    const values = Array.from({ length: n }, (_, i) => u64(BigInt(i) * 3n));
+    const t0 = performance.now();
+    assert.equal(big.updateBatch(keys, values), n);
+    const t1 = performance.now();
+    const all = big.lookupBatch();
+    const t2 = performance.now();
+    assert.equal(all.keys.length, n);
+    const seen = new Map(all.keys.map((k, i) => [k.readUInt32LE(0), all.values[i]!.readBigUInt64LE(0)]));
+    assert.equal(seen.size, n);
+    for (const i of [0, 1, 4242, n - 1]) assert.equal(seen.get(i * 7 + 1), BigInt(i) * 3n);
+    let chunks = 0;
+    for (const c of big.lookupChunks(1024)) chunks += c.count > 0 ? 1 : 0;
+    assert.ok(chunks >= n / 1024 - 1, `only ${chunks} chunks of 1024`);
+    // Half the keys plus some that are not there: missing keys are skipped, the rest deleted.
+    const doomed = [...keys.filter((_, i) => i % 2 === 0), u32(0), u32(2)];
+    const t3 = performance.now();
+    assert.equal(big.deleteBatch(doomed), n / 2);
+    const t4 = performance.now();
+    assert.equal(big.lookupBatch().keys.length, n / 2);
+    assert.equal(big.lookup(u32(1)), null);
+    assert.deepEqual(big.lookup(u32(8)), u64(3n));
+    assert.throws(() => big.updateBatch([u32(8)], [u64(1n)], 'noexist'), isBpfError(/only 'any'/, 'EINVAL'));
+    assert.throws(() => big.updateBatch([u32(8)], []), isBpfError(/1 keys but 0 values/, 'EINVAL'));
+    // One syscall per 8192 entries: a few hundred milliseconds at most even on a slow machine.
+    const timings = [['update', t1 - t0], ['lookup', t2 - t1], ['delete', t4 - t3]] as const;
+    console.log(`# batch ops on ${n} entries: ${timings.map(([w, ms]) => `${w} ${ms.toFixed(0)} ms`).join(', ')}`);
+    for (const [what, ms] of timings) {
+      assert.ok(ms < 3000, `${what} of ${n} entries took ${ms.toFixed(0)} ms`);
+    }
+    big.deleteBatch(big.lookupBatch().keys);
+    assert.equal(big.lookupBatch().keys.length, 0);
+  });
+
+  test('program and map ids', () => {
+    const prog = obj.program('fixture_count');
+    assert.ok(prog.id > 0);
+    assert.equal(prog.id, prog.id);
+    assert.ok(obj.map('fixture_hash').id > 0);
+    const byId = BpfMap.fromId(obj.map('fixture_hash').id);
+    try {
+      assert.equal(byId.name, 'fixture_hash');
+      assert.equal(byId.id, obj.map('fixture_hash').id);
+    } finally {
+      byId.close();
+    }
+  });
+
+  test('reuseMap makes a second object share a pinned map, and refuses an incompatible one', () => {
+    ensureBpffs(DEFAULT_BPFFS, { allowPrivateMount: true });
+    const pinDir = path.join(DEFAULT_BPFFS, `spak-test-reuse-${process.pid}`);
+    mkdirPins(pinDir);
+    const second = BpfObject.open(compileFixture());
+    const third = BpfObject.open(compileFixture());
+    try {
+      const hash = obj.map('fixture_hash');
+      hash.pin(path.join(pinDir, 'fixture_hash'));
+      hash.update(u32(1000), u64(1n));
+      const pinned = BpfMap.openPinned(path.join(pinDir, 'fixture_hash'));
+      second.setMaxEntries('fixture_hash', 64);
+      assert.equal(mapShapeMismatch(second.mapShape('fixture_hash'), pinned.shape), null);
+      second.reuseMap('fixture_hash', pinned);
+      assert.equal(mapShapeMismatch(third.mapShape('fixture_hash'), pinned.shape), 'max entries 64 (expected 16)');
+      assert.throws(() => third.reuseMap('fixture_hash', pinned), isBpfError(/incompatible map: max entries 64 \(expected 16\)$/, 'EINVAL'));
+      pinned.close(); // libbpf holds its own duplicate
+      second.load();
+      assert.equal(second.map('fixture_hash').id, hash.id);
+      assert.deepEqual(second.map('fixture_hash').lookup(u32(1000)), u64(1n));
+      assert.throws(() => second.reuseMap('fixture_hash', hash), isBpfError(/already loaded/, 'EBUSY'));
+      hash.delete(u32(1000));
+    } finally {
+      second.close();
+      third.close();
       removePins(pinDir);
     }
   });
