@@ -16,10 +16,17 @@ export function namespaceInode(link: string): number | null {
   }
 }
 
-/** "" in the initial network namespace, "netns-<inode>" in any other. */
+/** Current kernels give the initial network namespace this fixed inode (older ones do not). */
+const INIT_NET_INODE = 0xeffffff9;
+
+/**
+ * "" in the initial network namespace, "netns-<inode>" in any other. Where /proc/1/ns is
+ * hidden (some sandboxes refuse it even to root), kthreadd (pid 2) lives in the initial
+ * namespaces too.
+ */
 export function netnsScope(): string {
   const own = namespaceInode('/proc/self/ns/net');
-  const init = namespaceInode('/proc/1/ns/net');
+  const init = namespaceInode('/proc/1/ns/net') ?? namespaceInode('/proc/2/ns/net') ?? INIT_NET_INODE;
   return own === null || own === init ? '' : `netns-${own}`;
 }
 
