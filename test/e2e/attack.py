@@ -6,6 +6,9 @@
       Sends one SYN from A (this host's own address) to B:P, optionally inside N stacked 802.1Q
       VLAN-ID-0 tags, optionally (IPv6) as fragments of at most S bytes each, and reports what
       came back to A within T seconds: {"answer": "none" | "synack" | "rst" | "other:<flags>"}.
+  attack.py ping6 --iface I --src A --dst B --dst-mac M [--size N] [--timeout T]
+      Sends an ICMPv6 echo request with N bytes of data in fragments (ping -6 -s N) and reports
+      whether an echo reply came back: {"answer": "reply" | "none"}.
   attack.py spoof --iface I --src A --dst B --dst-mac M --sport P --dport P --flags F --seq N [--ack N]
       Sends one TCP segment with a forged source (A: another host's address): {"sent": 1}.
 Prints one JSON line; exit 0 unless the arguments are wrong.
@@ -24,6 +27,8 @@ from scapy.all import (  # noqa: E402
     TCP,
     AsyncSniffer,
     Dot1Q,
+    ICMPv6EchoReply,
+    ICMPv6EchoRequest,
     Ether,
     IPv6,
     IPv6ExtHdrFragment,
@@ -101,6 +106,34 @@ def cmd_syn(a):
     return 0
 
 
+def cmd_ping6(a):
+    conf.verb = 0
+    ident = random.randint(1, 65535)
+    pkt = IPv6(src=a.src, dst=a.dst) / IPv6ExtHdrFragment() / ICMPv6EchoRequest(id=ident, seq=1, data=b"p" * a.size)
+    pkt = pkt.__class__(raw(pkt))
+    frames = [Ether(src=get_if_hwaddr(a.iface), dst=a.dst_mac) / f for f in fragment6(pkt, 1280)]
+
+    def mine(p):
+        if not p.haslayer(IPv6) or p[IPv6].src != a.dst:
+            return False
+        if p.haslayer(ICMPv6EchoReply):
+            return True
+        # The reply to a 3000-byte request comes in fragments: the first one names ICMPv6.
+        return p.haslayer(IPv6ExtHdrFragment) and p[IPv6ExtHdrFragment].nh == 58
+
+    got = []
+    sniffer = AsyncSniffer(iface=a.iface, lfilter=mine, prn=got.append, store=False)
+    sniffer.start()
+    time.sleep(0.5)
+    sendp(frames, iface=a.iface, verbose=0)
+    deadline = time.time() + a.timeout
+    while time.time() < deadline and not got:
+        time.sleep(0.1)
+    sniffer.stop()
+    print(json.dumps({"answer": "reply" if got else "none", "frames": len(frames)}))
+    return 0
+
+
 def cmd_spoof(a):
     conf.verb = 0
     tcp = TCP(sport=a.sport, dport=a.dport, flags=a.flags, seq=a.seq, ack=a.ack, window=502)
@@ -130,7 +163,16 @@ def main():
     f = sub.choices["spoof"]
     f.add_argument("--flags", required=True)
     f.add_argument("--ack", type=int, default=0)
+    g = sub.add_parser("ping6")
+    g.add_argument("--iface", default="eth0")
+    g.add_argument("--src", required=True)
+    g.add_argument("--dst", required=True)
+    g.add_argument("--dst-mac", required=True)
+    g.add_argument("--size", type=int, default=3000)
+    g.add_argument("--timeout", type=float, default=3.0)
     a = ap.parse_args()
+    if a.cmd == "ping6":
+        return cmd_ping6(a)
     if a.cmd == "spoof" and (a.sport is None or a.seq is None):
         ap.error("spoof needs --sport and --seq")
     return cmd_syn(a) if a.cmd == "syn" else cmd_spoof(a)

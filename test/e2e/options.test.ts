@@ -67,7 +67,7 @@ describe('spak options and a second client', { skip }, () => {
     }
   });
 
-  it('7: --config with --xdp-mode generic, --step-window and --flow-idle applies the flags; --xdp-mode bogus exits 2 with one line', { timeout: 120_000 }, async () => {
+  it('7a: --config with --xdp-mode generic, --step-window and --flow-idle: the flags win over the file', { timeout: 120_000 }, async () => {
     let server: SpakProcess | null = null;
     try {
       server = await startSpak(lab, SRV, 'server', { config: serverConfig([PORT]) },
@@ -75,10 +75,13 @@ describe('spak options and a second client', { skip }, () => {
       assert.match(server.banner, /^spak server: XDP \(generic\) /, `the flag wins over the file's default: ${server.banner}`);
       const link = await lab.exec(SRV, ['ip', 'link', 'show', 'eth0'], { check: true });
       assert.match(link.stdout, /xdpgeneric/, `ip link show eth0:\n${link.stdout}`);
-      await server.stop();
-      server = null;
-      await lab.cleanupSpak(SRV);
+    } finally {
+      await cleanup(server);
+    }
+  });
 
+  it('7b: --xdp-mode bogus (with --config) exits 2 with one line and attaches nothing', { timeout: 60_000 }, async () => {
+    try {
       const file = lab.writeFile('bogus-server.json', JSON.stringify({ server: { interface: 'eth0', ...serverConfig([PORT]) } }));
       const r = await lab.spak(SRV, ['server', '--config', file, '--xdp-mode', 'bogus']);
       assert.equal(r.code, 2, `exit status: ${r.stderr}`);
@@ -87,7 +90,7 @@ describe('spak options and a second client', { skip }, () => {
       assert.match(lines[0]!, /bogus/);
       assert.equal(await hasXdp(lab, SRV), false, 'nothing attached');
     } finally {
-      await cleanup(server);
+      await cleanup();
     }
   });
 });
