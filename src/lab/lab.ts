@@ -714,9 +714,19 @@ export class SpakProcess {
   /** SIGUSR1, then the counters it prints. */
   async counters(timeoutMs = 5_000): Promise<Counters> {
     const from = this.proc.output.length;
-    this.proc.signal('SIGUSR1');
-    // The block is one write() well under PIPE_BUF: it arrives whole.
-    await this.proc.waitFor(new RegExp(`spak ${this.role} counters:\\n(?: {2}.*\\n)+`), timeoutMs, from);
+    const block = new RegExp(`spak ${this.role} counters:\\n(?: {2}.*\\n)+`);
+    // A SIGUSR1 that arrives just after the banner can find node without spak's handler yet (node
+    // then opens its inspector and prints no counters): ask again, a bounded number of times.
+    for (let attempt = 1; ; attempt++) {
+      this.proc.signal('SIGUSR1');
+      try {
+        // The block is one write() well under PIPE_BUF: it arrives whole.
+        await this.proc.waitFor(block, attempt < 3 ? Math.min(timeoutMs, 2_000) : timeoutMs, from);
+        break;
+      } catch (err) {
+        if (attempt >= 3 || !this.proc.running) throw err;
+      }
+    }
     return parseCounters(this.proc.output.slice(from), this.role) ?? {};
   }
 
