@@ -7,7 +7,7 @@
 // Every lab is registered: process 'exit', SIGINT, SIGTERM and SIGHUP remove them all, with every
 // process inside them. Nothing is ever attached to the host's own interfaces.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT } from '../bpf/objects.js';
@@ -259,6 +259,41 @@ function installHandlers(): void {
   process.once('SIGHUP', () => onSignal('SIGHUP', 129));
 }
 
+/** Where spak pins its state for a network namespace other than the initial one (see the README). */
+export const SPAK_BPFFS_DIR = '/sys/fs/bpf/spak';
+/** spak's lock files (one per interface and role). */
+export const SPAK_LOCK_DIR = '/run/spak';
+
+/** The inode of a named namespace (/run/netns/<ns>), which names spak's pin directory; null if gone. */
+export function netnsInode(ns: string): number | null {
+  try {
+    return statSync(`/run/netns/${ns}`).ino;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Removes what spak pinned for the namespace with this inode: /sys/fs/bpf/spak/netns-<inode>/ (every
+ * pin under it, then the directories; bpffs pins go with unlink) and its lock files in /run/spak.
+ * Best effort, never throws: it runs from exit handlers.
+ */
+export function removeSpakPins(inode: number): void {
+  const dir = path.join(SPAK_BPFFS_DIR, `netns-${inode}`);
+  try {
+    if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
+  } catch {
+    // best effort
+  }
+  try {
+    // Lock names are the pin path relative to bpffs with '/' turned into '_': ..._netns-<inode>_eth0.server.lock
+    const mine = new RegExp(`(^|_)netns-${inode}(_|\\.|$)`);
+    for (const name of readdirSync(SPAK_LOCK_DIR)) if (mine.test(name)) rmSync(path.join(SPAK_LOCK_DIR, name), { force: true });
+  } catch {
+    // no lock directory
+  }
+}
+
 /** Tears down every lab of this process, synchronously (usable from an 'exit' handler). */
 export function destroyAllLabsSync(): void {
   for (const lab of [...labs]) lab.destroySync();
@@ -354,12 +389,33 @@ export class Lab {
     return run(['ip', 'netns', 'exec', this.host(host).ns, ...argv], opts);
   }
 
-  /** Starts argv in a host's namespace; stop it with handle.stop() (lab.destroy() kills it too). */
-  spawn(host: string, argv: readonly string[], env: Record<string, string> = {}, name?: string): LabProcess {
+  /**
+   * Runs argv in a host's network namespace only (`nsenter --net`), bounded by opts.timeoutMs.
+   * Unlike `ip netns exec` this does not remount /sys, so bpffs pins made inside outlive the process:
+   * use it for spak.
+   */
+  execNet(host: string, argv: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    if (this.#destroyed) return Promise.reject(new Error('lab destroyed'));
+    return run(['nsenter', `--net=/run/netns/${this.host(host).ns}`, '--', ...argv], opts);
+  }
+
+  /**
+   * Starts argv in a host's namespace; stop it with handle.stop() (lab.destroy() kills it too).
+   * how 'netns-exec' (default) uses `ip netns exec`; 'nsenter' enters only the network namespace
+   * (spak: its bpffs pins must live on after it exits).
+   */
+  spawn(
+    host: string,
+    argv: readonly string[],
+    env: Record<string, string> = {},
+    name?: string,
+    how: 'netns-exec' | 'nsenter' = 'netns-exec',
+  ): LabProcess {
     if (this.#destroyed) throw new Error('lab destroyed');
     const ns = this.host(host).ns;
-    // `ip netns exec` execs the command: the child's pid is the command's, signals reach it directly.
-    const child = spawn('ip', ['netns', 'exec', ns, ...argv], {
+    // Both `ip netns exec` and nsenter exec the command: the child's pid is the command's, signals reach it directly.
+    const prefix = how === 'nsenter' ? ['nsenter', `--net=/run/netns/${ns}`, '--'] : ['ip', 'netns', 'exec', ns];
+    const child = spawn(prefix[0]!, [...prefix.slice(1), ...argv], {
       env: { ...process.env, ...env },
       cwd: REPO_ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -368,6 +424,53 @@ export class Lab {
     this.#procs.add(proc);
     void proc.exited.then(() => this.#procs.delete(proc));
     return proc;
+  }
+
+  /* ---------------- spak in a host ---------------- */
+
+  /** Runs `spak <args>` in a host (nsenter --net, as the daemons run), bounded (default 30 s). */
+  spak(host: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    return this.execNet(host, [process.execPath, SPAK_BIN, ...args], { timeoutMs: 30_000, ...opts });
+  }
+
+  /** Starts `spak <args>` in a host without waiting for anything (for starts expected to fail). */
+  spawnSpak(host: string, args: readonly string[], env: Record<string, string> = {}): LabProcess {
+    return this.spawn(host, [process.execPath, SPAK_BIN, ...args], env, `spak ${args[0] ?? ''} on ${host}`, 'nsenter');
+  }
+
+  /** `spak server stop <iface>` in a host: the one explicit way to remove the server's protection. */
+  serverStop(host: string, iface = 'eth0'): Promise<ExecResult> {
+    return this.spak(host, ['server', 'stop', iface]);
+  }
+
+  /** `spak stats <iface> --json` in a host: the pinned server counters (works with no daemon running). */
+  async spakStats(host: string, iface = 'eth0'): Promise<Counters> {
+    const r = await this.spak(host, ['stats', iface, '--json']);
+    if (r.code !== 0) throw new Error(`spak stats ${iface} in ${host}: exit ${r.code}: ${r.stderr.trim()}`);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(r.stdout.trim().split('\n').pop() ?? '');
+    } catch {
+      throw new Error(`spak stats ${iface} --json in ${host}: not JSON: ${r.stdout}`);
+    }
+    // A flat {name: value} object, or one with the counters under "counters".
+    const obj = (parsed as { counters?: unknown }).counters ?? parsed;
+    const out: Counters = {};
+    for (const [k, v] of Object.entries(obj as Record<string, unknown>)) if (typeof v === 'number') out[k] = v;
+    return out;
+  }
+
+  /**
+   * Test cleanup for a host that ran spak: `spak server stop eth0`, then (for older builds and
+   * SIGKILLed daemons) whatever XDP program or clsact qdisc is left on eth0. Never throws.
+   */
+  async cleanupSpak(host: string): Promise<void> {
+    if (this.#destroyed) return;
+    const ns = this.host(host).ns;
+    await this.serverStop(host).catch(() => undefined);
+    for (const mode of ['xdp', 'xdpgeneric', 'xdpdrv'])
+      await run(['ip', '-n', ns, 'link', 'set', 'dev', 'eth0', mode, 'off'], { timeoutMs: 10_000 }).catch(() => undefined);
+    await run(['tc', '-n', ns, 'qdisc', 'del', 'dev', 'eth0', 'clsact'], { timeoutMs: 10_000 }).catch(() => undefined);
   }
 
   /** Writes a file in the lab's temp directory; returns its path. */
@@ -380,7 +483,7 @@ export class Lab {
   /** Removes every process and namespace of the lab. Idempotent. */
   async destroy(): Promise<void> {
     if (this.#destroyed) return;
-    // Be polite first: spak detaches and prints its counters on SIGTERM.
+    // Be polite first: spak prints its counters on SIGTERM (its pinned state is removed in destroySync).
     await Promise.all([...this.#procs].map((p) => p.stop(2_000).catch(() => undefined)));
     this.destroySync();
   }
@@ -418,7 +521,11 @@ export class Lab {
         for (let i = 0; i < 30 && remaining() > 0; i++) sleepSync(100);
         for (let i = 0; i < 30 && killAll('SIGKILL') > 0; i++) sleepSync(100);
       }
-      for (const ns of namespaces) runSync(['ip', 'netns', 'del', ns]);
+      for (const ns of namespaces) {
+        const inode = netnsInode(ns);
+        runSync(['ip', 'netns', 'del', ns]);
+        if (inode !== null) removeSpakPins(inode);
+      }
     }
     for (const p of this.#procs) if (p.running) p.child.kill('SIGKILL');
     try {
@@ -607,9 +714,19 @@ export class SpakProcess {
   /** SIGUSR1, then the counters it prints. */
   async counters(timeoutMs = 5_000): Promise<Counters> {
     const from = this.proc.output.length;
-    this.proc.signal('SIGUSR1');
-    // The block is one write() well under PIPE_BUF: it arrives whole.
-    await this.proc.waitFor(new RegExp(`spak ${this.role} counters:\\n(?: {2}.*\\n)+`), timeoutMs, from);
+    const block = new RegExp(`spak ${this.role} counters:\\n(?: {2}.*\\n)+`);
+    // A SIGUSR1 that arrives just after the banner can find node without spak's handler yet (node
+    // then opens its inspector and prints no counters): ask again, a bounded number of times.
+    for (let attempt = 1; ; attempt++) {
+      this.proc.signal('SIGUSR1');
+      try {
+        // The block is one write() well under PIPE_BUF: it arrives whole.
+        await this.proc.waitFor(block, attempt < 3 ? Math.min(timeoutMs, 2_000) : timeoutMs, from);
+        break;
+      } catch (err) {
+        if (attempt >= 3 || !this.proc.running) throw err;
+      }
+    }
     return parseCounters(this.proc.output.slice(from), this.role) ?? {};
   }
 
@@ -617,6 +734,15 @@ export class SpakProcess {
   async stop(timeoutMs = 5_000): Promise<{ counters: Counters | null; output: string }> {
     await this.proc.stop(timeoutMs);
     return { counters: parseCounters(this.proc.stdout, this.role), output: this.proc.output };
+  }
+
+  /** Sends sig (default SIGKILL: a crash) and waits for the exit, bounded (then SIGKILL). */
+  async kill(sig: NodeJS.Signals = 'SIGKILL', timeoutMs = 5_000): Promise<void> {
+    await this.proc.stop(timeoutMs, sig);
+  }
+
+  get running(): boolean {
+    return this.proc.running;
   }
 }
 
@@ -644,7 +770,8 @@ export async function startSpak(
     argv = [process.execPath, SPAK_BIN, role, ...how.args, ...extraArgs];
     env.SECRET_KEY = how.secret;
   }
-  const proc = lab.spawn(host, argv, env, `spak ${role} on ${host}`);
+  // nsenter, not `ip netns exec`: the server's bpffs pins must outlive the process.
+  const proc = lab.spawn(host, argv, env, `spak ${role} on ${host}`, 'nsenter');
   const banner = role === 'server' ? /spak server: XDP/ : /spak client: TC egress/;
   try {
     const line = await proc.waitForLine(banner, timeoutMs);
@@ -686,7 +813,9 @@ export function removeStaleLabs(): string[] {
         // gone
       }
     }
+    const inode = netnsInode(ns);
     runSync(['ip', 'netns', 'del', ns]);
+    if (inode !== null) removeSpakPins(inode);
     removed.push(ns);
   }
   return removed;

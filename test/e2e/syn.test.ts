@@ -251,24 +251,40 @@ describe('spak SYN mode, end to end', { skip }, () => {
     }
   });
 
-  it('f: after SIGTERM the server detaches: no XDP on eth0 and the service answers without a client', { timeout: 60_000 }, async () => {
+  it('f: after SIGTERM protection stays in force; `spak server stop eth0` removes it and the service answers without a client', { timeout: 90_000 }, async () => {
     const server = await startSpak(lab, SRV, 'server', { config: serverConfig() });
     try {
-      assert.equal(await hasXdp(lab, SRV), true, 'XDP attached while running');
-      assert.deepEqual(await lab.tcpConnect(CLI, ADDR.v4, PORT, BLOCKED_MS), { ok: false, error: 'timeout' }, 'protected while running');
-    } finally {
-      const { counters, output } = await server.stop();
-      assert.equal(server.proc.exitCode, 0, output);
-      assert.ok(counters !== null, `final counters printed: ${output}`);
-      assert.match(output, /detached/);
-    }
-    const link = await lab.exec(SRV, ['ip', 'link', 'show', 'eth0'], { check: true });
-    assert.doesNotMatch(link.stdout, /xdp/, `ip link show eth0:\n${link.stdout}`);
-    for (const host of [CLI, OTH])
-      for (const f of FAMILIES) {
-        const r = await lab.httpGet(host, ADDR[f], PORT);
-        assert.ok(r.ok, `${host} -> ${ADDR[f]} after stop: ${r.error}`);
-        assert.equal(r.body, PAGE);
+      try {
+        assert.equal(await hasXdp(lab, SRV), true, 'XDP attached while running');
+        assert.deepEqual(await lab.tcpConnect(CLI, ADDR.v4, PORT, BLOCKED_MS), { ok: false, error: 'timeout' }, 'protected while running');
+      } finally {
+        const { counters, output } = await server.stop();
+        assert.equal(server.proc.exitCode, 0, output);
+        assert.ok(counters !== null, `final counters printed: ${output}`);
+        assert.match(output, /SIGTERM: exiting; protection stays in force on eth0/);
       }
+      // The daemon is gone, the protection is not.
+      assert.equal(await hasXdp(lab, SRV), true, 'XDP still on eth0 after SIGTERM');
+      for (const f of FAMILIES)
+        assert.deepEqual(await lab.tcpConnect(OTH, ADDR[f], PORT, BLOCKED_MS), { ok: false, error: 'timeout' }, `keyless ${f} after SIGTERM`);
+
+      const stop = await lab.serverStop(SRV);
+      assert.equal(stop.code, 0, `spak server stop eth0: ${stop.stderr}${stop.stdout}`);
+      assert.match(stop.stdout, /\S/, 'it says what it removed');
+      const link = await lab.exec(SRV, ['ip', 'link', 'show', 'eth0'], { check: true });
+      assert.doesNotMatch(link.stdout, /xdp/, `ip link show eth0:\n${link.stdout}`);
+      for (const host of [CLI, OTH])
+        for (const f of FAMILIES) {
+          const r = await lab.httpGet(host, ADDR[f], PORT);
+          assert.ok(r.ok, `${host} -> ${ADDR[f]} after stop: ${r.error}`);
+          assert.equal(r.body, PAGE);
+        }
+      // Nothing of spak's left: a second stop says so.
+      const again = await lab.serverStop(SRV);
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stdout + again.stderr, /nothing of spak's on eth0/);
+    } finally {
+      await lab.cleanupSpak(SRV);
+    }
   });
 });
