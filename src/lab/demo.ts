@@ -95,18 +95,39 @@ async function main(): Promise<number> {
     if (again.ok) unauthFailed = false;
     detail(again.ok ? 'UNEXPECTED: it got through' : `still refused: ${again.error}`);
 
-    say('Stopping spak (SIGTERM): both detach and print their counters');
+    say('The server daemon is killed (SIGKILL): its program stays pinned and in force');
+    await server.kill('SIGKILL');
+    server = null;
+    const dead = await lab.httpGet('attacker', srv.v4, PORT, 3);
+    if (dead.ok) unauthFailed = false;
+    detail(dead.ok ? 'UNEXPECTED: with the daemon dead the attacker got through' : `the attacker is still refused: ${dead.error}`);
+
+    say('A new spak server starts and adopts the pinned program: an atomic swap, no moment unprotected');
+    server = await startSpak(lab, 'server', 'server', { args: [srv.v4, String(PORT), String(KEY_ID), 'eth0'], secret: key });
+    detail(server.banner);
+    const after = await lab.httpGet('client', srv.v4, PORT, 3);
+    if (!(after.ok && after.body === PAGE)) authOk = false;
+    detail(after.ok ? 'the client is served as before' : `UNEXPECTED: the client failed: ${after.error}`);
+
+    say('Stopping both daemons (SIGTERM): the client detaches; the server leaves protection in force');
     const c = await client.stop();
     client = null;
     const s = await server.stop();
     server = null;
-    showCounters('spak server', s.counters);
+    detail(s.output.trim().split('\n').pop() ?? '');
+    showCounters('spak server (pinned counters, kept across the restart)', s.counters);
     showCounters('spak client', c.counters);
     detail(
       `valid tagged SYNs let through: ${counter(s.counters, 'pass_valid_syn')}; ` +
         `SYNs without a tag dropped: ${counter(s.counters, 'drop_no_option')}; ` +
         `SYNs the client tagged: ${counter(c.counters, 'injected')}`,
     );
+
+    say('Removing protection, the one explicit way: spak server stop eth0');
+    const stop = await lab.serverStop('server');
+    detail(`$ spak server stop eth0\n${stop.stdout.trim()}`);
+    const open2 = await lab.httpGet('attacker', srv.v4, PORT, 3);
+    detail(open2.ok ? 'the service is open to everyone again' : `UNEXPECTED: still refused: ${open2.error}`);
   } finally {
     say('Tearing the LAN down');
     await client?.stop().catch(() => undefined);

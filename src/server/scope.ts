@@ -2,7 +2,7 @@
 // reachable over IPv6 and over every other local address. At start the server compares
 // what listens on each protected port with what it protects and says, one line per gap.
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { addrTo16 } from '../wire/layout.js';
+import { addrFrom16, addrTo16 } from '../wire/layout.js';
 import { ALL_ADDRESSES, type ProtectedDest } from './destinations.js';
 import { allTcpSockets, TCP_LISTEN, type KernelSocket } from './seed.js';
 
@@ -10,7 +10,8 @@ const V4_ANY = addrTo16('0.0.0.0');
 const V6_ANY = addrTo16('::');
 
 function hostPort(addr: string, port: number): string {
-  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
+  const text = addrFrom16(addrTo16(addr));
+  return text.includes(':') ? `[${text}]:${port}` : `${text}:${port}`;
 }
 
 /** Process names owning socket inodes, from /proc/<pid>/fd (best effort: only what we may read). */
@@ -66,8 +67,10 @@ export function scopeWarnings(protect: ProtectedDest[], sockets: KernelSocket[] 
     const where = `port ${s.localPort}: ${who} listens on ${hostPort(s.localAddr, s.localPort)}`;
     const gaps: string[] = [];
     if (local.equals(V6_ANY)) {
+      // Beside a 0.0.0.0 listener on the port, this one is IPv6-only: both could not bind otherwise.
+      const v6only = listeners.some((o) => o.localPort === s.localPort && addrTo16(o.localAddr).equals(V4_ANY));
       if (!has(V6_ANY)) gaps.push(`IPv6 is not protected${onPort.some((d) => d.address.includes(':')) ? ' on every address' : ''}: add '::'`);
-      if (!has(V4_ANY)) gaps.push(`IPv4 is not protected${onPort.some((d) => !d.address.includes(':')) ? ' on every address' : ''}: add '0.0.0.0'`);
+      if (!has(V4_ANY) && !v6only) gaps.push(`IPv4 is not protected${onPort.some((d) => !d.address.includes(':')) ? ' on every address' : ''}: add '0.0.0.0'`);
     } else if (local.equals(V4_ANY)) {
       if (!has(V4_ANY)) gaps.push(`only ${onPort.map((d) => d.address).join(', ')} ${onPort.length > 1 ? 'are' : 'is'} protected, not every IPv4 address: add '0.0.0.0'`);
     } else if (!has(local) && !has(s.localAddr.includes(':') ? V6_ANY : V4_ANY)) {

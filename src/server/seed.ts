@@ -2,6 +2,7 @@
 // be protecting the very SSH port they are connected through). They are read from
 // the kernel's socket tables in /proc/net/tcp{,6} of our network namespace.
 import { readFileSync } from 'node:fs';
+import { addrFrom16 } from '../wire/layout.js';
 
 export interface KernelSocket {
   localAddr: string;
@@ -34,11 +35,7 @@ function procAddr(hex: string): string {
   const bytes = Buffer.alloc(hex.length / 2);
   for (let w = 0; w < hex.length / 8; w++) bytes.writeUInt32LE(parseInt(hex.slice(w * 8, w * 8 + 8), 16) >>> 0, w * 4);
   if (bytes.length === 4) return [...bytes].join('.');
-  const mapped = bytes.subarray(0, 12).equals(Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]));
-  if (mapped) return [...bytes.subarray(12)].join('.');
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i).toString(16));
-  return groups.join(':');
+  return addrFrom16(bytes); // IPv4-mapped as a dotted quad, the rest as RFC 5952 text
 }
 
 /** Parses the text of /proc/net/tcp or /proc/net/tcp6. */

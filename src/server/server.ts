@@ -128,6 +128,7 @@ export class SpakServer {
   start(): StartedServer {
     const o = this.#opts;
     const ifindex = ifIndex(o.iface);
+    objectPath('server'); // an unbuilt checkout says so before anything else happens
     const paths = pinPaths(o.iface, 'server', o.bpffs ?? DEFAULT_BPFFS);
     ensureBpffs(o.bpffs ?? DEFAULT_BPFFS);
     const lock = tryLock(paths.lock);

@@ -14,14 +14,21 @@ function ip(...args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8' });
 }
 
-/** Runs spak in our namespace; returns exit status and the output lines. */
-function spak(args: string[], env: Record<string, string | undefined> = { SECRET_KEY: KEY }, timeoutMs = 20_000) {
-  const r = spawnSync('ip', ['netns', 'exec', NS, SPAK, ...args], {
+/**
+ * Runs spak in our network namespace (nsenter --net: `ip netns exec` would also give it a private
+ * mount namespace, where spak refuses to pin); returns exit status and the output lines.
+ */
+function spak(args: string[], env: Record<string, string | undefined> = { SECRET_KEY: KEY }, timeoutMs = 20_000, via = inNetns()) {
+  const r = spawnSync(via[0]!, [...via.slice(1), SPAK, ...args], {
     encoding: 'utf8',
     env: { ...process.env, SECRET_KEY: undefined, ...env },
     timeout: timeoutMs,
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, errLines: r.stderr.trim().split('\n').filter(Boolean) };
+}
+
+function inNetns(): string[] {
+  return ['nsenter', `--net=/run/netns/${NS}`];
 }
 
 function xdpAttached(dev: string): boolean {
@@ -76,7 +83,10 @@ test('bad input: one clear line, non-zero exit, nothing attached', () => {
     { args: ['server', '198.51.100.1', '22', '1', 'spk0'], env: { SECRET_KEY: KEY, SPAK_BPF_DIR: '/nonexistent' }, re: /eBPF object \/nonexistent\/server\.bpf\.o not found: run make build/ },
     { args: ['client', '198.51.100.1', '22', '1', 'spk0'], env: { SECRET_KEY: KEY, SPAK_BPF_DIR: '/nonexistent' }, re: /client\.bpf\.o not found/ },
     // Loopback has no native XDP: the missing feature is named, nothing is attached.
-    { args: ['server', '198.51.100.1', '22', '1', 'lo'], re: /attaching XDP to lo: .*not supported/i },
+    { args: ['server', '198.51.100.1', '22', '1', 'lo'], re: /attaching XDP link to lo: .*not supported/i },
+    { args: ['server', '*', '22', '1', 'spk0', '--dial-address', '203.0.113.1'], re: /dial address needs one protected address/ },
+    { args: ['server', '198.51.100.1', '22', '1', 'spk0', '--replay-capacity', '10'], re: /bad replay capacity 10/ },
+    { args: ['client', '*', '22', '1', 'spk0'], re: /bad address "\*"/ },
   ];
   for (const c of cases) {
     const r = spak(c.args, c.env ?? { SECRET_KEY: KEY });
@@ -100,9 +110,17 @@ test('not root: refused with one line', () => {
   assert.match(r.stderr.trim(), /^spak: spak server must run as root/);
 });
 
-test('--xdp-mode auto falls back to generic XDP with a warning, and detaches on SIGTERM', async () => {
+test('under `ip netns exec` (a private mount namespace, where pins would vanish) the server refuses and says what to do', () => {
+  const r = spak(['server', '198.51.100.1', '22', '1', 'spk0'], { SECRET_KEY: KEY }, 20_000, ['ip', 'netns', 'exec', NS]);
+  assert.notEqual(r.status, 0);
+  assert.equal(r.errLines.length, 1, JSON.stringify(r.errLines));
+  assert.match(r.errLines[0]!, /^spak: .*private mount namespace.*nsenter --net=\/run\/netns\/NAME/);
+  assert.equal(xdpAttached('spk0'), false);
+});
+
+test('--xdp-mode auto falls back to generic XDP with a warning; SIGTERM leaves it in force, server stop removes it', async () => {
   const { spawn } = await import('node:child_process');
-  const child = spawn('ip', ['netns', 'exec', NS, SPAK, 'server', '198.51.100.1', '22', '1', 'lo', '--xdp-mode', 'auto'], {
+  const child = spawn('nsenter', [`--net=/run/netns/${NS}`, SPAK, 'server', '198.51.100.1', '22', '1', 'lo', '--xdp-mode', 'auto'], {
     env: { ...process.env, SECRET_KEY: KEY },
   });
   let out = '';
@@ -120,5 +138,12 @@ test('--xdp-mode auto falls back to generic XDP with a warning, and detaches on 
     await new Promise((r) => child.once('exit', r));
   }
   assert.match(out, /spak server counters:/);
+  assert.match(out, /protection stays in force on lo \(spak server stop lo removes it\)/);
+  assert.equal(xdpAttached('lo'), true, 'SIGTERM leaves the program in force');
+  const stop = spak(['server', 'stop', 'lo']);
+  assert.equal(stop.status, 0, stop.stderr);
+  assert.match(stop.stdout, /^spak server stop: detached XDP link \d+ \(program id \d+\) from lo$/m);
+  assert.match(stop.stdout, /^spak server stop: removed \d+ pin\(s\) and \/sys\/fs\/bpf\/spak\/netns-\d+\/lo$/m);
   assert.equal(xdpAttached('lo'), false);
+  assert.match(spak(['server', 'stop', 'lo']).stdout, /nothing of spak's on lo/);
 });

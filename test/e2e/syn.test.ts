@@ -108,6 +108,7 @@ describe('spak SYN mode, end to end', { skip }, () => {
     } finally {
       await client?.stop();
       await server.stop();
+      await lab.serverStop(SRV); // SIGTERM leaves protection in force: each case starts without it
     }
   }
 
@@ -247,6 +248,7 @@ describe('spak SYN mode, end to end', { skip }, () => {
     } finally {
       for (const c of conns) await c.stop();
       await server?.stop();
+      await lab.serverStop(SRV);
       for (const e of echo) await e.stop();
     }
   });

@@ -23,8 +23,8 @@ test('IPv4 sockets are decoded from host-order hex', () => {
 
 test('IPv6 and IPv4-mapped sockets are decoded', () => {
   const [v6, mapped] = parseProcNetTcp(TCP6);
-  assert.equal(v6?.localAddr, '2001:db8:0:0:0:0:0:1');
-  assert.equal(v6?.remoteAddr, '2001:db8:0:0:0:0:0:2');
+  assert.equal(v6?.localAddr, '2001:db8::1');
+  assert.equal(v6?.remoteAddr, '2001:db8::2');
   assert.equal(v6?.remotePort, 0xa000);
   assert.equal(mapped?.localAddr, '198.51.100.1');
   assert.equal(mapped?.remoteAddr, '198.51.100.2');
@@ -46,6 +46,13 @@ test('scope: listeners covered by what is protected give no warning', () => {
   assert.deepEqual(scopeWarnings([{ address: '0.0.0.0', port: 22 }, { address: '::', port: 22 }], [listener('::', 22)]), []);
   assert.deepEqual(scopeWarnings([{ address: '198.51.100.1', port: 22 }], [listener('198.51.100.1', 22)]), []);
   assert.deepEqual(scopeWarnings([{ address: '198.51.100.1', port: 22 }], [listener('0.0.0.0', 80)]), [], 'other ports are not ours');
+});
+
+test('scope: [::] beside 0.0.0.0 on the same port is IPv6-only (both could not bind otherwise)', () => {
+  assert.deepEqual(scopeWarnings([{ address: '198.51.100.1', port: 22 }], [listener('0.0.0.0', 22), listener('::', 22)]), [
+    "port 22: a process listens on 0.0.0.0:22; only 198.51.100.1 is protected, not every IPv4 address: add '0.0.0.0' or use --all-addresses",
+    "port 22: a process listens on [::]:22; IPv6 is not protected: add '::' or use --all-addresses",
+  ]);
 });
 
 test('scope: a listener on every IPv4 address or on another address', () => {
