@@ -5,7 +5,7 @@
 //   nothing  nothing attached
 // spak / bare is what spak itself costs; bare / nothing is what having programs on those hooks costs.
 import path from 'node:path';
-import { hasXdp, Lab, REPO_ROOT, run, SPAK_BIN, startSpak, type LabProcess } from '../src/lab/lab.js';
+import { hasXdp, Lab, REPO_ROOT, run, startSpak, type LabProcess } from '../src/lab/lab.js';
 import { median } from './median.js';
 
 export type ConnectConfig = 'spak' | 'bare' | 'nothing';
@@ -123,7 +123,7 @@ export async function benchConnect(connects: number, rounds = 8): Promise<Connec
         await srv.stop();
         // A server that leaves its protection pinned and in force after SIGTERM is removed
         // explicitly; on a build without `spak server stop` this fails harmlessly.
-        await lab.exec('server', [process.execPath, SPAK_BIN, 'server', 'stop', 'eth0'], { timeoutMs: 30_000 });
+        await lab.serverStop('server');
       }
     };
     await measure(); // warm up caches, ARP and the page cache of node itself
