@@ -208,4 +208,23 @@ static __always_inline int spak_find_option(__u8 *opts, void *end, __u32 len, __
 	return SPAK_OPT_ABSENT;
 }
 
+/*
+ * The SYN every Linux client sends: MSS, SACK permitted, timestamps, NOP, window scale
+ * (20 bytes), then ours appended by the client program: 40 option bytes in all. Matching
+ * that exact layout is the walk's result without the walk; anything else is walked.
+ */
+static __always_inline int spak_linux_syn_layout(__u8 *opts, void *end, __u32 len)
+{
+	__u32 mss, sack_ts, nop_ws, ours;
+
+	if (len != 40 || (void *)(opts + 24) > end)
+		return 0;
+	mss = *(__u32 *)opts;              /* 02 04 xx xx */
+	sack_ts = *(__u32 *)(opts + 4);    /* 04 02 08 0a */
+	nop_ws = *(__u32 *)(opts + 16);    /* 01 03 03 xx */
+	ours = *(__u32 *)(opts + 20);      /* fd 14 53 50 */
+	return (mss & 0xffff) == 0x0402 && sack_ts == 0x0a080204 &&
+	       (nop_ws & 0xffffff) == 0x030301 && ours == 0x505314fd;
+}
+
 #endif /* SPAK_PARSE_H */

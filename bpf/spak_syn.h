@@ -3,7 +3,7 @@
  * SYN verification: find our option, check key id and time step, resume SipHash from
  * the destination's precomputed state, refuse a tag another source used first, and
  * record the flow. Map lookups on this path: two inlined arrays (port slot,
- * destination) and the config; a valid SYN adds the replay lookup and two inserts.
+ * destination) and the config; a valid SYN adds two inserts (replay, flow).
  */
 #ifndef SPAK_SYN_H
 #define SPAK_SYN_H
@@ -52,7 +52,7 @@ static __always_inline int handle_syn(struct tcphdr *tcp, void *end, const struc
 	const struct spak_sip_state *state;
 	struct spak_dest_info *dest;
 	struct spak_config *cfg;
-	struct spak_replay *seen;
+	struct spak_replay first = {}, *seen;
 	struct spak_flow *known;
 	struct spak_opt *opt;
 	__u32 hdr_len, opt_off = 0, zero = 0;
@@ -66,7 +66,12 @@ static __always_inline int handle_syn(struct tcphdr *tcp, void *end, const struc
 	hdr_len = tcp->doff * 4;
 	if (hdr_len < sizeof(*tcp) || (void *)tcp + hdr_len > end)
 		return drop(SPAK_SRV_DROP_MALFORMED);
-	found = spak_find_option((__u8 *)(tcp + 1), end, hdr_len - sizeof(*tcp), &opt_off);
+	if (spak_linux_syn_layout((__u8 *)(tcp + 1), end, hdr_len - sizeof(*tcp))) {
+		found = SPAK_OPT_FOUND;
+		opt_off = 20;
+	} else {
+		found = spak_find_option((__u8 *)(tcp + 1), end, hdr_len - sizeof(*tcp), &opt_off);
+	}
 	if (found == SPAK_OPT_MALFORMED)
 		return drop(SPAK_SRV_DROP_MALFORMED);
 	if (found == SPAK_OPT_ABSENT)
@@ -104,22 +109,23 @@ static __always_inline int handle_syn(struct tcphdr *tcp, void *end, const struc
 	if (tag != got)
 		return drop(SPAK_SRV_DROP_BAD_TAG);
 
-	/* A valid tag belongs to the first source that used it, for as long as it is valid. */
+	/*
+	 * A valid tag belongs to the first source that used it, for as long as it is valid.
+	 * Insert first: a first sight (the common case) then costs one hash operation, not a
+	 * lookup and an insert; only a tag seen before pays for the lookup after EEXIST.
+	 */
+	__builtin_memcpy(first.saddr, fk->saddr, 16);
+	first.sport = fk->sport;
+	first.time_step = (__u32)step;
+	err = bpf_map_update_elem(&spak_replay, &got, &first, BPF_NOEXIST);
+	if (!err)
+		return record_flow(fk, cfg, SPAK_SRV_PASS_VALID_SYN);
+	/* Full: refusing is the only safe answer, a tag we cannot record could be replayed. */
+	if (err == -SPAK_E2BIG || err == -SPAK_ENOMEM)
+		return drop(SPAK_SRV_DROP_REPLAY_FULL);
 	seen = bpf_map_lookup_elem(&spak_replay, &got);
-	if (!seen) {
-		struct spak_replay first = { .sport = fk->sport, .time_step = (__u32)step };
-
-		__builtin_memcpy(first.saddr, fk->saddr, 16);
-		err = bpf_map_update_elem(&spak_replay, &got, &first, BPF_NOEXIST);
-		if (!err)
-			return record_flow(fk, cfg, SPAK_SRV_PASS_VALID_SYN);
-		/* Full: refusing is the only safe answer, a tag we cannot record could be replayed. */
-		if (err == -SPAK_E2BIG || err == -SPAK_ENOMEM)
-			return drop(SPAK_SRV_DROP_REPLAY_FULL);
-		seen = bpf_map_lookup_elem(&spak_replay, &got); /* lost a race to another CPU */
-		if (!seen)
-			return drop(SPAK_SRV_DROP_REPLAY);
-	}
+	if (!seen) /* swept between the two calls: its window is over */
+		return drop(SPAK_SRV_DROP_REPLAY);
 	if (!same_source(seen, fk))
 		return drop(SPAK_SRV_DROP_REPLAY);
 

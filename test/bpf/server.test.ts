@@ -243,6 +243,9 @@ for (const shape of SHAPES) for (const e of Object.values(FAMILIES)) {
       { name: 'only NOPs', options: Buffer.alloc(8, 1), reason: 'drop_no_option' },
       { name: 'another experiment (ExID 0x1234) in our kind', options: Buffer.concat([linux, opt({ exid: 0x1234 })]), reason: 'drop_no_option' },
       { name: 'our option behind an EOL', options: Buffer.concat([b(0, 1, 1, 1), opt({})]), reason: 'drop_no_option' },
+      // The Linux layout is matched without a walk; one byte off and the walk decides.
+      { name: 'Linux options with an EOL where the NOP stands, ours after it', options: Buffer.concat([Buffer.from(linux).fill(0, 16, 17), opt({})]), reason: 'drop_no_option' },
+      { name: 'Linux options with the timestamp length 9 (an EOL is then read inside it), ours after it', options: Buffer.concat([Buffer.from(linux).fill(9, 7, 8), opt({})]), reason: 'drop_no_option' },
       { name: 'kind 253 shorter than an ExID (length 2)', options: b(253, 2, 1, 1), reason: 'drop_no_option' },
       { name: 'version 2', options: Buffer.concat([linux, opt({ version: 2 })]), reason: 'drop_bad_option' },
       { name: 'version 0', options: Buffer.concat([linux, opt({ version: 0 })]), reason: 'drop_bad_option' },
