@@ -13,7 +13,7 @@ import { killBenchChildren, runBenchChild } from './child.js';
 import { benchConnect, type ConnectResult } from './connect.js';
 import { median } from './median.js';
 import { buildRef, removeRef, type RefBuild } from './ref.js';
-import type { SweepResult } from './sweep.js';
+import { SWEEP_INTERVAL_S, type SweepResult } from './sweep.js';
 import type { XdpCase } from './xdp.js';
 
 const num = (name: string, dflt: number): number => {
@@ -138,7 +138,7 @@ function sweepTable(s: SweepResult): string {
     `| flows asked for / valid SYNs passed / flows in the table | ${s.wantedFlows} / ${s.passedSyns} / ${s.flows} |`,
     `| CPU per sweep, median (min – max of ${s.cpuMs.length}) | ${s.medianCpuMs.toFixed(1)} ms (${ms(s.cpuMs)} ms) |`,
     `| wall time per sweep (min – max) | ${ms(s.wallMs)} ms |`,
-    `| share of one core at one sweep per 5 s | ${s.corePercent.toFixed(2)} % |`,
+    `| share of one core at one sweep per ${SWEEP_INTERVAL_S} s (the daemon's interval with default settings) | ${s.corePercent.toFixed(2)} % |`,
     `| target: < ${SWEEP_TARGET_PERCENT} % of one core with ${SWEEP_TARGET_FLOWS} flows | ${verdict} |`,
     `| last sweep() reported | ${Object.entries(s.last).map(([k, v]) => `${k} ${v}`).join(', ')} |`,
   ].join('\n');

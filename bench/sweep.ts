@@ -4,13 +4,13 @@
 // (BPF_PROG_TEST_RUN), which is the flow table's writer. Then server.sweep() is timed in CPU time
 // (process.cpuUsage: user + system of this process) several times.
 import { testRun } from '../src/bpf/libbpf.js';
-import { SpakServer, type ServerOptions } from '../src/server/server.js';
+import { SpakServer, sweepIntervalSeconds, type ServerOptions } from '../src/server/server.js';
 import { computeTag, encodeOption, timeStepAt } from '../src/wire/option.js';
 import { buildTcp, linuxSynOptions } from '../src/wire/packet.js';
 import { median } from './median.js';
 
-/** The daemon sweeps every 5 s (src/server/server.ts). */
-export const SWEEP_INTERVAL_S = 5;
+/** The daemon's sweep interval with its default flow settings (src/server/server.ts). */
+export const SWEEP_INTERVAL_S = sweepIntervalSeconds({ flowFinSeconds: 30, flowIdleSeconds: 3600 });
 
 export interface SweepResult {
   /** Flows asked for, SYNs passed by the program, flows the table holds when sweeping. */

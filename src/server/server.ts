@@ -59,7 +59,15 @@ export interface ServerOptions {
   logger?: Logger | undefined;
 }
 
-const SWEEP_MS = 5_000;
+/**
+ * How often the daemon sweeps: no flow becomes removable sooner than the shorter of its two
+ * grace periods, so sweeping more often than that finds nothing; 30 s at most, 5 s at least.
+ * A sweep reads both whole tables (about 0.5 µs an entry on a slow VM), so 250,000 flows swept
+ * every 30 s cost well under 1 % of a core. Tags wait for the sweep: see the README, Capacity.
+ */
+export function sweepIntervalSeconds(o: Pick<ServerOptions, 'flowFinSeconds' | 'flowIdleSeconds'>): number {
+  return Math.min(30, Math.max(5, Math.min(o.flowFinSeconds, o.flowIdleSeconds)));
+}
 /** Rewritten by each daemon and swapped in with its program. */
 const CONFIG_MAPS = ['spak_config', 'spak_ports', 'spak_port_slots', 'spak_protected', 'spak_dests', 'spak_protected_addrs'] as const;
 /** Kept across daemons: what the program learned (flows, tags seen) and its counters. */
@@ -257,7 +265,7 @@ export class SpakServer {
     return readCounters(this.map('spak_server_counters'), SERVER_REASON_NAMES);
   }
 
-  /** One sweep of the flow and replay tables (the daemon runs it every 5 s). */
+  /** One sweep of the flow and replay tables (the daemon runs it every sweepIntervalSeconds). */
   sweep(nowS = monotonicSeconds()): SweepResult {
     const o = this.#opts;
     const flows = sweepFlows(this.map('spak_flows'), { nowS, idleS: o.flowIdleSeconds, finS: o.flowFinSeconds });
@@ -274,7 +282,7 @@ export class SpakServer {
       } catch (err) {
         o.logger?.error({ err }, 'sweep failed');
       }
-    }, SWEEP_MS);
+    }, sweepIntervalSeconds(o) * 1000);
     sweep.unref();
     this.#timers.push(sweep);
   }

@@ -5,7 +5,7 @@
 // Cost scales with the table, not with the sockets: one batched read of each map, and the
 // kernel's socket tables are read only when some flow is a candidate for removal.
 import type { BpfMap } from '../bpf/libbpf.js';
-import { decodeFlow, encodeFlow, encodeFlowKey, SPAK_FLOW_CLOSING, SPAK_FLOW_OPEN } from '../wire/layout.js';
+import { encodeFlow, encodeFlowKey, SPAK_FLOW_CLOSING, SPAK_FLOW_OPEN, type SpakFlow } from '../wire/layout.js';
 import { allTcpSockets, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, type KernelSocket } from './seed.js';
 
 export interface FlowSweepSettings {
@@ -35,26 +35,30 @@ function flowKeyOf(s: KernelSocket): string {
 export function sweepFlows(
   flows: BpfMap, t: FlowSweepSettings, sockets: () => KernelSocket[] = allTcpSockets,
 ): Pick<SweepResult, 'flows' | 'flowsRemoved' | 'flowsReopened' | 'socketChecks'> {
-  const { keys, values } = flows.lookupBatch();
-  const candidates: number[] = [];
-  for (let i = 0; i < keys.length; i++) {
-    const v = values[i]!;
-    const idle = t.nowS - v.readUInt32LE(0);
-    const limit = v.readUInt32LE(4) === SPAK_FLOW_CLOSING ? t.finS : t.idleS;
-    if (idle > limit) candidates.push(i);
+  // Values are read in place in the batch buffers; only candidates get buffers of their own.
+  const candidates: { key: Buffer; flow: SpakFlow }[] = [];
+  let total = 0;
+  for (const chunk of flows.lookupChunks()) {
+    const keySize = chunk.keys.length / chunk.count;
+    const valueSize = chunk.values.length / chunk.count;
+    for (let i = 0; i < chunk.count; i++) {
+      const seenS = chunk.values.readUInt32LE(i * valueSize);
+      const state = chunk.values.readUInt32LE(i * valueSize + 4);
+      if (t.nowS - seenS > (state === SPAK_FLOW_CLOSING ? t.finS : t.idleS))
+        candidates.push({ key: Buffer.from(chunk.keys.subarray(i * keySize, (i + 1) * keySize)), flow: { seenS, state } });
+    }
+    total += chunk.count;
   }
-  const result = { flows: keys.length, flowsRemoved: 0, flowsReopened: 0, socketChecks: candidates.length };
+  const result = { flows: total, flowsRemoved: 0, flowsReopened: 0, socketChecks: candidates.length };
   if (candidates.length === 0) return result;
 
   const kernel = new Map<string, number>();
   for (const s of sockets()) if (s.state !== TCP_LISTEN && s.state !== TCP_CLOSE) kernel.set(flowKeyOf(s), s.state);
   const gone: Buffer[] = [];
-  for (const i of candidates) {
-    const key = keys[i]!;
-    const f = decodeFlow(values[i]!);
+  for (const { key, flow: f } of candidates) {
     const socketState = kernel.get(key.toString('hex'));
     if (socketState === undefined) {
-      gone.push(Buffer.from(key));
+      gone.push(key);
       continue;
     }
     // The socket lives: the flow stays. Closing while the kernel says established: the
@@ -62,7 +66,7 @@ export function sweepFlows(
     const state = f.state === SPAK_FLOW_CLOSING && socketState === TCP_ESTABLISHED ? SPAK_FLOW_OPEN : f.state;
     if (state !== f.state) result.flowsReopened++;
     try {
-      flows.update(Buffer.from(key), encodeFlow({ seenS: t.nowS, state }), 'exist');
+      flows.update(key, encodeFlow({ seenS: t.nowS, state }), 'exist');
     } catch {
       // removed meanwhile (a new SYN replaced it, or another sweep): nothing to keep
     }
@@ -73,8 +77,14 @@ export function sweepFlows(
 
 /** Removes replay entries whose time step is past the window: their tags no longer verify. */
 export function sweepReplay(replay: BpfMap, nowStep: number, window: number): Pick<SweepResult, 'replay' | 'replayRemoved'> {
-  const { keys, values } = replay.lookupBatch();
   const stale: Buffer[] = [];
-  for (let i = 0; i < keys.length; i++) if (values[i]!.readUInt32LE(20) + window < nowStep) stale.push(Buffer.from(keys[i]!));
-  return { replay: keys.length, replayRemoved: stale.length > 0 ? replay.deleteBatch(stale) : 0 };
+  let total = 0;
+  for (const chunk of replay.lookupChunks()) {
+    const keySize = chunk.keys.length / chunk.count;
+    const valueSize = chunk.values.length / chunk.count;
+    for (let i = 0; i < chunk.count; i++)
+      if (chunk.values.readUInt32LE(i * valueSize + 20) + window < nowStep) stale.push(Buffer.from(chunk.keys.subarray(i * keySize, (i + 1) * keySize)));
+    total += chunk.count;
+  }
+  return { replay: total, replayRemoved: stale.length > 0 ? replay.deleteBatch(stale) : 0 };
 }
