@@ -21,11 +21,23 @@
 #include "spak_syn.h"
 #include "spak_flow.h"
 
+#define SPAK_IPPROTO_ETHERIP 97
+
 /* Upper-layer protocols whose fragments may carry a protected segment. */
 static __always_inline int may_be_protected_proto(__u8 nh)
 {
 	return nh == IPPROTO_TCP || nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING ||
 	       nh == IPPROTO_DSTOPTS || nh == IPPROTO_AH || nh == IPPROTO_FRAGMENT;
+}
+
+/*
+ * Encapsulations the kernel may open itself (a tunnel device, or the fallback one an ipip,
+ * sit, ip6_tunnel or gre module creates): the parser does not follow them, so to a
+ * protected address they are dropped like anything else it cannot read.
+ */
+static __always_inline int is_tunnel_proto(__u8 p)
+{
+	return p == IPPROTO_IPIP || p == IPPROTO_IPV6 || p == IPPROTO_GRE || p == SPAK_IPPROTO_ETHERIP;
 }
 
 SEC("xdp")
@@ -53,8 +65,12 @@ int spak_server(struct xdp_md *ctx)
 		ip4 = data + (l3 & 0xff);
 		if ((void *)(ip4 + 1) > end)
 			return drop(SPAK_SRV_DROP_MALFORMED);
-		if (ip4->protocol != IPPROTO_TCP)
-			return pass(SPAK_SRV_PASS_OTHER);
+		if (ip4->protocol != IPPROTO_TCP) {
+			if (!is_tunnel_proto(ip4->protocol))
+				return pass(SPAK_SRV_PASS_OTHER);
+			spak_addr_v4(fk.daddr, ip4->daddr);
+			return drop_if_protected_addr(fk.daddr, 1, SPAK_SRV_DROP_UNPARSED);
+		}
 		if (ip4->frag_off & bpf_htons(SPAK_IP_MF | SPAK_IP_OFFSET)) {
 			spak_addr_v4(fk.daddr, ip4->daddr);
 			return drop_if_protected_addr(fk.daddr, 1, SPAK_SRV_DROP_FRAGMENT);
@@ -82,8 +98,12 @@ int spak_server(struct xdp_md *ctx)
 							      SPAK_SRV_DROP_FRAGMENT :
 							      SPAK_SRV_DROP_MALFORMED);
 			}
-			if (nexthdr != IPPROTO_TCP)
-				return pass(SPAK_SRV_PASS_OTHER);
+			if (nexthdr != IPPROTO_TCP) {
+				if (!is_tunnel_proto(nexthdr))
+					return pass(SPAK_SRV_PASS_OTHER);
+				spak_addr_v6(fk.daddr, &ip6->daddr);
+				return drop_if_protected_addr(fk.daddr, 0, SPAK_SRV_DROP_UNPARSED);
+			}
 			tcp = data + (l4off & SPAK_IPV6_MAX_EXT_OFF);
 		}
 	} else {

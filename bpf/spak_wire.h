@@ -134,7 +134,7 @@ enum spak_server_reason {
 	SPAK_SRV_DROP_FLOW_MISS,     /* non-SYN packet with no recorded flow */
 	SPAK_SRV_DROP_FRAGMENT,      /* IP fragment that may be for a protected destination */
 	SPAK_SRV_DROP_MALFORMED,     /* truncated or inconsistent headers */
-	SPAK_SRV_DROP_UNPARSED,      /* encapsulation the parser does not follow (VLAN stack too deep) */
+	SPAK_SRV_DROP_UNPARSED,      /* encapsulation the parser does not follow (deep VLAN stack, tunnel) */
 	SPAK_SRV_DROP_REPLAY_FULL,   /* valid SYN, but the replay table is full: cannot be recorded */
 	SPAK_SRV_DROP_FLOW_FULL,     /* valid SYN, but the flow table is full */
 	SPAK_SRV_REASON_MAX,

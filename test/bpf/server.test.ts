@@ -503,6 +503,17 @@ describe('server: traffic it does not guard', () => {
     });
   }
 
+  // Tunnels the kernel may open itself: the parser does not follow them.
+  for (const [name, proto] of [['IP-in-IP', 4], ['IPv6-in-IP', 41], ['GRE', 47], ['EtherIP', 97]] as const) {
+    for (const e of Object.values(FAMILIES)) {
+      test(`IPv${e.family}: ${name} to the protected address -> drop_unparsed; to an unprotected one -> pass_other`, () => {
+        const inner = rawSyn(e, linuxSynOptions()).subarray(14);
+        srv.expect(buildIp({ family: e.family, saddr: e.client, daddr: e.server }, proto, inner), 'drop_unparsed');
+        srv.expect(buildIp({ family: e.family, saddr: e.client, daddr: e.unprotected }, proto, inner), 'pass_other');
+      });
+    }
+  }
+
   test('ARP (non-IP ethertype) -> pass_other', () => {
     const arp = Buffer.alloc(14 + 28);
     Buffer.from('ffffffffffff020000000001', 'hex').copy(arp, 0);
