@@ -253,3 +253,30 @@ export async function capture(lab: Lab, host: string, dport: number, name: strin
 export function delta(before: Record<string, number>, after: Record<string, number>, name: string): number {
   return (after[name] ?? 0) - (before[name] ?? 0);
 }
+
+/** Stops the given processes and removes what spak left on the server and the client host. */
+export async function cleanupHosts(lab: Lab, ...procs: ({ stop(): Promise<unknown> } | null | undefined)[]): Promise<void> {
+  for (const p of procs) await p?.stop().catch(() => undefined);
+  await lab.cleanupSpak(SRV);
+  await lab.cleanupSpak(CLI);
+}
+
+/**
+ * Sends the client's captured SYN from the third host: first to a port nothing protects (the
+ * control: answered with RST, so silence below is spak's doing), then to the protected port,
+ * where it must get no answer, move `reason` and let nothing pass as valid.
+ */
+export async function assertCapturedSynRefused(
+  lab: Lab, server: { counters(): Promise<Record<string, number>> },
+  o: { pcap: string; src: string; dst: string; dstMac: string; dport: number }, reason: string, what: string,
+): Promise<void> {
+  assert.equal((await replayPy(lab, OTH, { ...o, toPort: o.dport + 1 })).answer, 'rst', `control (${what})`);
+  const before = await server.counters();
+  const out = await replayPy(lab, OTH, o);
+  assert.equal(out.captured?.src, lab.host(CLI)[o.dst.includes(':') ? 'v6' : 'v4'], `the captured SYN is the client's (${what})`);
+  assert.equal(out.captured?.has_spak_option, true, `the captured SYN carries the spak option (${what})`);
+  assert.equal(out.answer, 'none', `no answer to the captured SYN from the third host (${what})`);
+  const after = await server.counters();
+  assert.ok(delta(before, after, reason) >= 1, `${reason} (${what}): ${JSON.stringify(after)}`);
+  assert.equal(delta(before, after, 'pass_valid_syn'), 0, `nothing passed as valid (${what})`);
+}

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { hasXdp, Lab, sleep, startSpak, type LabProcess, type SpakProcess } from '../../src/lab/lab.js';
-import { ADDR, CLI, clientConfig, FAMILIES, serverConfig, skip, SRV, threeHosts } from './common.js';
+import { ADDR, cleanupHosts, CLI, clientConfig, FAMILIES, serverConfig, skip, SRV, threeHosts } from './common.js';
 
 const PORT = 8080;
 
@@ -21,11 +21,7 @@ describe('spak options and a second client', { skip }, () => {
     await lab?.destroy();
   });
 
-  async function cleanup(...procs: (SpakProcess | LabProcess | null | undefined)[]): Promise<void> {
-    for (const p of procs) await p?.stop().catch(() => undefined);
-    await lab.cleanupSpak(SRV);
-    await lab.cleanupSpak(CLI);
-  }
+  const cleanup = (...procs: (SpakProcess | LabProcess | null | undefined)[]) => cleanupHosts(lab, ...procs);
 
   /** Waits (bounded) for a process that should exit by itself; fails if it still runs. */
   async function exited(p: LabProcess, what: string, ms = 20_000): Promise<void> {

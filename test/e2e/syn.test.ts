@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { replayPy } from './common.js';
 import {
   counter,
   hasXdp,
@@ -13,7 +14,6 @@ import {
   REPO_ROOT,
   startSpak,
   sleep,
-  SYSTEM_PYTHON,
   type LabProcess,
   type SpakProcess,
 } from '../../src/lab/lab.js';
@@ -27,7 +27,6 @@ const PAGE = 'spak-e2e-ok\n';
 const SRV = 'srv';
 const CLI = 'cli';
 const OTH = 'oth';
-const REPLAY_PY = path.join(REPO_ROOT, 'test', 'e2e', 'replay.py');
 /** connect() bound for "it does not get through": the SYN and at least one retransmission. */
 const BLOCKED_MS = 2_500;
 const PCAP_HEADER_LEN = 24;
@@ -165,21 +164,9 @@ describe('spak SYN mode, end to end', { skip }, () => {
     it(`d: a captured client SYN replayed from a third host gets no SYN-ACK; drop_replay counted (${f})`, { timeout: 90_000 }, async () => {
       const pcap = path.join(lab.dir, `syn-${f}.pcap`);
       const srvMac = await lab.mac(SRV);
-      const replay = async (toPort?: number) => {
-        const argv = [SYSTEM_PYTHON, REPLAY_PY, '--pcap', pcap, '--iface', 'eth0', '--src', lab.host(OTH)[f],
-          '--dst', ADDR[f], '--dst-mac', srvMac, '--dport', String(PORT), '--timeout', '3'];
-        if (toPort !== undefined) argv.push('--to-port', String(toPort));
-        const r = await lab.exec(OTH, argv, { timeoutMs: 60_000 });
-        const line = r.stdout.trim().split('\n').pop() ?? '';
-        let out: { answer?: string; error?: string; captured?: { src: string; seq: number; has_spak_option: boolean } };
-        try {
-          out = JSON.parse(line) as typeof out;
-        } catch {
-          throw new Error(`replay.py failed (exit ${r.code}): ${r.stderr}${r.stdout}`);
-        }
-        assert.equal(out.error, undefined, `replay.py: ${line}`);
-        return out;
-      };
+      const replay = (toPort?: number) => replayPy(lab, OTH, {
+        pcap, src: lab.host(OTH)[f], dst: ADDR[f], dstMac: srvMac, dport: PORT, ...(toPort === undefined ? {} : { toPort }),
+      });
       await withSpak(KEY, async (server) => {
         // --immediate-mode: without it packets wait in the capture ring for up to a second.
         const dump = lab.spawn(SRV, ['tcpdump', '-i', 'eth0', '-n', '-U', '--immediate-mode', '-Z', 'root', '-w', pcap,
