@@ -5,6 +5,7 @@ import { pathToFileURL } from 'node:url';
 import type { CipherSuite } from '@hpke/core';
 import { hpkePrivate, hpkePublic, knockSuite, stockSuite } from '../src/knock/hpke.js';
 import { generateX25519, rawPrivate, rawPublic } from '../src/knock/keys.js';
+import { KnockOpener, KnockSealer, knockClient } from '../src/knock/datagram.js';
 
 export type HpkeVariant = 'node' | 'stock';
 
@@ -52,10 +53,32 @@ export async function hpkeOpensPerSecond(variant: HpkeVariant = 'node', seconds 
   return { perCpuSecond: n / ((c.user + c.system) / 1e6), perWallSecond: n / wall };
 }
 
+/** Whole knocks opened per second (prefilter tag, HPKE open, plaintext parse), as the daemon does. */
+export async function knockOpensPerSecond(seconds = 2): Promise<HpkeRate> {
+  const server = generateX25519();
+  const client = generateX25519();
+  const entry = knockClient(server.privateKey, client.publicKey, 'bench');
+  const opener = new KnockOpener(server.privateKey, (id) => (id === entry.id ? entry : undefined));
+  const sealer = new KnockSealer(client.privateKey, server.publicKey);
+  const knocks: Buffer[] = [];
+  for (let i = 0; i < 64; i++) knocks.push(await sealer.seal({ serverAddr: '192.0.2.1', allowAddr: null, durationS: 0, open: [{ proto: 'tcp', port: 22 }] }));
+  for (let i = 0; i < 50; i++) await opener.open(knocks[i % knocks.length]!);
+  const t0 = performance.now();
+  const c0 = process.cpuUsage();
+  let n = 0;
+  while (performance.now() - t0 < seconds * 1000) {
+    for (let j = 0; j < 20; j++) if (!(await opener.open(knocks[n++ % knocks.length]!)).ok) throw new Error('a knock did not open');
+  }
+  const c = process.cpuUsage(c0);
+  return { perCpuSecond: n / ((c.user + c.system) / 1e6), perWallSecond: n / ((performance.now() - t0) / 1000) };
+}
+
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const seconds = Number(process.argv[2] ?? 2);
   for (const v of ['stock', 'node'] as const) {
     const r = await hpkeOpensPerSecond(v, seconds);
     process.stdout.write(`hpke ${v}: ${Math.round(r.perCpuSecond)} opens per CPU-second (${Math.round(r.perWallSecond)}/s wall clock)\n`);
   }
+  const k = await knockOpensPerSecond(seconds);
+  process.stdout.write(`knock datagrams: ${Math.round(k.perCpuSecond)} opens per CPU-second (${Math.round(k.perWallSecond)}/s wall clock)\n`);
 }

@@ -62,7 +62,7 @@ export const loadPublicKey = (file: string): KeyObject => parsePublicPem(readTex
  * file and a rename so a reader never sees half a key. Refuses to replace unless `overwrite`.
  */
 export function writeFileMode(file: string, text: string, mode: number, overwrite = false): void {
-  if (!overwrite && existsSync(file)) throw new Error(`${file} exists: not replacing it`);
+  if (!overwrite && existsSync(file)) throw new Error(`${file} exists: not replacing it (--force replaces)`);
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
   writeFileSync(tmp, text, { mode, flag: 'wx' });
   chmodSync(tmp, mode);
