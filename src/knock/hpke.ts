@@ -98,7 +98,8 @@ export class NodeHkdfSha256 extends HkdfSha256 {
     const s = buf(salt);
     const i = buf(ikm);
     if (lastExtract && lastExtract.salt.equals(s) && lastExtract.ikm.equals(i)) return lastExtract.prk.slice(0);
-    const prk = hmac(s.length === 0 ? Buffer.alloc(32) : s, i);
+    if (s.length === 0) return hmac(Buffer.alloc(32), i); // the KEM's: its ikm holds raw DH output, never kept
+    const prk = hmac(s, i);
     lastExtract = { salt: s, ikm: i, prk };
     return prk.slice(0);
   }
