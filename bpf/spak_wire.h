@@ -151,4 +151,113 @@ enum spak_client_reason {
 	SPAK_CLI_REASON_MAX,
 };
 
+/* ======================================================================== */
+/*
+ * Knock mode: one UDP datagram, SPAK_KNOCK_LEN (152) bytes, no other length.
+ * A client without our eBPF program asks for access with it; the server's XDP program
+ * checks the cleartext header and the prefilter tag, and only then hands the
+ * datagram to the daemon, which opens the HPKE message (src/knock/datagram.ts).
+ *
+ *   off  size  field
+ *     0     1  version          SPAK_KNOCK_VERSION (1)
+ *     1     3  reserved         zero
+ *     4     4  client id        big-endian: the first 4 bytes of SHA-256(client's raw
+ *                               X25519 public key), so the server needs no registry
+ *     8     8  prefilter tag    SipHash-2-4 (little-endian output, as the SYN tag) under
+ *                               the client's prefilter key, over bytes 16..151
+ *    16    32  enc              HPKE encapsulated key (X25519 ephemeral public key)
+ *    48   104  ciphertext       HPKE ChaCha20-Poly1305: the 88-byte plaintext + 16-byte tag
+ *
+ * HPKE (RFC 9180): mode_auth (0x02), DHKEM(X25519, HKDF-SHA256) (0x0020), HKDF-SHA256
+ * (0x0001), ChaCha20-Poly1305 (0x0003); sealed to the server's static public key with the
+ * client's static private key; one message per context (sequence number 0);
+ * info = "spak knock v1" (13 ASCII bytes); aad = datagram bytes 0..7 (version, reserved,
+ * client id), so the cleartext header cannot be changed without the open failing.
+ *
+ * Prefilter key (16 bytes, a SipHash key), derived on both ends, never sent:
+ *   HKDF-SHA256(salt = empty, ikm = X25519(server private, client public)
+ *                                  = X25519(client private, server public),
+ *               info = "spak knock prefilter v1" (23 ASCII bytes)
+ *                      || server public key (32) || client public key (32), L = 16)
+ * Per client: revoking one client (removing its key from the map) kills its knocks in
+ * XDP without touching anyone else's. The tag only sheds garbage cheaply; the HPKE open
+ * is what authenticates.
+ *
+ * The plaintext, SPAK_KNOCK_PT_LEN (88) bytes, fixed:
+ *
+ *   off  size  field
+ *     0     1  version          SPAK_KNOCK_PT_VERSION (1)
+ *     1     1  count            entries used, 0..SPAK_KNOCK_MAX_OPEN; 0 = the client's
+ *                               default access (the server's policy decides)
+ *     2     2  reserved         zero
+ *     4     4  duration         seconds, big-endian; 0 = the server's default
+ *     8     8  timestamp        unix seconds, big-endian u64 (a u32 ends in 2106; four
+ *                               bytes more inside the ciphertext cost the XDP side nothing)
+ *    16    16  nonce            random, for the replay cache
+ *    32    16  server address   the address the knock was sent to, IPv4 as ::ffff:a.b.c.d:
+ *                               a knock to one server is refused by another sharing its key
+ *    48    16  allow address    the address to allow; all zero = the packet's source
+ *    64    24  entries          8 x 3 bytes: protocol (6 TCP, 17 UDP), port big-endian;
+ *                               entries past count are all zero
+ */
+#define SPAK_KNOCK_VERSION 1
+#define SPAK_KNOCK_LEN 152
+#define SPAK_KNOCK_OFF_VERSION 0
+#define SPAK_KNOCK_OFF_RESERVED 1
+#define SPAK_KNOCK_OFF_CLIENT_ID 4
+#define SPAK_KNOCK_OFF_TAG 8
+#define SPAK_KNOCK_OFF_ENC 16
+#define SPAK_KNOCK_OFF_CT 48
+#define SPAK_KNOCK_HDR_LEN 16         /* cleartext before the tagged part */
+#define SPAK_KNOCK_AAD_LEN 8          /* bytes 0..7 are the HPKE aad */
+#define SPAK_KNOCK_TAG_LEN 8
+#define SPAK_KNOCK_TAGGED_LEN 136     /* bytes 16..151: enc + ciphertext, 17 SipHash blocks */
+#define SPAK_KNOCK_ENC_LEN 32
+#define SPAK_KNOCK_CT_LEN 104
+#define SPAK_KNOCK_AEAD_TAG_LEN 16
+#define SPAK_KNOCK_PREFILTER_KEY_LEN 16
+
+#define SPAK_KNOCK_PT_VERSION 1
+#define SPAK_KNOCK_PT_LEN 88
+#define SPAK_KNOCK_MAX_OPEN 8
+#define SPAK_KNOCK_ENTRY_LEN 3
+#define SPAK_KNOCK_NONCE_LEN 16
+#define SPAK_KNOCK_PT_OFF_VERSION 0
+#define SPAK_KNOCK_PT_OFF_COUNT 1
+#define SPAK_KNOCK_PT_OFF_RESERVED 2
+#define SPAK_KNOCK_PT_OFF_DURATION 4
+#define SPAK_KNOCK_PT_OFF_TIMESTAMP 8
+#define SPAK_KNOCK_PT_OFF_NONCE 16
+#define SPAK_KNOCK_PT_OFF_SERVER 32
+#define SPAK_KNOCK_PT_OFF_ALLOW 48
+#define SPAK_KNOCK_PT_OFF_OPEN 64
+#define SPAK_KNOCK_PROTO_TCP 6
+#define SPAK_KNOCK_PROTO_UDP 17
+
+struct spak_knock {
+	__u8 version;
+	__u8 reserved[3];
+	__be32 client_id;
+	__u8 tag[SPAK_KNOCK_TAG_LEN];
+	__u8 enc[SPAK_KNOCK_ENC_LEN];
+	__u8 ct[SPAK_KNOCK_CT_LEN];
+} __attribute__((packed));
+
+struct spak_knock_entry {
+	__u8 proto;
+	__be16 port;
+} __attribute__((packed));
+
+struct spak_knock_plain {
+	__u8 version;
+	__u8 count;
+	__be16 reserved;
+	__be32 duration;
+	__be64 timestamp;
+	__u8 nonce[SPAK_KNOCK_NONCE_LEN];
+	__u8 server_addr[16];
+	__u8 allow_addr[16];
+	struct spak_knock_entry open[SPAK_KNOCK_MAX_OPEN];
+} __attribute__((packed));
+
 #endif /* SPAK_WIRE_H */

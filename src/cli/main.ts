@@ -12,6 +12,7 @@ import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
 import { DEFAULT_BPFFS, pinPaths } from '../server/pins.js';
 import { scopeWarnings } from '../server/scope.js';
 import { SERVER_REASON_NAMES } from '../wire/layout.js';
+import { registerKnock } from './knock.js';
 
 /** A mistake in what the user typed: reported as one line, exit status 2. */
 export class UsageError extends Error {}
@@ -300,6 +301,8 @@ export function buildProgram(): Command {
         map.close();
       }
     });
+
+  registerKnock(program);
 
   // Usage mistakes exit 2 (commander's own errors included); --help and --version exit 0.
   program.exitOverride();

@@ -7,6 +7,9 @@
  */
 import { isIP } from 'node:net';
 
+/* ---- spak_wire.h: the knock datagram (src/knock/wire.ts) ---- */
+export * from '../knock/wire.js';
+
 /* ---- spak_wire.h: the SYN option ---- */
 export const SPAK_OPT_KIND = 253;
 export const SPAK_OPT_LEN = 20;
@@ -135,6 +138,9 @@ export const STRUCT_SIZES = {
   spak_flow_key: 36,
   spak_flow: 8,
   spak_replay: 24,
+  spak_knock: 152,
+  spak_knock_entry: 3,
+  spak_knock_plain: 88,
 } as const;
 
 /* ---- addresses: always 16 bytes, IPv4 stored as ::ffff:a.b.c.d ---- */

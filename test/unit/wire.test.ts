@@ -70,7 +70,7 @@ function enumNames(name: string): string[] {
 interface CField { name: string; type: string; count: number; offset: number; size: number }
 interface CStruct { size: number; align: number; fields: Map<string, CField> }
 const SCALARS: Record<string, number> = {
-  __u8: 1, __s8: 1, __u16: 2, __s16: 2, __be16: 2, __u32: 4, __s32: 4, __be32: 4, __u64: 8, __s64: 8,
+  __u8: 1, __s8: 1, __u16: 2, __s16: 2, __be16: 2, __u32: 4, __s32: 4, __be32: 4, __u64: 8, __s64: 8, __be64: 8,
 };
 
 function structs(): Map<string, CStruct> {
@@ -131,6 +131,7 @@ function readField(buf: Buffer, f: CField): number | bigint | string {
     case '__be32': return buf.readUInt32BE(o);
     case '__u64': return buf.readBigUInt64LE(o);
     case '__s64': return buf.readBigInt64LE(o);
+    case '__be64': return buf.readBigUInt64BE(o);
     default: return assert.fail(`no reader for ${f.type}`);
   }
 }
@@ -206,6 +207,36 @@ describe('constants mirror the headers', () => {
   });
 });
 
+describe('knock datagram mirrors the header', () => {
+  test('datagram offsets and lengths agree with struct spak_knock', () => {
+    const hdr: Record<string, string> = { VERSION: 'version', RESERVED: 'reserved', CLIENT_ID: 'client_id', TAG: 'tag', ENC: 'enc', CT: 'ct' };
+    for (const [k, f] of Object.entries(hdr)) assert.equal(DEFINES.get(`SPAK_KNOCK_OFF_${k}`), cfield('spak_knock', f).offset, k);
+    assert.equal(STRUCTS.get('spak_knock')!.size, layout.SPAK_KNOCK_LEN);
+    assert.equal(cfield('spak_knock', 'tag').size, layout.SPAK_KNOCK_TAG_LEN);
+    assert.equal(cfield('spak_knock', 'enc').size, layout.SPAK_KNOCK_ENC_LEN);
+    assert.equal(cfield('spak_knock', 'ct').size, layout.SPAK_KNOCK_CT_LEN);
+    assert.equal(layout.SPAK_KNOCK_HDR_LEN, layout.SPAK_KNOCK_OFF_ENC, 'the tagged part starts at enc');
+    assert.equal(layout.SPAK_KNOCK_AAD_LEN, layout.SPAK_KNOCK_OFF_TAG, 'the aad is everything before the tag');
+    assert.equal(layout.SPAK_KNOCK_TAGGED_LEN, layout.SPAK_KNOCK_LEN - layout.SPAK_KNOCK_HDR_LEN);
+    assert.equal(layout.SPAK_KNOCK_TAGGED_LEN % 8, 0, 'whole SipHash blocks');
+    assert.equal(layout.SPAK_KNOCK_CT_LEN, layout.SPAK_KNOCK_PT_LEN + layout.SPAK_KNOCK_AEAD_TAG_LEN);
+    assert.equal(layout.SPAK_KNOCK_OFF_CT + layout.SPAK_KNOCK_CT_LEN, layout.SPAK_KNOCK_LEN);
+  });
+
+  test('plaintext offsets agree with struct spak_knock_plain', () => {
+    const pt: Record<string, string> = {
+      VERSION: 'version', COUNT: 'count', RESERVED: 'reserved', DURATION: 'duration', TIMESTAMP: 'timestamp',
+      NONCE: 'nonce', SERVER: 'server_addr', ALLOW: 'allow_addr', OPEN: 'open',
+    };
+    for (const [k, f] of Object.entries(pt)) assert.equal(DEFINES.get(`SPAK_KNOCK_PT_OFF_${k}`), cfield('spak_knock_plain', f).offset, k);
+    assert.equal(STRUCTS.get('spak_knock_plain')!.size, layout.SPAK_KNOCK_PT_LEN);
+    assert.equal(STRUCTS.get('spak_knock_entry')!.size, layout.SPAK_KNOCK_ENTRY_LEN);
+    assert.equal(cfield('spak_knock_plain', 'open').count, layout.SPAK_KNOCK_MAX_OPEN);
+    assert.equal(cfield('spak_knock_plain', 'nonce').size, layout.SPAK_KNOCK_NONCE_LEN);
+    assert.equal(cfield('spak_knock_plain', 'timestamp').type, '__be64');
+  });
+});
+
 /* ---- structs ---- */
 
 describe('struct layout', () => {
@@ -217,7 +248,7 @@ describe('struct layout', () => {
       { ...STRUCT_SIZES },
       { spak_opt: 20, spak_tag_input: 48, spak_sip_state: 32, spak_key: 16, spak_config: 24, spak_dest: 20,
         spak_dest_key: 40, spak_dest_info: 168, spak_port_slot: 24, spak_target: 40, spak_flow_key: 36, spak_flow: 8,
-        spak_replay: 24 },
+        spak_replay: 24, spak_knock: 152, spak_knock_entry: 3, spak_knock_plain: 88 },
     );
   });
 
