@@ -64,8 +64,14 @@ function makeLogger(level: string): Logger {
   return pino({ name: 'spak', level }, pino.destination(2));
 }
 
-/** Runs until SIGINT/SIGTERM; SIGUSR1 prints the counters. `farewell` says what stays behind. */
-function runForeground(stop: () => void, report: () => string, statsInterval: number, farewell: (signal: string) => string): Promise<void> {
+/**
+ * Runs until SIGINT/SIGTERM; SIGUSR1 prints the counters. `farewell` says what stays behind.
+ * `started` (the banner) runs once the handlers are in place, so whoever waits for the banner
+ * can signal at once without killing the process before it reports.
+ */
+function runForeground(
+  stop: () => void, report: () => string, statsInterval: number, farewell: (signal: string) => string, started: () => void,
+): Promise<void> {
   return new Promise((resolve) => {
     const timer = statsInterval > 0 ? setInterval(() => process.stdout.write(`${report()}\n`), statsInterval * 1000) : null;
     // Signal handlers alone do not keep Node running: this does, until we are told to stop.
@@ -88,6 +94,7 @@ function runForeground(stop: () => void, report: () => string, statsInterval: nu
     process.on('SIGTERM', () => finish('SIGTERM'));
     process.on('SIGHUP', () => finish('SIGHUP'));
     process.on('SIGUSR1', () => process.stdout.write(`${report()}\n`));
+    started();
   });
 }
 
@@ -225,19 +232,21 @@ export function buildProgram(): Command {
       const server = new SpakServer(opts);
       const info = server.start();
       const dests = opts.protect.map((d) => `${d.address === ALL_ADDRESSES ? '*' : hostPort(d.address, d.port).replace(/:\d+$/, '')}:${d.port}${d.bindSource ? ' (source-bound)' : ''}`).join(', ');
-      const how = info.adopted
-        ? `adopted on ${info.ifname} (ifindex ${info.ifindex}); replaced program id ${info.adopted.oldProgId} with ${info.adopted.newProgId}`
-        : `attached to ${info.ifname} (ifindex ${info.ifindex})`;
-      process.stdout.write(
-        `spak server: XDP (${info.mode}) ${how}; protecting ${dests}; key ids ${opts.keys.map((k) => k.id).join(',')}; ` +
-          `step ${opts.stepSeconds}s +-${opts.stepWindow}; ${info.seededFlows} existing connection(s) kept; pinned at ${info.pinDir}\n`,
-      );
-      for (const w of scopeWarnings(opts.protect)) process.stderr.write(`spak: warning: ${w}\n`);
       await runForeground(
         () => server.stop(),
         () => `spak server counters:\n${formatCounters(server.counters())}`,
         Number(o.statsInterval) || 0,
         (signal) => `spak server: ${signal}: exiting; protection stays in force on ${opts.iface} (spak server stop ${opts.iface} removes it)`,
+        () => {
+          const how = info.adopted
+            ? `adopted on ${info.ifname} (ifindex ${info.ifindex}); replaced program id ${info.adopted.oldProgId} with ${info.adopted.newProgId}`
+            : `attached to ${info.ifname} (ifindex ${info.ifindex})`;
+          process.stdout.write(
+            `spak server: XDP (${info.mode}) ${how}; protecting ${dests}; key ids ${opts.keys.map((k) => k.id).join(',')}; ` +
+              `step ${opts.stepSeconds}s +-${opts.stepWindow}; ${info.seededFlows} existing connection(s) kept; pinned at ${info.pinDir}\n`,
+          );
+          for (const w of scopeWarnings(opts.protect)) process.stderr.write(`spak: warning: ${w}\n`);
+        },
       );
     });
 
@@ -261,14 +270,16 @@ export function buildProgram(): Command {
       const client = new SpakClient(opts);
       const info = client.start();
       const dests = opts.targets.map((t) => `${hostPort(t.address, t.port)} (key id ${t.keyId}${t.bindSource ? ', source-bound' : ''})`).join(', ');
-      process.stdout.write(
-        `spak client: TC egress attached to ${info.ifname} (ifindex ${info.ifindex})${info.replaced ? ', replacing a filter a stopped client left' : ''}; tagging SYNs to ${dests}\n`,
-      );
       await runForeground(
         () => client.stop(),
         () => `spak client counters:\n${formatCounters(client.counters())}`,
         Number(o.statsInterval) || 0,
         (signal) => `spak client: ${signal}: detached, bye`,
+        () => {
+          process.stdout.write(
+            `spak client: TC egress attached to ${info.ifname} (ifindex ${info.ifindex})${info.replaced ? ', replacing a filter a stopped client left' : ''}; tagging SYNs to ${dests}\n`,
+          );
+        },
       );
     });
 
