@@ -2,7 +2,7 @@
 /*
  * spak server: the XDP dispatcher. Parses down to TCP, lets through what no
  * destination protects, and hands the rest to SYN verification (spak_syn.h) or flow
- * gating (spak_flow.h). What the parser cannot read is never passed to a protected
+ * gating (spak_flow.h); UDP goes to the knock port's checks (spak_knock.h). What the parser cannot read is never passed to a protected
  * address: a frame still VLAN-tagged after the walk is dropped outright, fragments and
  * broken headers are dropped when they may be for a protected address.
  *
