@@ -2,12 +2,13 @@
 /*
  * spak server: the XDP dispatcher. Parses down to TCP, lets through what no
  * destination protects, and hands the rest to SYN verification (spak_syn.h) or flow
- * gating (spak_flow.h). What the parser cannot read is never passed to a protected
+ * gating (spak_flow.h); UDP goes to the knock port's checks (spak_knock.h). What the parser cannot read is never passed to a protected
  * address: a frame still VLAN-tagged after the walk is dropped outright, fragments and
  * broken headers are dropped when they may be for a protected address.
  *
  * Hot paths, cheapest first:
  *   - not TCP, or TCP to a port no destination protects: one inlined array read.
+ *   - UDP: the knock config's inlined array read; the knock port itself: spak_knock.h.
  *   - segment of a known flow: one flow-table lookup.
  *   - SYN to a protected destination: option walk, SipHash resumed from a precomputed
  *     state, then (valid tags only) replay and flow table updates.
@@ -20,6 +21,7 @@
 #include "spak_dest.h"
 #include "spak_syn.h"
 #include "spak_flow.h"
+#include "spak_knock.h"
 
 #define SPAK_IPPROTO_ETHERIP 97
 
@@ -66,6 +68,8 @@ int spak_server(struct xdp_md *ctx)
 		if ((void *)(ip4 + 1) > end)
 			return drop(SPAK_SRV_DROP_MALFORMED);
 		if (ip4->protocol != IPPROTO_TCP) {
+			if (ip4->protocol == IPPROTO_UDP)
+				return handle_udp_v4(ip4, end);
 			if (!is_tunnel_proto(ip4->protocol))
 				return pass(SPAK_SRV_PASS_OTHER);
 			spak_addr_v4(fk.daddr, ip4->daddr);
@@ -89,6 +93,8 @@ int spak_server(struct xdp_md *ctx)
 			tcp = (void *)(ip6 + 1);
 		} else {
 			r = spak_ipv6_skip_ext(data, end, ip6, &nexthdr, &l4off);
+			if (r == SPAK_V6_FRAGMENT && nexthdr == IPPROTO_UDP)
+				return handle_udp_v6(data, end, ip6, l4off, 1);
 			if (r == SPAK_V6_FRAGMENT && !may_be_protected_proto(nexthdr))
 				return pass(SPAK_SRV_PASS_OTHER);
 			if (r != SPAK_V6_OK) {
@@ -99,6 +105,8 @@ int spak_server(struct xdp_md *ctx)
 							      SPAK_SRV_DROP_MALFORMED);
 			}
 			if (nexthdr != IPPROTO_TCP) {
+				if (nexthdr == IPPROTO_UDP)
+					return handle_udp_v6(data, end, ip6, l4off, 0);
 				if (!is_tunnel_proto(nexthdr))
 					return pass(SPAK_SRV_PASS_OTHER);
 				spak_addr_v6(fk.daddr, &ip6->daddr);

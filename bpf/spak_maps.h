@@ -101,6 +101,24 @@ struct spak_replay {
 	__u32 time_step;
 };
 
+/*
+ * Server, knock mode (index 0 of spak_knock_config), written by the daemon; port 0 = off.
+ * Per-source rate limit as a GCRA (a token bucket kept as one timestamp per source):
+ * interval_ns = 1 s / rate, burst_ns = burst * interval_ns, so the packet path neither
+ * multiplies nor divides. Defaults: 10 knocks/s, burst 20.
+ */
+struct spak_knock_config {
+	__u64 interval_ns;
+	__u64 burst_ns;
+	__be16 port;
+	__u8 pad[6];
+};
+
+#define SPAK_KNOCK_DEFAULT_RATE 10
+#define SPAK_KNOCK_DEFAULT_BURST 20
+#define SPAK_MAX_KNOCK_CLIENTS 4096
+#define SPAK_KNOCK_RATE_CAPACITY 65536
+
 #define SPAK_PORT_WORDS 1024    /* 65536 ports, one bit each */
 #define SPAK_DEFAULT_REPLAY_CAPACITY 262144
 #define SPAK_DEFAULT_FLOW_CAPACITY 262144

@@ -72,7 +72,7 @@ static __always_inline int spak_parse_eth(void *data, void *end, __u16 *proto)
  * Skips IPv6 extension headers (hop-by-hop, routing, destination options, AH).
  * On SPAK_V6_OK, *nexthdr and *l4off name the upper-layer header. On SPAK_V6_FRAGMENT,
  * *nexthdr is what the fragment header names (the same in every fragment of a packet),
- * so fragments of protocols nothing protects can pass.
+ * so fragments of protocols nothing protects can pass, and *l4off is the fragment header.
  */
 static __always_inline int spak_ipv6_skip_ext(void *data, void *end, struct ipv6hdr *ip6,
 					      __u8 *nexthdr, int *l4off)
@@ -93,6 +93,7 @@ static __always_inline int spak_ipv6_skip_ext(void *data, void *end, struct ipv6
 			if ((void *)(ext + 8) > end)
 				return SPAK_V6_MALFORMED;
 			*nexthdr = ext[0];
+			*l4off = off;
 			return SPAK_V6_FRAGMENT;
 		}
 		if (nh != IPPROTO_HOPOPTS && nh != IPPROTO_ROUTING && nh != IPPROTO_DSTOPTS &&

@@ -3,7 +3,7 @@
  * The server's maps and its verdict helpers. Sizes marked "set by user space" are
  * defaults the daemon resizes before load (--replay-capacity, --flow-capacity).
  * Every map here is pinned under /sys/fs/bpf/spak/<interface>/; the state maps
- * (flows, replay, counters) are adopted by the next daemon, the others are written
+ * (flows, replay, knock rate, counters) are adopted by the next daemon, the others are written
  * anew by it and swapped in with the program.
  */
 #ifndef SPAK_SERVER_MAPS_H
@@ -77,6 +77,34 @@ struct {
 	__type(key, __u64);
 	__type(value, struct spak_replay);
 } spak_replay SEC(".maps");
+
+/* Knock mode: port and rate limit (index 0). A config map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct spak_knock_config);
+} spak_knock_config SEC(".maps");
+
+/* Knock client id (as on the wire, big-endian) -> its prefilter key. A config map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SPAK_MAX_KNOCK_CLIENTS);
+	__type(key, __be32);
+	__type(value, struct spak_key);
+} spak_knock_clients SEC(".maps");
+
+/*
+ * Source address -> the GCRA's theoretical arrival time (ns). A state map: a restart
+ * must not hand a flooding source a fresh burst. An LRU: sources that stop are forgotten,
+ * and a source evicted by a spoofed flood only comes back with a full bucket.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SPAK_KNOCK_RATE_CAPACITY);
+	__type(key, __u8[16]);
+	__type(value, __u64);
+} spak_knock_rate SEC(".maps");
 
 SPAK_COUNTERS(spak_server_counters, SPAK_SRV_REASON_MAX)
 

@@ -137,6 +137,12 @@ enum spak_server_reason {
 	SPAK_SRV_DROP_UNPARSED,      /* encapsulation the parser does not follow (deep VLAN stack, tunnel) */
 	SPAK_SRV_DROP_REPLAY_FULL,   /* valid SYN, but the replay table is full: cannot be recorded */
 	SPAK_SRV_DROP_FLOW_FULL,     /* valid SYN, but the flow table is full */
+	SPAK_SRV_PASS_KNOCK,         /* knock port: passed every XDP check, handed to the daemon's socket */
+	SPAK_SRV_DROP_KNOCK_RATE,    /* knock port: over the source's rate limit */
+	SPAK_SRV_DROP_KNOCK_MALFORMED, /* knock port: wrong length, version or reserved bytes */
+	SPAK_SRV_DROP_KNOCK_UNKNOWN_CLIENT, /* knock port: client id not loaded (or revoked) */
+	SPAK_SRV_DROP_KNOCK_TAG,     /* knock port: prefilter tag does not verify */
+	SPAK_SRV_DROP_KNOCK_FRAGMENT, /* knock port: first IP fragment (a knock is never fragmented) */
 	SPAK_SRV_REASON_MAX,
 };
 

@@ -32,12 +32,14 @@ import {
   SPAK_FLOW_OPEN,
   type ServerReason,
 } from '../wire/layout.js';
+import { checkKnock, writeKnock, type KnockOptions } from '../knock/clientmap.js';
 import { ALL_ADDRESSES, checkDestinations, writeDestinations, type ProtectedDest, type ServerKey } from './destinations.js';
 import { DEFAULT_BPFFS, pinPaths, type PinPaths } from './pins.js';
 import { liveTcpSockets } from './seed.js';
 import { sweepFlows, sweepReplay, type SweepResult } from './sweep.js';
 
 export type { ProtectedDest, ServerKey } from './destinations.js';
+export type { KnockOptions } from '../knock/clientmap.js';
 
 export interface ServerOptions {
   iface: string;
@@ -54,6 +56,8 @@ export interface ServerOptions {
   flowCapacity?: number | undefined;
   /** Seed flows from the kernel's sockets at first start, so existing connections survive. */
   seedExisting: boolean;
+  /** Knock mode: the XDP side of the knock port (port, clients, rate limit); off when absent. */
+  knock?: KnockOptions | undefined;
   /** Where bpffs is (mounted there when missing). */
   bpffs?: string | undefined;
   logger?: Logger | undefined;
@@ -69,9 +73,15 @@ export function sweepIntervalSeconds(o: Pick<ServerOptions, 'flowFinSeconds' | '
   return Math.min(30, Math.max(5, Math.min(o.flowFinSeconds, o.flowIdleSeconds)));
 }
 /** Rewritten by each daemon and swapped in with its program. */
-const CONFIG_MAPS = ['spak_config', 'spak_ports', 'spak_port_slots', 'spak_protected', 'spak_dests', 'spak_protected_addrs'] as const;
-/** Kept across daemons: what the program learned (flows, tags seen) and its counters. */
-const STATE_MAPS = ['spak_flows', 'spak_replay', 'spak_server_counters'] as const;
+const CONFIG_MAPS = [
+  'spak_config', 'spak_ports', 'spak_port_slots', 'spak_protected', 'spak_dests', 'spak_protected_addrs',
+  'spak_knock_config', 'spak_knock_clients',
+] as const;
+/**
+ * Kept across daemons: what the program learned (flows, tags seen, knock rates) and its
+ * counters. Knock rates are state so that a restart does not hand a flooding source a fresh burst.
+ */
+const STATE_MAPS = ['spak_flows', 'spak_replay', 'spak_knock_rate', 'spak_server_counters'] as const;
 export const SERVER_MAPS = [...CONFIG_MAPS, ...STATE_MAPS] as const;
 export type ServerMapName = (typeof SERVER_MAPS)[number];
 
@@ -96,6 +106,7 @@ export class SpakServer {
   constructor(opts: ServerOptions) {
     this.#opts = opts;
     checkDestinations(opts.protect, opts.keys);
+    if (opts.knock) checkKnock(opts.knock);
   }
 
   /**
@@ -111,6 +122,7 @@ export class SpakServer {
     for (const [name, map] of Object.entries(reuse)) obj.reuseMap(name, map);
     obj.load();
     writeTimeConfig(obj.map('spak_config'), o);
+    this.#writeKnock();
     return obj.program('spak_server');
   }
 
@@ -120,12 +132,18 @@ export class SpakServer {
   }
 
   /** Rewrites the time config and the destinations of the loaded program with new settings. */
-  configure(update: Partial<Pick<ServerOptions, 'protect' | 'keys' | 'stepSeconds' | 'stepWindow' | 'flowIdleSeconds' | 'flowFinSeconds'>>): void {
+  configure(update: Partial<Pick<ServerOptions, 'protect' | 'keys' | 'stepSeconds' | 'stepWindow' | 'flowIdleSeconds' | 'flowFinSeconds' | 'knock'>>): void {
     const next = { ...this.#opts, ...update };
     checkDestinations(next.protect, next.keys);
+    if (next.knock) checkKnock(next.knock);
     Object.assign(this.#opts, update);
     writeTimeConfig(this.map('spak_config'), this.#opts);
     this.protectWithoutAttaching();
+    this.#writeKnock();
+  }
+
+  #writeKnock(): void {
+    writeKnock({ spak_knock_config: this.map('spak_knock_config'), spak_knock_clients: this.map('spak_knock_clients') }, this.#opts.knock);
   }
 
   /**

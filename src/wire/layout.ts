@@ -57,6 +57,10 @@ export const SPAK_DEST_BIND_SOURCE = 0x01;
 export const SPAK_DEST_DADDR_AT_RUN = 0x02;
 export const SPAK_DEFAULT_REPLAY_CAPACITY = 262144;
 export const SPAK_DEFAULT_FLOW_CAPACITY = 262144;
+export const SPAK_KNOCK_DEFAULT_RATE = 10;
+export const SPAK_KNOCK_DEFAULT_BURST = 20;
+export const SPAK_MAX_KNOCK_CLIENTS = 4096;
+export const SPAK_KNOCK_RATE_CAPACITY = 65536;
 
 /** Where a port lives in the port bitmap: array index and the bit within that u64. */
 export function portBit(port: number): { index: number; bit: bigint } {
@@ -84,6 +88,12 @@ export const SERVER_REASONS = [
   'SPAK_SRV_DROP_UNPARSED',
   'SPAK_SRV_DROP_REPLAY_FULL',
   'SPAK_SRV_DROP_FLOW_FULL',
+  'SPAK_SRV_PASS_KNOCK',
+  'SPAK_SRV_DROP_KNOCK_RATE',
+  'SPAK_SRV_DROP_KNOCK_MALFORMED',
+  'SPAK_SRV_DROP_KNOCK_UNKNOWN_CLIENT',
+  'SPAK_SRV_DROP_KNOCK_TAG',
+  'SPAK_SRV_DROP_KNOCK_FRAGMENT',
 ] as const;
 
 export const CLIENT_REASONS = [
@@ -141,6 +151,7 @@ export const STRUCT_SIZES = {
   spak_knock: 152,
   spak_knock_entry: 3,
   spak_knock_plain: 88,
+  spak_knock_config: 24,
 } as const;
 
 /* ---- addresses: always 16 bytes, IPv4 stored as ::ffff:a.b.c.d ---- */
@@ -290,6 +301,21 @@ export function decodeConfig(b: Buffer): SpakConfig {
     stepWindow: b.readUInt32LE(16),
     flowClockS: b.readUInt32LE(20),
   };
+}
+
+/** struct spak_knock_config (index 0 of spak_knock_config): port 0 = knock mode off. */
+export interface SpakKnockConfig { port: number; intervalNs: bigint; burstNs: bigint }
+
+export function encodeKnockConfig(c: SpakKnockConfig): Buffer {
+  const b = Buffer.alloc(STRUCT_SIZES.spak_knock_config);
+  b.writeBigUInt64LE(c.intervalNs, 0);
+  b.writeBigUInt64LE(c.burstNs, 8);
+  b.writeUInt16BE(c.port, 16); // __be16
+  return b;
+}
+export function decodeKnockConfig(b: Buffer): SpakKnockConfig {
+  need(b, STRUCT_SIZES.spak_knock_config, 'spak_knock_config');
+  return { port: b.readUInt16BE(16), intervalNs: b.readBigUInt64LE(0), burstNs: b.readBigUInt64LE(8) };
 }
 
 /** struct spak_dest: a protected (server) or target (client) destination. */

@@ -248,7 +248,7 @@ describe('struct layout', () => {
       { ...STRUCT_SIZES },
       { spak_opt: 20, spak_tag_input: 48, spak_sip_state: 32, spak_key: 16, spak_config: 24, spak_dest: 20,
         spak_dest_key: 40, spak_dest_info: 168, spak_port_slot: 24, spak_target: 40, spak_flow_key: 36, spak_flow: 8,
-        spak_replay: 24, spak_knock: 152, spak_knock_entry: 3, spak_knock_plain: 88 },
+        spak_replay: 24, spak_knock: 152, spak_knock_entry: 3, spak_knock_plain: 88, spak_knock_config: 24 },
     );
   });
 
@@ -270,6 +270,13 @@ describe('struct layout', () => {
     const b = layout.encodeConfig(c);
     assertStruct('spak_config', b, { clock_offset_ns: c.clockOffsetNs, step_ns: c.stepNs, step_window: 1, flow_clock_s: 987654 });
     assert.deepEqual(layout.decodeConfig(b), c);
+  });
+
+  test('spak_knock_config', () => {
+    const c = { port: 62201, intervalNs: 100_000_000n, burstNs: 2_000_000_000n };
+    const b = layout.encodeKnockConfig(c);
+    assertStruct('spak_knock_config', b, { interval_ns: c.intervalNs, burst_ns: c.burstNs, port: 62201, pad: '000000000000' });
+    assert.deepEqual(layout.decodeKnockConfig(b), c);
   });
 
   test('spak_dest', () => {
