@@ -8,6 +8,7 @@
 //   single    only the family's server address on 22 (the per-port slot)
 //   wildcard  0.0.0.0:22 or [::]:22 (the slot, every address of the family, address bound at run)
 //   all       "*":22 (every address of both families)
+import { after, before } from 'node:test';
 import { encodeFlowKey, type ServerReason } from '../../src/wire/layout.js';
 import { buildTcp, padOptions, type TcpFlags, type TcpParams } from '../../src/wire/packet.js';
 import {
@@ -66,15 +67,26 @@ export function unprotectedAddrReason(shape: Shape): ServerReason {
   return shape === 'several' || shape === 'single' ? 'pass_unprotected' : 'drop_flow_miss';
 }
 
-/** The server program loaded through the daemon's code, configured with DEFAULT_SETUP. */
-export function openServer(): ServerHarness {
-  const srv = new ServerHarness();
-  srv.configure(DEFAULT_SETUP);
-  return srv;
+/**
+ * The test file's server program: loaded through the daemon's code before the file's tests,
+ * closed after them. `use` reconfigures it (DEFAULT_SETUP with overrides, empty tables);
+ * `step` is a time step safely inside the current one (see settledStep).
+ */
+export function fileServer() {
+  const f = {
+    srv: undefined as unknown as ServerHarness,
+    use(s: Partial<ServerSetup> = {}): void {
+      f.srv.configure({ ...DEFAULT_SETUP, ...s });
+    },
+    step: (): Promise<number> => settledStep(f.srv.stepSeconds),
+  };
+  before(() => {
+    f.srv = new ServerHarness();
+    f.srv.configure(DEFAULT_SETUP);
+  });
+  after(() => f.srv?.close());
+  return f;
 }
-
-/** A time step safely inside the current one (see settledStep). */
-export const stepOf = (srv: ServerHarness) => settledStep(srv.stepSeconds);
 
 /** The base of every SYN from the client to a protected port (no options yet). */
 export function synBase(e: Endpoints, o: Partial<TcpParams> = {}): Omit<TcpParams, 'flags'> {

@@ -2,106 +2,100 @@
 // the verdict (XDP_PASS / XDP_DROP) and the one reason counter that moved. Needs root and `make bpf`.
 // Setup and shapes: see server-fixtures.ts.
 // This file: flow gating and the capacity of the flow and replay tables.
-import { after, before, beforeEach, describe, test } from 'node:test';
+import { beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   decodeConfig, decodeFlow, encodeFlow, SPAK_FLOW_CLOSING, SPAK_FLOW_OPEN
 } from '../../src/wire/layout.js';
 import {
-  DEFAULT_SETUP, FAMILIES, ISN, openServer, segment, shapeSetup, SHAPES, stepOf, validSyn, flowKey,
+  DEFAULT_SETUP, FAMILIES, ISN, fileServer, segment, shapeSetup, SHAPES, validSyn, flowKey,
   unprotectedAddrReason
 } from './server-fixtures.js';
 import { ServerHarness, settledStep, type TaggedSynParams } from './harness.js';
 
-let srv: ServerHarness;
-before(() => {
-  srv = openServer();
-});
-after(() => srv?.close());
-
-
-const step = () => stepOf(srv);
+const file = fileServer();
+const step = file.step;
 
 /* ---------------------------------------------------------------------------------------------- */
 
 for (const shape of SHAPES) for (const e of Object.values(FAMILIES)) {
   describe(`server IPv${e.family}, ${shape}: flow gating`, () => {
-    beforeEach(() => srv.configure(shapeSetup(shape, e)));
+    beforeEach(() => file.srv.configure(shapeSetup(shape, e)));
 
     /** Opens the flow with a valid SYN. */
     async function open(): Promise<void> {
-      srv.expect(validSyn(e, await step()), 'pass_valid_syn');
+      file.srv.expect(validSyn(e, await step()), 'pass_valid_syn');
     }
 
     test('SYN-ACK to the protected port without a flow -> drop_flow_miss', () => {
-      srv.expect(segment(e, { syn: true, ack: true }), 'drop_flow_miss');
+      file.srv.expect(segment(e, { syn: true, ack: true }), 'drop_flow_miss');
     });
 
     test('ACK with no flow -> drop_flow_miss', () => {
-      srv.expect(segment(e, { ack: true }), 'drop_flow_miss');
+      file.srv.expect(segment(e, { ack: true }), 'drop_flow_miss');
     });
 
     test('data segment with no flow -> drop_flow_miss', () => {
-      srv.expect(segment(e, { ack: true, psh: true }, { payload: Buffer.from('SSH-2.0-x\r\n') }), 'drop_flow_miss');
+      file.srv.expect(segment(e, { ack: true, psh: true }, { payload: Buffer.from('SSH-2.0-x\r\n') }), 'drop_flow_miss');
     });
 
     test('RST with no flow -> drop_flow_miss', () => {
-      srv.expect(segment(e, { rst: true }), 'drop_flow_miss');
+      file.srv.expect(segment(e, { rst: true }), 'drop_flow_miss');
     });
 
     test('ACK of another flow (other source port) -> drop_flow_miss', async () => {
       await open();
-      srv.expect(segment(e, { ack: true }, { sport: 40001 }), 'drop_flow_miss');
+      file.srv.expect(segment(e, { ack: true }, { sport: 40001 }), 'drop_flow_miss');
     });
 
     test('after a valid SYN: the ACK -> pass_flow, data -> pass_flow', async () => {
       await open();
-      srv.expect(segment(e, { ack: true }), 'pass_flow');
-      srv.expect(segment(e, { ack: true, psh: true }, { payload: Buffer.from('SSH-2.0-x\r\n') }), 'pass_flow');
+      file.srv.expect(segment(e, { ack: true }), 'pass_flow');
+      file.srv.expect(segment(e, { ack: true, psh: true }, { payload: Buffer.from('SSH-2.0-x\r\n') }), 'pass_flow');
     });
 
     test('FIN -> pass_flow_end, flow CLOSING; later ACKs and a retransmitted FIN still pass', async () => {
       await open();
-      srv.expect(segment(e, { ack: true }), 'pass_flow');
-      srv.expect(segment(e, { fin: true, ack: true }), 'pass_flow_end');
-      assert.equal(decodeFlow(srv.flows.lookup(flowKey(e))!).state, SPAK_FLOW_CLOSING);
-      srv.expect(segment(e, { ack: true }), 'pass_flow');
-      srv.expect(segment(e, { fin: true, ack: true }), 'pass_flow_end');
-      assert.equal(decodeFlow(srv.flows.lookup(flowKey(e))!).state, SPAK_FLOW_CLOSING);
+      file.srv.expect(segment(e, { ack: true }), 'pass_flow');
+      file.srv.expect(segment(e, { fin: true, ack: true }), 'pass_flow_end');
+      assert.equal(decodeFlow(file.srv.flows.lookup(flowKey(e))!).state, SPAK_FLOW_CLOSING);
+      file.srv.expect(segment(e, { ack: true }), 'pass_flow');
+      file.srv.expect(segment(e, { fin: true, ack: true }), 'pass_flow_end');
+      assert.equal(decodeFlow(file.srv.flows.lookup(flowKey(e))!).state, SPAK_FLOW_CLOSING);
     });
 
     test('a blind RST (sequence number far off) marks the flow closing but never ends it', async () => {
       // The kernel judges the RST (RFC 5961); only the daemon's sweep removes flows, and only
       // when the socket is gone (test/bpf/sweep.test.ts).
       await open();
-      srv.expect(segment(e, { rst: true }, { seq: (ISN + 0x80000000) >>> 0 }), 'pass_flow_end');
-      for (let i = 0; i < 3; i++) srv.expect(segment(e, { ack: true }), 'pass_flow');
+      file.srv.expect(segment(e, { rst: true }, { seq: (ISN + 0x80000000) >>> 0 }), 'pass_flow_end');
+      for (let i = 0; i < 3; i++) file.srv.expect(segment(e, { ack: true }), 'pass_flow');
     });
 
     test('a closing flow last seen long ago still passes (no expiry in the program)', () => {
-      srv.flows.update(flowKey(e), encodeFlow({ seenS: 1, state: SPAK_FLOW_CLOSING }));
-      srv.expect(segment(e, { ack: true }), 'pass_flow');
+      file.srv.flows.update(flowKey(e), encodeFlow({ seenS: 1, state: SPAK_FLOW_CLOSING }));
+      file.srv.expect(segment(e, { ack: true }), 'pass_flow');
     });
 
     test('an open flow last seen long ago passes and records the current flow clock', () => {
-      srv.flows.update(flowKey(e), encodeFlow({ seenS: 1, state: SPAK_FLOW_OPEN }));
-      srv.expect(segment(e, { ack: true }), 'pass_flow');
-      const clock = decodeConfig(srv.config.lookup(Buffer.alloc(4))!).flowClockS;
-      assert.equal(decodeFlow(srv.flows.lookup(flowKey(e))!).seenS, clock);
+      file.srv.flows.update(flowKey(e), encodeFlow({ seenS: 1, state: SPAK_FLOW_OPEN }));
+      file.srv.expect(segment(e, { ack: true }), 'pass_flow');
+      const clock = decodeConfig(file.srv.config.lookup(Buffer.alloc(4))!).flowClockS;
+      assert.equal(decodeFlow(file.srv.flows.lookup(flowKey(e))!).seenS, clock);
       assert.ok(clock > 1);
     });
 
     test('a flow written by hand (seeded connection) passes without any SYN', () => {
-      srv.flows.update(flowKey(e), encodeFlow({ seenS: 1, state: SPAK_FLOW_OPEN }));
-      srv.expect(segment(e, { ack: true }), 'pass_flow');
+      file.srv.flows.update(flowKey(e), encodeFlow({ seenS: 1, state: SPAK_FLOW_OPEN }));
+      file.srv.expect(segment(e, { ack: true }), 'pass_flow');
     });
 
     test(`ACK to port 22 of ${e.unprotected}, no flow -> ${unprotectedAddrReason(shape)}`, () => {
-      srv.expect(segment(e, { ack: true }, { daddr: e.unprotected }), unprotectedAddrReason(shape));
+      file.srv.expect(segment(e, { ack: true }, { daddr: e.unprotected }), unprotectedAddrReason(shape));
     });
 
     test('ACK to an unprotected port, no flow -> pass_other', () => {
-      srv.expect(segment(e, { ack: true }, { dport: 80 }), 'pass_other');
+      file.srv.expect(segment(e, { ack: true }, { dport: 80 }), 'pass_other');
     });
   });
 }

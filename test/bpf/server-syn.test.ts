@@ -10,117 +10,108 @@ import {
 import { encodeOption, type SpakOption } from '../../src/wire/option.js';
 import { buildTcp, linuxSynOptions } from '../../src/wire/packet.js';
 import {
-  DEFAULT_SETUP, FAMILIES, ISN, openServer, rawSyn, shapeSetup, SHAPES, stepOf, synBase, validSyn, WRONG_KEY,
+  DEFAULT_SETUP, FAMILIES, ISN, fileServer, rawSyn, shapeSetup, SHAPES, synBase, validSyn, WRONG_KEY,
   flowKey, type Family
 } from './server-fixtures.js';
 import {
-  boundTo, ServerHarness, spakOptionFor, tagFor, taggedSyn, KEY1, KEY7, type ServerSetup, type TaggedSynParams
+  boundTo, spakOptionFor, tagFor, taggedSyn, KEY1, KEY7, type ServerSetup, type TaggedSynParams
 } from './harness.js';
 
-let srv: ServerHarness;
-before(() => {
-  srv = openServer();
-});
-after(() => srv?.close());
-
-/** Back to the default configuration and empty flow/replay tables. */
-function useSetup(s: Partial<ServerSetup> = {}): void {
-  srv.configure({ ...DEFAULT_SETUP, ...s });
-}
-
-const step = () => stepOf(srv);
+const file = fileServer();
+const useSetup = file.use;
+const step = file.step;
 
 /* ---------------------------------------------------------------------------------------------- */
 
 for (const shape of SHAPES) for (const e of Object.values(FAMILIES)) {
   describe(`server IPv${e.family}, ${shape}: valid SYN, retransmit, replay`, () => {
-    before(() => srv.configure(shapeSetup(shape, e)));
-    beforeEach(() => srv.reset());
+    before(() => file.srv.configure(shapeSetup(shape, e)));
+    beforeEach(() => file.srv.reset());
 
     test('valid SYN (Linux options + ours) -> pass_valid_syn; records exactly this flow and the tag', async () => {
       const now = await step();
       const frame = validSyn(e, now);
-      srv.expect(frame, 'pass_valid_syn');
+      file.srv.expect(frame, 'pass_valid_syn');
 
-      const flows = srv.flows.keys();
+      const flows = file.srv.flows.keys();
       assert.equal(flows.length, 1);
       assert.deepEqual(decodeFlowKey(flows[0]!), { saddr: e.client, daddr: e.server, sport: 40000, dport: 22 });
-      assert.equal(decodeFlow(srv.flows.lookup(flows[0]!)!).state, SPAK_FLOW_OPEN);
+      assert.equal(decodeFlow(file.srv.flows.lookup(flows[0]!)!).state, SPAK_FLOW_OPEN);
 
       const tag = tagFor({ ...synBase(e), key: KEY1, keyId: 1, timeStep: now });
-      const replays = srv.replay.keys();
+      const replays = file.srv.replay.keys();
       assert.equal(replays.length, 1);
       assert.deepEqual(replays[0], tag, 'the replay table is keyed by the 8 tag bytes');
-      assert.deepEqual(decodeReplay(srv.replay.lookup(tag)!), { saddr: e.client, sport: 40000, timeStep: now });
+      assert.deepEqual(decodeReplay(file.srv.replay.lookup(tag)!), { saddr: e.client, sport: 40000, timeStep: now });
     });
 
     test('the same SYN again from the same source -> pass_retransmit', async () => {
       const frame = validSyn(e, await step());
-      srv.expect(frame, 'pass_valid_syn');
-      srv.expect(frame, 'pass_retransmit');
-      srv.expect(frame, 'pass_retransmit');
-      assert.equal(srv.flows.keys().length, 1);
-      assert.equal(srv.replay.keys().length, 1);
+      file.srv.expect(frame, 'pass_valid_syn');
+      file.srv.expect(frame, 'pass_retransmit');
+      file.srv.expect(frame, 'pass_retransmit');
+      assert.equal(file.srv.flows.keys().length, 1);
+      assert.equal(file.srv.replay.keys().length, 1);
     });
 
     test('the same option and seq from another source address -> drop_replay, no flow for it', async () => {
       const now = await step();
-      srv.expect(validSyn(e, now), 'pass_valid_syn');
-      srv.expect(validSyn(e, now, { saddr: e.other }), 'drop_replay');
-      assert.equal(srv.flows.lookup(flowKey(e, { saddr: e.other })), null);
-      assert.equal(srv.flows.keys().length, 1);
+      file.srv.expect(validSyn(e, now), 'pass_valid_syn');
+      file.srv.expect(validSyn(e, now, { saddr: e.other }), 'drop_replay');
+      assert.equal(file.srv.flows.lookup(flowKey(e, { saddr: e.other })), null);
+      assert.equal(file.srv.flows.keys().length, 1);
     });
 
     test('the same option and seq from another source port -> drop_replay', async () => {
       const now = await step();
-      srv.expect(validSyn(e, now), 'pass_valid_syn');
-      srv.expect(validSyn(e, now, { sport: 40001 }), 'drop_replay');
+      file.srv.expect(validSyn(e, now), 'pass_valid_syn');
+      file.srv.expect(validSyn(e, now, { sport: 40001 }), 'drop_replay');
     });
 
     test('a replay arriving first claims the tag: the real client is then refused', async () => {
       const now = await step();
-      srv.expect(validSyn(e, now, { saddr: e.other }), 'pass_valid_syn');
-      srv.expect(validSyn(e, now), 'drop_replay');
+      file.srv.expect(validSyn(e, now, { saddr: e.other }), 'pass_valid_syn');
+      file.srv.expect(validSyn(e, now), 'drop_replay');
     });
 
     test('key id 7 (second loaded key) -> pass_valid_syn', async () => {
-      srv.expect(validSyn(e, await step(), { key: KEY7, keyId: 7 }), 'pass_valid_syn');
+      file.srv.expect(validSyn(e, await step(), { key: KEY7, keyId: 7 }), 'pass_valid_syn');
     });
 
     test('a new SYN (new seq) from the same source -> pass_valid_syn again', async () => {
       const now = await step();
-      srv.expect(validSyn(e, now), 'pass_valid_syn');
-      srv.expect(validSyn(e, now, { seq: ISN + 1000 }), 'pass_valid_syn');
-      assert.equal(srv.replay.keys().length, 2);
+      file.srv.expect(validSyn(e, now), 'pass_valid_syn');
+      file.srv.expect(validSyn(e, now, { seq: ISN + 1000 }), 'pass_valid_syn');
+      assert.equal(file.srv.replay.keys().length, 2);
     });
 
     test('NOP padding before our option -> pass_valid_syn', async () => {
-      srv.expect(validSyn(e, await step(), { before: Buffer.from([1, 1, 1, 1]) }), 'pass_valid_syn');
+      file.srv.expect(validSyn(e, await step(), { before: Buffer.from([1, 1, 1, 1]) }), 'pass_valid_syn');
     });
 
     test('our option first, Linux options after it -> pass_valid_syn', async () => {
-      srv.expect(validSyn(e, await step(), { before: Buffer.alloc(0), after: linuxSynOptions() }), 'pass_valid_syn');
+      file.srv.expect(validSyn(e, await step(), { before: Buffer.alloc(0), after: linuxSynOptions() }), 'pass_valid_syn');
     });
 
     test('our option alone (no other options) -> pass_valid_syn', async () => {
-      srv.expect(validSyn(e, await step(), { before: Buffer.alloc(0) }), 'pass_valid_syn');
+      file.srv.expect(validSyn(e, await step(), { before: Buffer.alloc(0) }), 'pass_valid_syn');
     });
 
     test('a foreign kind-253 experiment before ours is skipped -> pass_valid_syn', async () => {
       const foreign = Buffer.from([253, 8, 0x12, 0x34, 0xde, 0xad, 0xbe, 0xef]);
-      srv.expect(validSyn(e, await step(), { before: foreign }), 'pass_valid_syn');
+      file.srv.expect(validSyn(e, await step(), { before: foreign }), 'pass_valid_syn');
     });
 
     test('SYN with ECE+CWR (ECN setup) is still a SYN -> pass_valid_syn', async () => {
       const now = await step();
       const opts = Buffer.concat([linuxSynOptions(), spakOptionFor({ ...synBase(e), key: KEY1, keyId: 1, timeStep: now })]);
-      srv.expect(buildTcp({ ...synBase(e), flags: { syn: true, ece: true, cwr: true }, options: opts }), 'pass_valid_syn');
+      file.srv.expect(buildTcp({ ...synBase(e), flags: { syn: true, ece: true, cwr: true }, options: opts }), 'pass_valid_syn');
     });
   });
 
   describe(`server IPv${e.family}, ${shape}: missing, foreign or malformed option`, () => {
-    before(() => srv.configure(shapeSetup(shape, e)));
-    beforeEach(() => srv.reset());
+    before(() => file.srv.configure(shapeSetup(shape, e)));
+    beforeEach(() => file.srv.reset());
 
     const opt = (o: Partial<SpakOption>) =>
       encodeOption({ keyId: 1, timeStep: 0, tag: Buffer.alloc(8), ...o });
@@ -159,47 +150,47 @@ for (const shape of SHAPES) for (const e of Object.values(FAMILIES)) {
     for (const c of cases) {
       test(`${c.name} -> ${c.reason}`, c.todo ? { todo: c.todo } : {}, () => {
         const frame = rawSyn(e, c.options, c.doff === undefined ? {} : { doff: c.doff });
-        srv.expect(frame, c.reason);
-        assert.equal(srv.flows.keys().length, 0, 'a refused SYN records no flow');
+        file.srv.expect(frame, c.reason);
+        assert.equal(file.srv.flows.keys().length, 0, 'a refused SYN records no flow');
       });
     }
   });
 
   describe(`server IPv${e.family}, ${shape}: tag verification`, () => {
-    before(() => srv.configure(shapeSetup(shape, e)));
-    beforeEach(() => srv.reset());
+    before(() => file.srv.configure(shapeSetup(shape, e)));
+    beforeEach(() => file.srv.reset());
 
     test('tag under a key that is not the one of key id 1 -> drop_bad_tag', async () => {
-      srv.expect(validSyn(e, await step(), { key: WRONG_KEY }), 'drop_bad_tag');
+      file.srv.expect(validSyn(e, await step(), { key: WRONG_KEY }), 'drop_bad_tag');
     });
 
     test('tag under key 7 in an option naming key id 1 -> drop_bad_tag', async () => {
-      srv.expect(validSyn(e, await step(), { key: KEY7 }), 'drop_bad_tag');
+      file.srv.expect(validSyn(e, await step(), { key: KEY7 }), 'drop_bad_tag');
     });
 
     test('key id bound into the tag: tag over key id 7 under key 1, option naming 1 -> drop_bad_tag', async () => {
-      srv.expect(validSyn(e, await step(), { tag: { keyId: 7 } }), 'drop_bad_tag');
+      file.srv.expect(validSyn(e, await step(), { tag: { keyId: 7 } }), 'drop_bad_tag');
     });
 
     test('sequence number changed after tagging -> drop_bad_tag', async () => {
-      srv.expect(validSyn(e, await step(), { tag: { seq: ISN + 1 } }), 'drop_bad_tag');
+      file.srv.expect(validSyn(e, await step(), { tag: { seq: ISN + 1 } }), 'drop_bad_tag');
     });
 
     test('tag computed for another destination port -> drop_bad_tag', async () => {
-      srv.expect(validSyn(e, await step(), { tag: { dport: 23 } }), 'drop_bad_tag');
+      file.srv.expect(validSyn(e, await step(), { tag: { dport: 23 } }), 'drop_bad_tag');
     });
 
     test('tag computed for another destination address -> drop_bad_tag', async () => {
-      srv.expect(validSyn(e, await step(), { tag: { daddr: e.unprotected } }), 'drop_bad_tag');
+      file.srv.expect(validSyn(e, await step(), { tag: { daddr: e.unprotected } }), 'drop_bad_tag');
     });
 
     test('time step in the option differs from the one tagged -> drop_bad_tag', async () => {
       const now = await step();
-      srv.expect(validSyn(e, now, { tag: { timeStep: now - 1 } }), 'drop_bad_tag');
+      file.srv.expect(validSyn(e, now, { tag: { timeStep: now - 1 } }), 'drop_bad_tag');
     });
 
     test('all-zero tag -> drop_bad_tag', async () => {
-      srv.expect(validSyn(e, await step(), { option: { tag: Buffer.alloc(8) } }), 'drop_bad_tag');
+      file.srv.expect(validSyn(e, await step(), { option: { tag: Buffer.alloc(8) } }), 'drop_bad_tag');
     });
 
     // Every one of the 64 tag bits, flipped on its own.
@@ -209,8 +200,8 @@ for (const shape of SHAPES) for (const e of Object.values(FAMILIES)) {
         const p: TaggedSynParams = { ...synBase(e), key: KEY1, keyId: 1, timeStep: now };
         const tag = tagFor(p);
         tag[bit >> 3]! ^= 1 << (bit & 7);
-        srv.expect(taggedSyn({ ...p, option: { tag } }), 'drop_bad_tag');
-        assert.equal(srv.replay.keys().length, 0, 'a bad tag is never remembered');
+        file.srv.expect(taggedSyn({ ...p, option: { tag } }), 'drop_bad_tag');
+        assert.equal(file.srv.replay.keys().length, 0, 'a bad tag is never remembered');
       });
     }
   });
@@ -225,22 +216,22 @@ describe('server: key ids', () => {
 
   for (const id of [9, 0, 2, 65535]) {
     test(`unknown key id ${id} -> drop_unknown_key`, async () => {
-      srv.expect(validSyn(e, await step(), { keyId: id }), 'drop_unknown_key');
+      file.srv.expect(validSyn(e, await step(), { keyId: id }), 'drop_unknown_key');
     });
   }
 
   test('rotation: with key 1 retired only key id 7 verifies', async () => {
     useSetup({ keys: [{ id: 7, key: KEY7 }] });
     const now = await step();
-    srv.expect(validSyn(e, now), 'drop_unknown_key');
-    srv.expect(validSyn(e, now, { key: KEY7, keyId: 7 }), 'pass_valid_syn');
+    file.srv.expect(validSyn(e, now), 'drop_unknown_key');
+    file.srv.expect(validSyn(e, now, { key: KEY7, keyId: 7 }), 'pass_valid_syn');
   });
 
   test('rotation: a new key loaded as id 1 replaces the old one', async () => {
     useSetup({ keys: [{ id: 1, key: WRONG_KEY }, { id: 7, key: KEY7 }] });
     const now = await step();
-    srv.expect(validSyn(e, now), 'drop_bad_tag');
-    srv.expect(validSyn(e, now, { key: WRONG_KEY }), 'pass_valid_syn');
+    file.srv.expect(validSyn(e, now), 'drop_bad_tag');
+    file.srv.expect(validSyn(e, now, { key: WRONG_KEY }), 'pass_valid_syn');
   });
 });
 
@@ -273,15 +264,15 @@ for (const stepSeconds of [30, 3600]) {
       test(`IPv${c.family ?? 4}, window ${c.window}, step ${d} -> ${c.reason}`, async () => {
         useSetup({ stepSeconds, stepWindow: c.window });
         const now = await step();
-        srv.expect(validSyn(FAMILIES[c.family ?? 4], now + c.delta), c.reason);
+        file.srv.expect(validSyn(FAMILIES[c.family ?? 4], now + c.delta), c.reason);
       });
     }
 
     test('step 0 -> drop_stale_step; step 0xffffffff -> drop_future_step', async () => {
       useSetup({ stepSeconds });
       await step();
-      srv.expect(validSyn(FAMILIES[4], 0), 'drop_stale_step');
-      srv.expect(validSyn(FAMILIES[4], 0xffffffff), 'drop_future_step');
+      file.srv.expect(validSyn(FAMILIES[4], 0), 'drop_stale_step');
+      file.srv.expect(validSyn(FAMILIES[4], 0xffffffff), 'drop_future_step');
     });
   });
 }
@@ -295,33 +286,33 @@ describe('server: DNAT (tag bound to the dialled address and port)', () => {
   const v6 = FAMILIES[6];
 
   test('198.51.100.1:8022 dialled as 203.0.113.10:2022: tag for 203.0.113.10:2022 -> pass_valid_syn', async () => {
-    srv.expect(validSyn(v4, await step(), { dport: 8022, tag: { daddr: '203.0.113.10', dport: 2022 } }), 'pass_valid_syn');
-    assert.deepEqual(decodeFlowKey(srv.flows.keys()[0]!), { saddr: v4.client, daddr: v4.server, sport: 40000, dport: 8022 },
+    file.srv.expect(validSyn(v4, await step(), { dport: 8022, tag: { daddr: '203.0.113.10', dport: 2022 } }), 'pass_valid_syn');
+    assert.deepEqual(decodeFlowKey(file.srv.flows.keys()[0]!), { saddr: v4.client, daddr: v4.server, sport: 40000, dport: 8022 },
       'the flow is recorded as the server sees it (after DNAT)');
   });
 
   test('tag for the local 198.51.100.1:8022 -> drop_bad_tag', async () => {
-    srv.expect(validSyn(v4, await step(), { dport: 8022 }), 'drop_bad_tag');
+    file.srv.expect(validSyn(v4, await step(), { dport: 8022 }), 'drop_bad_tag');
   });
 
   test('tag for the dialled address but the local port -> drop_bad_tag', async () => {
-    srv.expect(validSyn(v4, await step(), { dport: 8022, tag: { daddr: '203.0.113.10' } }), 'drop_bad_tag');
+    file.srv.expect(validSyn(v4, await step(), { dport: 8022, tag: { daddr: '203.0.113.10' } }), 'drop_bad_tag');
   });
 
   test('tag for the local address but the dialled port -> drop_bad_tag', async () => {
-    srv.expect(validSyn(v4, await step(), { dport: 8022, tag: { dport: 2022 } }), 'drop_bad_tag');
+    file.srv.expect(validSyn(v4, await step(), { dport: 8022, tag: { dport: 2022 } }), 'drop_bad_tag');
   });
 
   test('port-only DNAT [2001:db8::1]:8022 dialled on 2022: tag for (2001:db8::1, 2022) -> pass_valid_syn', async () => {
-    srv.expect(validSyn(v6, await step(), { dport: 8022, tag: { dport: 2022 } }), 'pass_valid_syn');
+    file.srv.expect(validSyn(v6, await step(), { dport: 8022, tag: { dport: 2022 } }), 'pass_valid_syn');
   });
 
   test('port-only DNAT: tag for (2001:db8::1, 8022) -> drop_bad_tag', async () => {
-    srv.expect(validSyn(v6, await step(), { dport: 8022 }), 'drop_bad_tag');
+    file.srv.expect(validSyn(v6, await step(), { dport: 8022 }), 'drop_bad_tag');
   });
 
   test('the plain entry on port 22 is not affected by the DNAT entry of its address', async () => {
-    srv.expect(validSyn(v4, await step()), 'pass_valid_syn');
+    file.srv.expect(validSyn(v4, await step()), 'pass_valid_syn');
   });
 });
 
@@ -337,32 +328,32 @@ for (const e of Object.values(FAMILIES)) {
 
     for (const shape of ['single', 'wildcard'] as const) {
       test(`${shape}: a tag bound to the client's address -> pass_valid_syn`, async () => {
-        srv.configure(bound(shape));
-        srv.expect(validSyn(e, await step(), { tag: boundTo({ saddr: e.client }) }), 'pass_valid_syn');
+        file.srv.configure(bound(shape));
+        file.srv.expect(validSyn(e, await step(), { tag: boundTo({ saddr: e.client }) }), 'pass_valid_syn');
       });
 
       test(`${shape}: an unbound tag -> drop_bad_tag`, async () => {
-        srv.configure(bound(shape));
-        srv.expect(validSyn(e, await step()), 'drop_bad_tag');
+        file.srv.configure(bound(shape));
+        file.srv.expect(validSyn(e, await step()), 'drop_bad_tag');
       });
 
       test(`${shape}: the client's option and sequence number sent first from another address -> drop_bad_tag, the client still gets in`, async () => {
-        srv.configure(bound(shape));
+        file.srv.configure(bound(shape));
         const now = await step();
-        srv.expect(validSyn(e, now, { saddr: e.other, tag: boundTo({ saddr: e.client }) }), 'drop_bad_tag');
-        assert.equal(srv.replay.keys().length, 0, 'the copied tag claimed nothing');
-        srv.expect(validSyn(e, now, { tag: boundTo({ saddr: e.client }) }), 'pass_valid_syn');
+        file.srv.expect(validSyn(e, now, { saddr: e.other, tag: boundTo({ saddr: e.client }) }), 'drop_bad_tag');
+        assert.equal(file.srv.replay.keys().length, 0, 'the copied tag claimed nothing');
+        file.srv.expect(validSyn(e, now, { tag: boundTo({ saddr: e.client }) }), 'pass_valid_syn');
       });
 
       test(`${shape}: a tag bound to another address -> drop_bad_tag`, async () => {
-        srv.configure(bound(shape));
-        srv.expect(validSyn(e, await step(), { tag: boundTo({ saddr: e.other }) }), 'drop_bad_tag');
+        file.srv.configure(bound(shape));
+        file.srv.expect(validSyn(e, await step(), { tag: boundTo({ saddr: e.other }) }), 'drop_bad_tag');
       });
     }
 
     test('an unbound destination refuses a bound tag (the flags byte is in the tag) -> drop_bad_tag', async () => {
       useSetup();
-      srv.expect(validSyn(e, await step(), { tag: boundTo({ saddr: e.client }) }), 'drop_bad_tag');
+      file.srv.expect(validSyn(e, await step(), { tag: boundTo({ saddr: e.client }) }), 'drop_bad_tag');
     });
   });
 }
@@ -375,7 +366,7 @@ describe('server: configuration', () => {
 
   test('an IPv4 v4-mapped tag address is not an IPv6 one: tag over ::ffff:198.51.100.1 verifies for IPv4', async () => {
     useSetup();
-    srv.expect(validSyn(FAMILIES[4], await step(), { tag: { daddr: '::ffff:198.51.100.1' } }), 'pass_valid_syn');
+    file.srv.expect(validSyn(FAMILIES[4], await step(), { tag: { daddr: '::ffff:198.51.100.1' } }), 'pass_valid_syn');
   });
 });
 

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { replayPy } from './common.js';
+import { lastEcho, LONG_LIVED, replayPy } from './common.js';
 import {
   counter,
   hasXdp,
@@ -53,30 +53,6 @@ function clientConfig(secret = KEY, port = PORT) {
   return { destinations: FAMILIES.map((f) => ({ address: ADDR[f], port, keyId: KEY_ID, secret })) };
 }
 
-// A connection that lives across the server's start: one line every 300 ms, each echoed back.
-const LONG_LIVED = `
-const net = require('net');
-const [addr, port] = process.argv.slice(1);
-const s = net.connect({ host: addr, port: Number(port) });
-s.setEncoding('utf8');
-let n = 0, buf = '';
-s.on('connect', () => { console.log('connected'); setInterval(() => s.write('ping ' + (++n) + '\\n'), 300); });
-s.on('data', (d) => {
-  buf += d;
-  for (let i; (i = buf.indexOf('\\n')) >= 0; buf = buf.slice(i + 1)) {
-    const m = /^ping (\\d+)$/.exec(buf.slice(0, i));
-    console.log(m ? 'echo ' + m[1] : 'unexpected ' + buf.slice(0, i));
-  }
-});
-s.on('error', (e) => { console.log('error ' + (e.code || e.message)); process.exit(1); });
-s.on('close', () => { console.log('closed'); process.exit(1); });
-`;
-
-function lastEcho(output: string): number {
-  let last = 0;
-  for (const m of output.matchAll(/^echo (\d+)$/gm)) last = Math.max(last, Number(m[1]));
-  return last;
-}
 
 describe('spak SYN mode, end to end', { skip }, () => {
   let lab: Lab;
