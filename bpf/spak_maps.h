@@ -120,8 +120,8 @@ struct spak_knock_config {
 #define SPAK_KNOCK_RATE_CAPACITY 65536
 
 #define SPAK_PORT_WORDS 1024    /* 65536 ports, one bit each */
-#define SPAK_DEFAULT_REPLAY_CAPACITY 262144
-#define SPAK_DEFAULT_FLOW_CAPACITY 262144
+#define SPAK_DEFAULT_REPLAY_CAPACITY 131072
+#define SPAK_DEFAULT_FLOW_CAPACITY 131072
 
 #ifdef __BPF__
 #include <bpf/bpf_helpers.h>

@@ -56,11 +56,13 @@ struct {
 /*
  * Flows. A plain hash, not an LRU: an LRU would silently forget live connections
  * when full; this one refuses the new SYN instead (drop_flow_full). Set by user space.
+ * Preallocated: measured side by side, a first-sight SYN (two inserts) cost about a
+ * third less than with BPF_F_NO_PREALLOC, for memory taken up front (about 12 MB at
+ * the default size).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SPAK_DEFAULT_FLOW_CAPACITY);
-	__uint(map_flags, BPF_F_NO_PREALLOC);   /* memory as flows come, not up front */
 	__type(key, struct spak_flow_key);
 	__type(value, struct spak_flow);
 } spak_flows SEC(".maps");
@@ -73,7 +75,6 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SPAK_DEFAULT_REPLAY_CAPACITY);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
 	__type(value, struct spak_replay);
 } spak_replay SEC(".maps");
