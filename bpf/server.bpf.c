@@ -2,16 +2,20 @@
 /*
  * spak server: the XDP dispatcher. Parses down to TCP, lets through what no
  * destination protects, and hands the rest to SYN verification (spak_syn.h) or flow
- * gating (spak_flow.h); UDP goes to the knock port's checks (spak_knock.h). What the parser cannot read is never passed to a protected
+ * gating (spak_flow.h), where the allowlists (spak_allow.h) may still admit what has no
+ * valid tag or flow; UDP goes to the knock port's checks and to protected UDP destinations
+ * (spak_udp.h). What the parser cannot read is never passed to a protected
  * address: a frame still VLAN-tagged after the walk is dropped outright, fragments and
  * broken headers are dropped when they may be for a protected address.
  *
  * Hot paths, cheapest first:
  *   - not TCP, or TCP to a port no destination protects: one inlined array read.
- *   - UDP: the knock config's inlined array read; the knock port itself: spak_knock.h.
+ *   - UDP: the knock config's and the UDP port bitmap's inlined array reads; the knock
+ *     port itself: spak_knock.h; protected UDP destinations: spak_udp.h.
  *   - segment of a known flow: one flow-table lookup.
  *   - SYN to a protected destination: option walk, SipHash resumed from a precomputed
  *     state, then (valid tags only) replay and flow table updates.
+ *   - no valid tag, or no flow: the allowlist (a hash) and the always-allow list (a trie).
  * Every verdict increments a per-CPU counter with its reason (spak_wire.h).
  */
 #include <linux/bpf.h>
@@ -21,7 +25,7 @@
 #include "spak_dest.h"
 #include "spak_syn.h"
 #include "spak_flow.h"
-#include "spak_knock.h"
+#include "spak_udp.h"
 
 #define SPAK_IPPROTO_ETHERIP 97
 
@@ -135,6 +139,10 @@ int spak_server(struct xdp_md *ctx)
 
 	fk.sport = tcp->source;
 	fk.dport = tcp->dest;
+	fk.proto = IPPROTO_TCP;
+	fk.pad[0] = 0;
+	fk.pad[1] = 0;
+	fk.pad[2] = 0;
 	if (ip4) {
 		spak_addr_v4(fk.saddr, ip4->saddr);
 		spak_addr_v4(fk.daddr, ip4->daddr);

@@ -5,13 +5,16 @@
  * numbers, so it cannot tell a blind FIN or RST from a real one (the TCP stack can, RFC
  * 5961). FIN and RST only mark the flow closing, for the daemon, which deletes flows
  * whose socket is gone. So neither a blind RST nor the daemon's absence ends a live
- * connection.
+ * connection. A segment with no flow may still be admitted by the allowlists
+ * (spak_allow.h), asked only then; a FIN or RST of a flow asks the allowlist for grace.
  */
 #ifndef SPAK_FLOW_H
 #define SPAK_FLOW_H
 
 #include "spak_server_maps.h"
 #include "spak_dest.h"
+#include "spak_allow.h"
+#include "spak_syn.h"
 
 #define TCP_FLAG_FIN 0x01
 #define TCP_FLAG_SYN 0x02
@@ -24,10 +27,21 @@ static __always_inline int handle_segment(__u8 flags, const struct spak_flow_key
 	struct spak_config *cfg;
 	__u32 zero = 0;
 
+	int how;
+
 	if (!flow) {
 		if (!lookup_dest(fk->daddr, fk->dport, v4))
 			return pass(SPAK_SRV_PASS_UNPROTECTED);
-		return drop(SPAK_SRV_DROP_FLOW_MISS);
+		how = admit(fk, flags);
+		if (how == SPAK_ADMIT_ALWAYS)
+			return pass(SPAK_SRV_PASS_ALWAYS);
+		if (how == SPAK_ADMIT_NO)
+			return drop(SPAK_SRV_DROP_FLOW_MISS);
+		cfg = bpf_map_lookup_elem(&spak_config, &zero);
+		/* A FIN or RST starts nothing: it passes without a flow. */
+		if (!cfg || (flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
+			return pass(SPAK_SRV_PASS_ALLOWLISTED);
+		return record_flow(fk, cfg, SPAK_SRV_PASS_ALLOWLISTED);
 	}
 	cfg = bpf_map_lookup_elem(&spak_config, &zero);
 	if (cfg && flow->seen_s != cfg->flow_clock_s)
@@ -35,6 +49,7 @@ static __always_inline int handle_segment(__u8 flags, const struct spak_flow_key
 	if (flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) {
 		if (flow->state == SPAK_FLOW_OPEN)
 			flow->state = SPAK_FLOW_CLOSING;
+		allow_grace(fk);
 		return pass(SPAK_SRV_PASS_FLOW_END);
 	}
 	return pass(SPAK_SRV_PASS_FLOW);

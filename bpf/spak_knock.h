@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
 /*
  * Knock mode: UDP to the knock port (spak_knock_config) on any local address, IPv4 or
- * IPv6. Checks, cheapest first: the source's rate limit (before any hashing, so a flood
+ * IPv6 (spak_udp.h sends it here). Checks, cheapest first: the source's rate limit (before any hashing, so a flood
  * from one source costs one LRU lookup a packet), length, version and reserved bytes,
  * the client id, then the prefilter tag (SipHash-2-4 under the client's key over bytes
  * 16..151, spak_wire.h).
@@ -88,64 +88,6 @@ static __always_inline int knock_judge(struct udphdr *udp, void *end, __u8 saddr
 	if (knock_tag(d, key) != *(__u64 *)(d + SPAK_KNOCK_OFF_TAG))
 		return drop(SPAK_SRV_DROP_KNOCK_TAG);
 	return pass(SPAK_SRV_PASS_KNOCK);
-}
-
-/*
- * Fragments: only a first fragment carries the port, and a knock is never fragmented, so
- * a first fragment to the knock port (or one too short to show its port) is dropped. Later
- * fragments pass: without the first the kernel reassembles nothing, and it sends its
- * reassembly-timeout ICMP only when the first fragment arrived.
- */
-static __always_inline int knock_first_fragment(struct udphdr *udp, void *end,
-						const struct spak_knock_config *kc)
-{
-	if ((void *)(udp + 1) > end || udp->dest == kc->port)
-		return drop(SPAK_SRV_DROP_KNOCK_FRAGMENT);
-	return pass(SPAK_SRV_PASS_OTHER);
-}
-
-/* UDP over IPv4. */
-static __always_inline int handle_udp_v4(struct iphdr *ip4, void *end)
-{
-	struct spak_knock_config *kc = knock_config();
-	struct udphdr *udp;
-	__u8 saddr[16];
-
-	if (!kc || !kc->port || ip4->ihl < 5)
-		return pass(SPAK_SRV_PASS_OTHER);
-	if (ip4->frag_off & bpf_htons(SPAK_IP_OFFSET))
-		return pass(SPAK_SRV_PASS_OTHER);
-	udp = (void *)ip4 + ip4->ihl * 4;
-	if (ip4->frag_off & bpf_htons(SPAK_IP_MF))
-		return knock_first_fragment(udp, end, kc);
-	if ((void *)(udp + 1) > end || udp->dest != kc->port)
-		return pass(SPAK_SRV_PASS_OTHER);
-	spak_addr_v4(saddr, ip4->saddr);
-	return knock_judge(udp, end, saddr, kc);
-}
-
-/* UDP over IPv6: off is the UDP header, or with frag the fragment header naming UDP. */
-static __always_inline int handle_udp_v6(void *data, void *end, struct ipv6hdr *ip6, int off,
-					 int frag)
-{
-	struct spak_knock_config *kc = knock_config();
-	__u8 *l4 = data + (off & SPAK_IPV6_MAX_EXT_OFF);
-	struct udphdr *udp;
-	__u8 saddr[16];
-
-	if (!kc || !kc->port)
-		return pass(SPAK_SRV_PASS_OTHER);
-	if (frag) {
-		/* The walk read these 8 bytes already; the verifier needs to see it again. */
-		if ((void *)(l4 + 8) > end || (*(__be16 *)(l4 + 2) & bpf_htons(SPAK_IP6_FRAG_OFFSET)))
-			return pass(SPAK_SRV_PASS_OTHER);
-		return knock_first_fragment((void *)(l4 + 8), end, kc);
-	}
-	udp = (void *)l4;
-	if ((void *)(udp + 1) > end || udp->dest != kc->port)
-		return pass(SPAK_SRV_PASS_OTHER);
-	spak_addr_v6(saddr, &ip6->saddr);
-	return knock_judge(udp, end, saddr, kc);
 }
 
 #endif /* SPAK_KNOCK_H */

@@ -73,12 +73,17 @@ struct spak_target {
 	__u8 pad[5];
 };
 
-/* A TCP flow, as the server sees it arrive. */
+/*
+ * A TCP or UDP flow, as the server sees it arrive. proto is the IP protocol (6 or 17);
+ * pad is zero (the whole key is hashed).
+ */
 struct spak_flow_key {
 	__u8 saddr[16];
 	__u8 daddr[16];
 	__be16 sport;
 	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
 };
 
 #define SPAK_FLOW_OPEN 0
@@ -118,6 +123,38 @@ struct spak_knock_config {
 #define SPAK_KNOCK_DEFAULT_BURST 20
 #define SPAK_MAX_KNOCK_CLIENTS 4096
 #define SPAK_KNOCK_RATE_CAPACITY 65536
+
+/*
+ * Server, knock mode: the allowlist (spak_allow.h). Key: a source address, a protocol
+ * (6 or 17) and a destination port; pad is zero. Times are CLOCK_MONOTONIC ns
+ * (bpf_ktime_get_coarse_ns): the entry admits until expires_ns; idle_ns (0: off) pushes
+ * expires_ns to now + idle_ns when a packet is admitted through it; grace_ns (0: off)
+ * pulls expires_ns in to now + grace_ns at a FIN or RST from the source.
+ */
+struct spak_allow_key {
+	__u8 addr[16];
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct spak_allow {
+	__u64 expires_ns;
+	__u64 idle_ns;
+	__u64 grace_ns;
+};
+
+/*
+ * Server: the always-allow list, an LPM trie over the 16-byte (IPv4-mapped) address.
+ * prefixlen counts bits of that form: an IPv4 /24 is 96 + 24, one IPv4 address 128.
+ */
+struct spak_always_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+#define SPAK_DEFAULT_ALLOW_CAPACITY 65536
+#define SPAK_MAX_ALWAYS_ALLOW 16384
 
 #define SPAK_PORT_WORDS 1024    /* 65536 ports, one bit each */
 #define SPAK_DEFAULT_REPLAY_CAPACITY 131072

@@ -3,7 +3,7 @@
  * The server's maps and its verdict helpers. Sizes marked "set by user space" are
  * defaults the daemon resizes before load (--replay-capacity, --flow-capacity).
  * Every map here is pinned under /sys/fs/bpf/spak/<interface>/; the state maps
- * (flows, replay, knock rate, counters) are adopted by the next daemon, the others are written
+ * (flows, replay, knock rate, allowlist, counters) are adopted by the next daemon, the others are written
  * anew by it and swapped in with the program.
  */
 #ifndef SPAK_SERVER_MAPS_H
@@ -78,6 +78,48 @@ struct {
 	__type(key, __u64);
 	__type(value, struct spak_replay);
 } spak_replay SEC(".maps");
+
+/* Bit per destination port: is any destination on this port protected for UDP? */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SPAK_PORT_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} spak_udp_ports SEC(".maps");
+
+/*
+ * (address, port) -> 1 for protected UDP destinations; a family's all-zero address stands
+ * for every address of that family. UDP has no tags, so it needs no per-port slot or keys:
+ * a port whose bit is set pays one or two lookups here.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SPAK_MAX_DESTS);
+	__type(key, struct spak_dest);
+	__type(value, __u32);
+} spak_udp_protected SEC(".maps");
+
+/*
+ * Knock allowlist: (source, protocol, port) -> expiry. A state map, written by the daemon
+ * (one writer: src/server/allowlist.ts), read and extended here. Not an LRU: an entry
+ * must not vanish under load while its window is open. Set by user space.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SPAK_DEFAULT_ALLOW_CAPACITY);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct spak_allow_key);
+	__type(value, struct spak_allow);
+} spak_allow SEC(".maps");
+
+/* Always-allow list: exact addresses and CIDRs, both families. A config map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, SPAK_MAX_ALWAYS_ALLOW);
+	__uint(map_flags, BPF_F_NO_PREALLOC);   /* required by the LPM trie */
+	__type(key, struct spak_always_key);
+	__type(value, __u32);
+} spak_always SEC(".maps");
 
 /* Knock mode: port and rate limit (index 0). A config map. */
 struct {

@@ -3,7 +3,8 @@
  * SYN verification: find our option, check key id and time step, resume SipHash from
  * the destination's precomputed state, refuse a tag another source used first, and
  * record the flow. Map lookups on this path: two inlined arrays (port slot,
- * destination) and the config; a valid SYN adds two inserts (replay, flow).
+ * destination) and the config; a valid SYN adds two inserts (replay, flow). A SYN that
+ * fails any of it may still be admitted by the allowlists (spak_allow.h), asked only then.
  */
 #ifndef SPAK_SYN_H
 #define SPAK_SYN_H
@@ -12,6 +13,7 @@
 #include "spak_parse.h"
 #include "spak_siphash.h"
 #include "spak_dest.h"
+#include "spak_allow.h"
 
 #define SPAK_E2BIG 7
 #define SPAK_ENOMEM 12
@@ -46,6 +48,21 @@ static __always_inline int record_flow(const struct spak_flow_key *fk, const str
 	return pass(reason);
 }
 
+/* A SYN without a valid tag: dropped for why, unless the allowlists admit its source. */
+static __always_inline int syn_refused(const struct spak_flow_key *fk, __u32 why)
+{
+	struct spak_config *cfg;
+	__u32 zero = 0;
+	int how = admit(fk, 0);
+
+	if (how == SPAK_ADMIT_NO)
+		return drop(why);
+	cfg = bpf_map_lookup_elem(&spak_config, &zero);
+	if (!cfg)
+		return drop(why);
+	return record_flow(fk, cfg, how == SPAK_ADMIT_ALWAYS ? SPAK_SRV_PASS_ALWAYS : SPAK_SRV_PASS_ALLOWLISTED);
+}
+
 static __always_inline int handle_syn(struct tcphdr *tcp, void *end, const struct spak_flow_key *fk,
 				      int v4)
 {
@@ -55,7 +72,7 @@ static __always_inline int handle_syn(struct tcphdr *tcp, void *end, const struc
 	struct spak_replay first = {}, *seen;
 	struct spak_flow *known;
 	struct spak_opt *opt;
-	__u32 hdr_len, opt_off = 0, zero = 0;
+	__u32 hdr_len, opt_off = 0, zero = 0, why;
 	__u64 now_step, step, tag, got, step_seq;
 	int found, err;
 
@@ -72,24 +89,31 @@ static __always_inline int handle_syn(struct tcphdr *tcp, void *end, const struc
 	} else {
 		found = spak_find_option((__u8 *)(tcp + 1), end, hdr_len - sizeof(*tcp), &opt_off);
 	}
+	why = SPAK_SRV_DROP_MALFORMED;
 	if (found == SPAK_OPT_MALFORMED)
-		return drop(SPAK_SRV_DROP_MALFORMED);
+		goto refused;
+	why = SPAK_SRV_DROP_NO_OPTION;
 	if (found == SPAK_OPT_ABSENT)
-		return drop(SPAK_SRV_DROP_NO_OPTION);
+		goto refused;
 	opt = (void *)(tcp + 1) + (opt_off & 0x3f);
 	/* The walk checked len against the header: a short one is ours, just wrong. */
+	why = SPAK_SRV_DROP_MALFORMED;
 	if ((void *)opt + 2 > end)
-		return drop(SPAK_SRV_DROP_MALFORMED);
+		goto refused;
+	why = SPAK_SRV_DROP_BAD_OPTION;
 	if (opt->len != SPAK_OPT_LEN)
-		return drop(SPAK_SRV_DROP_BAD_OPTION);
+		goto refused;
+	why = SPAK_SRV_DROP_MALFORMED;
 	if ((void *)(opt + 1) > end)
-		return drop(SPAK_SRV_DROP_MALFORMED);
+		goto refused;
+	why = SPAK_SRV_DROP_BAD_OPTION;
 	if (opt->version != SPAK_VERSION || opt->reserved != 0)
-		return drop(SPAK_SRV_DROP_BAD_OPTION);
+		goto refused;
 
+	why = SPAK_SRV_DROP_UNKNOWN_KEY;
 	state = dest_key(dest, bpf_ntohs(opt->key_id));
 	if (!state)
-		return drop(SPAK_SRV_DROP_UNKNOWN_KEY);
+		goto refused;
 
 	cfg = bpf_map_lookup_elem(&spak_config, &zero);
 	if (!cfg)
@@ -97,17 +121,20 @@ static __always_inline int handle_syn(struct tcphdr *tcp, void *end, const struc
 	/* step_ns == 0 (not configured) divides to 0 in BPF: every step is then "future". */
 	now_step = (bpf_ktime_get_coarse_ns() + cfg->clock_offset_ns) / cfg->step_ns;
 	step = bpf_ntohl(opt->time_step);
+	why = SPAK_SRV_DROP_STALE_STEP;
 	if (step + cfg->step_window < now_step)
-		return drop(SPAK_SRV_DROP_STALE_STEP);
+		goto refused;
+	why = SPAK_SRV_DROP_FUTURE_STEP;
 	if (step > now_step + cfg->step_window)
-		return drop(SPAK_SRV_DROP_FUTURE_STEP);
+		goto refused;
 
 	/* Time step then sequence number, as they stand on the wire, as one LE word. */
 	step_seq = (__u64)opt->time_step | ((__u64)tcp->seq << 32);
 	tag = spak_tag_resume(state, dest->flags, fk->daddr, step_seq, fk->saddr);
 	__builtin_memcpy(&got, opt->tag, sizeof(got));
+	why = SPAK_SRV_DROP_BAD_TAG;
 	if (tag != got)
-		return drop(SPAK_SRV_DROP_BAD_TAG);
+		goto refused;
 
 	/*
 	 * A valid tag belongs to the first source that used it, for as long as it is valid.
@@ -121,13 +148,15 @@ static __always_inline int handle_syn(struct tcphdr *tcp, void *end, const struc
 	if (!err)
 		return record_flow(fk, cfg, SPAK_SRV_PASS_VALID_SYN);
 	/* Full: refusing is the only safe answer, a tag we cannot record could be replayed. */
+	why = SPAK_SRV_DROP_REPLAY_FULL;
 	if (err == -SPAK_E2BIG || err == -SPAK_ENOMEM)
-		return drop(SPAK_SRV_DROP_REPLAY_FULL);
+		goto refused;
+	why = SPAK_SRV_DROP_REPLAY;
 	seen = bpf_map_lookup_elem(&spak_replay, &got);
 	if (!seen) /* swept between the two calls: its window is over */
-		return drop(SPAK_SRV_DROP_REPLAY);
+		goto refused;
 	if (!same_source(seen, fk))
-		return drop(SPAK_SRV_DROP_REPLAY);
+		goto refused;
 
 	/* A retransmitted SYN finds its flow: touching it is far cheaper than a new entry. */
 	known = bpf_map_lookup_elem(&spak_flows, fk);
@@ -137,6 +166,10 @@ static __always_inline int handle_syn(struct tcphdr *tcp, void *end, const struc
 		return pass(SPAK_SRV_PASS_RETRANSMIT);
 	}
 	return record_flow(fk, cfg, SPAK_SRV_PASS_RETRANSMIT);
+
+refused:
+	/* No valid tag of its own: the allowlists are asked only now (spak_allow.h). */
+	return syn_refused(fk, why);
 }
 
 #endif /* SPAK_SYN_H */

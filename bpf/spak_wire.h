@@ -143,6 +143,9 @@ enum spak_server_reason {
 	SPAK_SRV_DROP_KNOCK_UNKNOWN_CLIENT, /* knock port: client id not loaded (or revoked) */
 	SPAK_SRV_DROP_KNOCK_TAG,     /* knock port: prefilter tag does not verify */
 	SPAK_SRV_DROP_KNOCK_FRAGMENT, /* knock port: first IP fragment (a knock is never fragmented) */
+	SPAK_SRV_PASS_ALLOWLISTED,   /* protected destination: source allowlisted by a knock for this protocol and port */
+	SPAK_SRV_PASS_ALWAYS,        /* protected destination: source in the always-allow list */
+	SPAK_SRV_DROP_UDP_NOT_ALLOWED, /* protected UDP destination: not allowlisted, not always-allowed, no UDP flow */
 	SPAK_SRV_REASON_MAX,
 };
 

@@ -148,6 +148,8 @@ function serverOptions(pos: Positionals | null, o: Record<string, unknown>, cmd:
       flowFinSeconds: cfg.flowFinSeconds,
       replayCapacity: fromCli(cmd, 'replayCapacity') ? int('replayCapacity', 'replay capacity', 1024, 16_777_216) : cfg.replayCapacity,
       flowCapacity: fromCli(cmd, 'flowCapacity') ? int('flowCapacity', 'flow capacity', 1024, 16_777_216) : cfg.flowCapacity,
+      alwaysAllow: cfg.alwaysAllow,
+      allowCapacity: cfg.allowCapacity,
       seedExisting: cfg.seedExisting && o.seed !== false,
       logger,
     };
@@ -159,10 +161,11 @@ function serverOptions(pos: Positionals | null, o: Record<string, unknown>, cmd:
 
 /** --all-addresses: every protected port on every address of both families. */
 function allAddresses(protect: ProtectedDest[]): ProtectedDest[] {
-  const byPort = new Map<number, ProtectedDest>();
+  const byPort = new Map<string, ProtectedDest>();
   for (const d of protect) {
     if (d.dialAddress !== undefined) throw new UsageError(`--all-addresses cannot keep the dial address of ${d.address} port ${d.port}`);
-    if (!byPort.has(d.port)) byPort.set(d.port, { ...d, address: ALL_ADDRESSES });
+    const id = `${d.protocol ?? 'tcp'}/${d.port}`;
+    if (!byPort.has(id)) byPort.set(id, { ...d, address: ALL_ADDRESSES });
   }
   return [...byPort.values()];
 }

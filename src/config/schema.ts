@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseHexKey } from './keys.js';
+import { parseCidr } from '../server/allowlist.js';
 
 const address = z.string().refine((s) => isIP(s) !== 0, { message: 'not an IPv4 or IPv6 address' });
 /** A protected address may also be "*": every address of both families. */
@@ -23,6 +24,17 @@ const protectedDest = z.strictObject({
   /** Behind DNAT: the address and port clients dial, which their tags are bound to. */
   dialAddress: address.optional(),
   dialPort: port.optional(),
+  /** tcp: SYN tags, knock allowlist, always-allow; udp: knock allowlist, always-allow. */
+  protocol: z.enum(['tcp', 'udp']).default('tcp'),
+});
+
+/** An IPv4 or IPv6 address or CIDR (host bits zero). */
+const cidr = z.string().superRefine((s, ctx) => {
+  try {
+    parseCidr(s);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
 });
 
 export const serverSchema = z.strictObject({
@@ -37,6 +49,9 @@ export const serverSchema = z.strictObject({
   seedExisting: z.boolean().default(true),
   keys: z.array(serverKey).min(1).max(4, { message: 'at most 4 keys can be valid at once (rotation needs two)' }),
   protect: z.array(protectedDest).min(1),
+  /** Sources every protected destination admits, with or without a tag or a knock. */
+  alwaysAllow: z.array(cidr).max(16384).default([]),
+  allowCapacity: capacity.default(65536),
 });
 
 const clientDest = z.strictObject({

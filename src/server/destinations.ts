@@ -1,6 +1,8 @@
 // The one writer of the server's configuration maps: which (address, port) are protected,
 // how each is looked up (port bitmap, per-port slot, hash), and the SipHash states of the
 // keys valid for it. The daemon and the tests both write through here.
+// UDP destinations (protocol "udp") have no tags: a bit in spak_udp_ports and an entry in
+// spak_udp_protected (bpf/spak_udp.h); the knock allowlist decides who passes.
 import type { BpfMap } from '../bpf/libbpf.js';
 import { destinationState } from '../wire/option.js';
 import {
@@ -32,6 +34,8 @@ export interface ProtectedDest {
   /** Behind DNAT: what clients dial, and so what their tags are bound to. */
   dialAddress?: string | undefined;
   dialPort?: number | undefined;
+  /** TCP (SYN tags, knock allowlist, always-allow) or UDP (knock allowlist, always-allow). Default tcp. */
+  protocol?: 'tcp' | 'udp' | undefined;
 }
 
 export interface ServerKey {
@@ -46,6 +50,8 @@ export interface DestinationMaps {
   spak_protected: BpfMap;
   spak_dests: BpfMap;
   spak_protected_addrs: BpfMap;
+  spak_udp_ports: BpfMap;
+  spak_udp_protected: BpfMap;
 }
 
 const V4_ANY = '0.0.0.0';
@@ -68,14 +74,18 @@ export function checkDestinations(protect: ProtectedDest[], keys: ServerKey[]): 
   if (protect.length > SPAK_MAX_DESTS) throw new Error(`${protect.length} destinations: at most ${SPAK_MAX_DESTS}`);
   const seen = new Set<string>();
   for (const d of protect) {
-    const where = `${d.address} port ${d.port}`;
-    const id = `${d.address === ALL_ADDRESSES ? '*' : addrTo16(d.address).toString('hex')}/${d.port}`;
+    const proto = protocolOf(d);
+    if (proto !== 'tcp' && proto !== 'udp') throw new Error(`${d.address} port ${d.port}: protocol ${JSON.stringify(proto)} is neither tcp nor udp`);
+    const where = `${d.address} ${proto} port ${d.port}`;
+    const id = `${d.address === ALL_ADDRESSES ? '*' : addrTo16(d.address).toString('hex')}/${proto}/${d.port}`;
     if (seen.has(id)) throw new Error(`${where} is protected twice`);
     seen.add(id);
+    if (proto === 'udp' && (d.bindSource || d.dialAddress !== undefined || d.dialPort !== undefined))
+      throw new Error(`${where}: bindSource, dialAddress and dialPort are SYN-tag settings, for tcp only`);
     if (d.dialAddress !== undefined && isWildcard(d.address))
       throw new Error(`${where}: a dial address needs one protected address, not a wildcard`);
-    if (d.address === ALL_ADDRESSES && protect.some((o) => o !== d && o.port === d.port))
-      throw new Error(`port ${d.port}: "*" already protects every address; remove the other entries for it`);
+    if (d.address === ALL_ADDRESSES && protect.some((o) => o !== d && o.port === d.port && protocolOf(o) === proto))
+      throw new Error(`${proto} port ${d.port}: "*" already protects every address; remove the other entries for it`);
   }
 }
 
@@ -90,7 +100,38 @@ function clearDestinations(m: DestinationMaps): void {
       if ((word.readBigUInt64LE(0) >> BigInt(bit)) & 1n)
         m.spak_port_slots.update(u32(w * 64 + bit), encodePortSlot({ addr: V6_ANY, mode: SPAK_PORT_UNSET, destIdx: 0 }));
   }
-  for (const map of [m.spak_protected, m.spak_protected_addrs]) for (const key of map.keys()) map.delete(key);
+  for (let w = 0; w < SPAK_PORT_WORDS; w++) {
+    const word = m.spak_udp_ports.lookup(u32(w));
+    if (word && word.readBigUInt64LE(0) !== 0n) m.spak_udp_ports.update(u32(w), Buffer.alloc(8));
+  }
+  for (const map of [m.spak_protected, m.spak_protected_addrs, m.spak_udp_protected]) for (const key of map.keys()) map.delete(key);
+}
+
+export function protocolOf(d: Pick<ProtectedDest, 'protocol'>): 'tcp' | 'udp' {
+  return d.protocol ?? 'tcp';
+}
+
+/**
+ * UDP destinations: entries first, then the port bits (as for TCP). Their addresses join
+ * spak_protected_addrs too: what the parser cannot read (tunnels, TCP fragments) is not
+ * passed to them either.
+ */
+function writeUdpDestinations(m: DestinationMaps, protect: ProtectedDest[]): void {
+  const words = new Map<number, bigint>();
+  for (const d of protect) {
+    if (protocolOf(d) !== 'udp') continue;
+    for (const a of d.address === ALL_ADDRESSES ? [V4_ANY, V6_ANY] : [d.address]) {
+      m.spak_udp_protected.update(encodeDest({ addr: a, port: d.port }), u32(1));
+      m.spak_protected_addrs.update(addrTo16(a), u32(1));
+    }
+    const { index, bit } = portBit(d.port);
+    words.set(index, (words.get(index) ?? 0n) | bit);
+  }
+  for (const [w, bits] of words) {
+    const v = Buffer.alloc(8);
+    v.writeBigUInt64LE(bits);
+    m.spak_udp_ports.update(u32(w), v);
+  }
 }
 
 /**
@@ -100,8 +141,10 @@ function clearDestinations(m: DestinationMaps): void {
 export function writeDestinations(m: DestinationMaps, protect: ProtectedDest[], keys: ServerKey[]): void {
   checkDestinations(protect, keys);
   clearDestinations(m);
+  writeUdpDestinations(m, protect);
   const perPort = new Map<number, number[]>();
   protect.forEach((d, idx) => {
+    if (protocolOf(d) !== 'tcp') return; // slot idx of spak_dests stays unused
     const wildcard = isWildcard(d.address);
     const flags = (d.bindSource ? SPAK_DEST_BIND_SOURCE : 0) | (wildcard && d.dialAddress === undefined ? SPAK_DEST_DADDR_AT_RUN : 0);
     const daddr = d.dialAddress ?? (wildcard ? undefined : d.address);

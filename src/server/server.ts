@@ -1,7 +1,7 @@
 // The SYN-mode server daemon: loads server.bpf.o, writes its configuration maps, and
 // attaches it at XDP through a pinned bpf_link, so that protection outlives the daemon.
 // A new daemon adopts what an earlier one (stopped, crashed or older) left pinned: it
-// keeps the state maps (flows, replay, counters), writes fresh configuration maps and
+// keeps the state maps (flows, replay, knock rates, allowlist, counters), writes fresh configuration maps and
 // swaps the program in atomically. The port is never open in between.
 import { readdirSync, rmSync } from 'node:fs';
 import type { Logger } from 'pino';
@@ -18,7 +18,7 @@ import {
   tryLock,
   type XdpMode,
 } from '../bpf/libbpf.js';
-import { keepClockCurrent, monotonicSeconds, writeTimeConfig } from '../bpf/clock.js';
+import { keepClockCurrent, monotonicNs, monotonicSeconds, writeTimeConfig } from '../bpf/clock.js';
 import { readCounters } from '../bpf/counters.js';
 import { objectPath } from '../bpf/objects.js';
 import { timeStepAt } from '../wire/option.js';
@@ -27,13 +27,16 @@ import {
   encodeFlow,
   encodeFlowKey,
   SERVER_REASON_NAMES,
+  SPAK_DEFAULT_ALLOW_CAPACITY,
   SPAK_DEFAULT_FLOW_CAPACITY,
   SPAK_DEFAULT_REPLAY_CAPACITY,
   SPAK_FLOW_OPEN,
+  SPAK_MAX_ALWAYS_ALLOW,
   type ServerReason,
 } from '../wire/layout.js';
 import { checkKnock, writeKnock, type KnockOptions } from '../knock/clientmap.js';
-import { ALL_ADDRESSES, checkDestinations, writeDestinations, type ProtectedDest, type ServerKey } from './destinations.js';
+import { parseCidr, sweepAllowlist, writeAlwaysAllow } from './allowlist.js';
+import { ALL_ADDRESSES, checkDestinations, protocolOf, writeDestinations, type ProtectedDest, type ServerKey } from './destinations.js';
 import { DEFAULT_BPFFS, pinPaths, type PinPaths } from './pins.js';
 import { liveTcpSockets } from './seed.js';
 import { sweepFlows, sweepReplay, type SweepResult } from './sweep.js';
@@ -58,6 +61,10 @@ export interface ServerOptions {
   seedExisting: boolean;
   /** Knock mode: the XDP side of the knock port (port, clients, rate limit); off when absent. */
   knock?: KnockOptions | undefined;
+  /** Sources every protected destination admits: IPv4/IPv6 addresses and CIDRs. */
+  alwaysAllow?: string[] | undefined;
+  /** Entries of the knock allowlist (spak_allow). */
+  allowCapacity?: number | undefined;
   /** Where bpffs is (mounted there when missing). */
   bpffs?: string | undefined;
   logger?: Logger | undefined;
@@ -75,13 +82,14 @@ export function sweepIntervalSeconds(o: Pick<ServerOptions, 'flowFinSeconds' | '
 /** Rewritten by each daemon and swapped in with its program. */
 const CONFIG_MAPS = [
   'spak_config', 'spak_ports', 'spak_port_slots', 'spak_protected', 'spak_dests', 'spak_protected_addrs',
-  'spak_knock_config', 'spak_knock_clients',
+  'spak_knock_config', 'spak_knock_clients', 'spak_udp_ports', 'spak_udp_protected', 'spak_always',
 ] as const;
 /**
- * Kept across daemons: what the program learned (flows, tags seen, knock rates) and its
- * counters. Knock rates are state so that a restart does not hand a flooding source a fresh burst.
+ * Kept across daemons: what the program learned (flows, tags seen, knock rates), what knocks
+ * opened (the allowlist) and its counters. Knock rates are state so that a restart does not
+ * hand a flooding source a fresh burst.
  */
-const STATE_MAPS = ['spak_flows', 'spak_replay', 'spak_knock_rate', 'spak_server_counters'] as const;
+const STATE_MAPS = ['spak_flows', 'spak_replay', 'spak_knock_rate', 'spak_allow', 'spak_server_counters'] as const;
 export const SERVER_MAPS = [...CONFIG_MAPS, ...STATE_MAPS] as const;
 export type ServerMapName = (typeof SERVER_MAPS)[number];
 
@@ -107,6 +115,7 @@ export class SpakServer {
     this.#opts = opts;
     checkDestinations(opts.protect, opts.keys);
     if (opts.knock) checkKnock(opts.knock);
+    checkAlwaysAllow(opts.alwaysAllow);
   }
 
   /**
@@ -119,10 +128,12 @@ export class SpakServer {
     this.#obj = obj;
     obj.setMaxEntries('spak_replay', o.replayCapacity ?? SPAK_DEFAULT_REPLAY_CAPACITY);
     obj.setMaxEntries('spak_flows', o.flowCapacity ?? SPAK_DEFAULT_FLOW_CAPACITY);
+    obj.setMaxEntries('spak_allow', o.allowCapacity ?? SPAK_DEFAULT_ALLOW_CAPACITY);
     for (const [name, map] of Object.entries(reuse)) obj.reuseMap(name, map);
     obj.load();
     writeTimeConfig(obj.map('spak_config'), o);
     this.#writeKnock();
+    writeAlwaysAllow(obj.map('spak_always'), o.alwaysAllow ?? []);
     return obj.program('spak_server');
   }
 
@@ -132,14 +143,16 @@ export class SpakServer {
   }
 
   /** Rewrites the time config and the destinations of the loaded program with new settings. */
-  configure(update: Partial<Pick<ServerOptions, 'protect' | 'keys' | 'stepSeconds' | 'stepWindow' | 'flowIdleSeconds' | 'flowFinSeconds' | 'knock'>>): void {
+  configure(update: Partial<Pick<ServerOptions, 'protect' | 'keys' | 'stepSeconds' | 'stepWindow' | 'flowIdleSeconds' | 'flowFinSeconds' | 'knock' | 'alwaysAllow'>>): void {
     const next = { ...this.#opts, ...update };
     checkDestinations(next.protect, next.keys);
     if (next.knock) checkKnock(next.knock);
+    checkAlwaysAllow(next.alwaysAllow);
     Object.assign(this.#opts, update);
     writeTimeConfig(this.map('spak_config'), this.#opts);
     this.protectWithoutAttaching();
     this.#writeKnock();
+    writeAlwaysAllow(this.map('spak_always'), this.#opts.alwaysAllow ?? []);
   }
 
   #writeKnock(): void {
@@ -211,10 +224,12 @@ export class SpakServer {
     const want: Record<string, number> = {
       spak_flows: o.flowCapacity ?? SPAK_DEFAULT_FLOW_CAPACITY,
       spak_replay: o.replayCapacity ?? SPAK_DEFAULT_REPLAY_CAPACITY,
+      spak_allow: o.allowCapacity ?? SPAK_DEFAULT_ALLOW_CAPACITY,
     };
     // State maps of the same shape are shared with the running program; others are copied.
     const reuse: Partial<Record<ServerMapName, BpfMap>> = {};
     const copy: [ServerMapName, BpfMap][] = [];
+    let widenFlows: BpfMap | null = null;
     for (const name of STATE_MAPS) {
       let pinned: BpfMap;
       try {
@@ -230,6 +245,7 @@ export class SpakServer {
         const same = def.type === pinned.type && def.keySize === pinned.keySize && def.valueSize === pinned.valueSize && def.maxEntries === pinned.maxEntries;
         if (same) reuse[name] = pinned;
         else if (def.keySize === pinned.keySize && def.valueSize === pinned.valueSize) copy.push([name, pinned]);
+        else if (name === 'spak_flows' && pinned.keySize === OLD_FLOW_KEY_SIZE && def.valueSize === pinned.valueSize) widenFlows = pinned;
         else o.logger?.warn(`pinned ${name} has another layout (an older spak): starting it empty`);
       } finally {
         probe.close();
@@ -238,10 +254,12 @@ export class SpakServer {
     const prog = this.load(reuse);
     this.protectWithoutAttaching();
     for (const [name, from] of copy) copyEntries(from, this.#obj!.map(name));
+    if (widenFlows) copyEntries(widenFlows, this.#obj!.map('spak_flows'), widenFlowKey);
     const newProgId = prog.id;
     old.update(prog, oldProgId);
     // Entries the old program added while we copied.
     for (const [name, from] of copy) copyEntries(from, this.#obj!.map(name));
+    if (widenFlows) copyEntries(widenFlows, this.#obj!.map('spak_flows'), widenFlowKey);
     for (const name of SERVER_MAPS) {
       if (reuse[name]) continue;
       removePin(paths.map(name));
@@ -288,7 +306,8 @@ export class SpakServer {
     const o = this.#opts;
     const flows = sweepFlows(this.map('spak_flows'), { nowS, idleS: o.flowIdleSeconds, finS: o.flowFinSeconds });
     const replay = sweepReplay(this.map('spak_replay'), timeStepAt(Date.now(), o.stepSeconds), o.stepWindow);
-    return { ...flows, ...replay };
+    const allowRemoved = sweepAllowlist(this.map('spak_allow'), monotonicNs());
+    return { ...flows, ...replay, allowRemoved };
   }
 
   #runTimers(): void {
@@ -310,10 +329,11 @@ export class SpakServer {
     return {
       spak_ports: m('spak_ports'), spak_port_slots: m('spak_port_slots'), spak_protected: m('spak_protected'),
       spak_dests: m('spak_dests'), spak_protected_addrs: m('spak_protected_addrs'),
+      spak_udp_ports: m('spak_udp_ports'), spak_udp_protected: m('spak_udp_protected'),
     };
   }
 
-  /** Records the kernel's live connections to protected destinations as flows. */
+  /** Records the kernel's live connections to protected TCP destinations as flows. */
   #seedFlows(): number {
     const flows = this.map('spak_flows');
     const covers = coverage(this.#opts.protect);
@@ -360,11 +380,11 @@ export class SpakServer {
   }
 }
 
-/** Does (address, port) fall under one of the protected destinations? */
+/** Does (address, TCP port) fall under one of the protected TCP destinations? */
 export function coverage(protect: ProtectedDest[]): (address: string, port: number) => boolean {
   const v4Any = addrTo16('0.0.0.0');
   const v6Any = addrTo16('::');
-  const entries = protect.map((d) => ({ port: d.port, all: d.address === ALL_ADDRESSES, addr: d.address === ALL_ADDRESSES ? null : addrTo16(d.address) }));
+  const entries = protect.filter((d) => protocolOf(d) === 'tcp').map((d) => ({ port: d.port, all: d.address === ALL_ADDRESSES, addr: d.address === ALL_ADDRESSES ? null : addrTo16(d.address) }));
   return (address, port) => {
     const local = addrTo16(address);
     const wildcard = address.includes('.') || local.subarray(0, 12).equals(v4Any.subarray(0, 12)) ? v4Any : v6Any;
@@ -384,11 +404,24 @@ function removePin(path: string): void {
   rmSync(path, { force: true }); // a pin is a file on bpffs: unlinking it drops that reference
 }
 
-/** Copies every entry of one map into another of the same key and value size. */
-function copyEntries(from: BpfMap, to: BpfMap): void {
+/** Bad always-allow entries are refused before anything is written. */
+function checkAlwaysAllow(cidrs: string[] | undefined): void {
+  if (!cidrs) return;
+  if (cidrs.length > SPAK_MAX_ALWAYS_ALLOW) throw new Error(`${cidrs.length} always-allow entries: at most ${SPAK_MAX_ALWAYS_ALLOW}`);
+  for (const c of cidrs) parseCidr(c);
+}
+
+/** spak_flow_key before it had a protocol (36 bytes): every flow was TCP. */
+const OLD_FLOW_KEY_SIZE = 36;
+function widenFlowKey(k: Buffer): Buffer {
+  return Buffer.concat([k, Buffer.from([6, 0, 0, 0])]);
+}
+
+/** Copies every entry of one map into another of the same value size (keys through mapKey). */
+function copyEntries(from: BpfMap, to: BpfMap, mapKey: (k: Buffer) => Buffer = (k) => k): void {
   const { keys, values } = from.lookupBatch();
   try {
-    if (keys.length > 0) to.updateBatch(keys, values, 'any');
+    if (keys.length > 0) to.updateBatch(keys.map(mapKey), values, 'any');
   } catch {
     // the new table is smaller and full: what fits is kept
   }

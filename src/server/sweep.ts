@@ -4,8 +4,10 @@
 // step, never by recency, so a captured SYN stays refused for as long as its tag is valid.
 // Cost scales with the table, not with the sockets: one batched read of each map, and the
 // kernel's socket tables are read only when some flow is a candidate for removal.
+// UDP flows (protected UDP destinations, bpf/spak_udp.h) have no socket to ask: they go
+// after idleS of silence. The knock allowlist is swept by sweepAllowlist (allowlist.ts).
 import type { BpfMap } from '../bpf/libbpf.js';
-import { encodeFlow, encodeFlowKey, SPAK_FLOW_CLOSING, SPAK_FLOW_OPEN, type SpakFlow } from '../wire/layout.js';
+import { encodeFlow, encodeFlowKey, FLOW_KEY_OFF_PROTO, IPPROTO_UDP, SPAK_FLOW_CLOSING, SPAK_FLOW_OPEN, type SpakFlow } from '../wire/layout.js';
 import { allTcpSockets, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, type KernelSocket } from './seed.js';
 
 export interface FlowSweepSettings {
@@ -25,6 +27,8 @@ export interface SweepResult {
   socketChecks: number;
   replay: number;
   replayRemoved: number;
+  /** Expired knock allowlist entries removed. */
+  allowRemoved: number;
 }
 
 /** Key of the flow table for a kernel socket: the flow arrives from its remote end. */
@@ -37,6 +41,7 @@ export function sweepFlows(
 ): Pick<SweepResult, 'flows' | 'flowsRemoved' | 'flowsReopened' | 'socketChecks'> {
   // Values are read in place in the batch buffers; only candidates get buffers of their own.
   const candidates: { key: Buffer; flow: SpakFlow }[] = [];
+  const silentUdp: Buffer[] = [];
   let total = 0;
   for (const chunk of flows.lookupChunks()) {
     const keySize = chunk.keys.length / chunk.count;
@@ -44,12 +49,17 @@ export function sweepFlows(
     for (let i = 0; i < chunk.count; i++) {
       const seenS = chunk.values.readUInt32LE(i * valueSize);
       const state = chunk.values.readUInt32LE(i * valueSize + 4);
+      if (chunk.keys[i * keySize + FLOW_KEY_OFF_PROTO] === IPPROTO_UDP) {
+        if (t.nowS - seenS > t.idleS) silentUdp.push(Buffer.from(chunk.keys.subarray(i * keySize, (i + 1) * keySize)));
+        continue;
+      }
       if (t.nowS - seenS > (state === SPAK_FLOW_CLOSING ? t.finS : t.idleS))
         candidates.push({ key: Buffer.from(chunk.keys.subarray(i * keySize, (i + 1) * keySize)), flow: { seenS, state } });
     }
     total += chunk.count;
   }
   const result = { flows: total, flowsRemoved: 0, flowsReopened: 0, socketChecks: candidates.length };
+  if (silentUdp.length > 0) result.flowsRemoved += flows.deleteBatch(silentUdp);
   if (candidates.length === 0) return result;
 
   const kernel = new Map<string, number>();
@@ -71,7 +81,7 @@ export function sweepFlows(
       // removed meanwhile (a new SYN replaced it, or another sweep): nothing to keep
     }
   }
-  if (gone.length > 0) result.flowsRemoved = flows.deleteBatch(gone);
+  if (gone.length > 0) result.flowsRemoved += flows.deleteBatch(gone);
   return result;
 }
 

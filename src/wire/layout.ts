@@ -61,6 +61,13 @@ export const SPAK_KNOCK_DEFAULT_RATE = 10;
 export const SPAK_KNOCK_DEFAULT_BURST = 20;
 export const SPAK_MAX_KNOCK_CLIENTS = 4096;
 export const SPAK_KNOCK_RATE_CAPACITY = 65536;
+export const SPAK_DEFAULT_ALLOW_CAPACITY = 65536;
+export const SPAK_MAX_ALWAYS_ALLOW = 16384;
+
+/** IP protocol numbers of the flow and allowlist keys. */
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+export type L4Proto = 'tcp' | 'udp';
 
 /** Where a port lives in the port bitmap: array index and the bit within that u64. */
 export function portBit(port: number): { index: number; bit: bigint } {
@@ -94,6 +101,9 @@ export const SERVER_REASONS = [
   'SPAK_SRV_DROP_KNOCK_UNKNOWN_CLIENT',
   'SPAK_SRV_DROP_KNOCK_TAG',
   'SPAK_SRV_DROP_KNOCK_FRAGMENT',
+  'SPAK_SRV_PASS_ALLOWLISTED',
+  'SPAK_SRV_PASS_ALWAYS',
+  'SPAK_SRV_DROP_UDP_NOT_ALLOWED',
 ] as const;
 
 export const CLIENT_REASONS = [
@@ -145,13 +155,16 @@ export const STRUCT_SIZES = {
   spak_dest_info: 168,
   spak_port_slot: 24,
   spak_target: 40,
-  spak_flow_key: 36,
+  spak_flow_key: 40,
   spak_flow: 8,
   spak_replay: 24,
   spak_knock: 152,
   spak_knock_entry: 3,
   spak_knock_plain: 88,
   spak_knock_config: 24,
+  spak_allow_key: 20,
+  spak_allow: 24,
+  spak_always_key: 20,
 } as const;
 
 /* ---- addresses: always 16 bytes, IPv4 stored as ::ffff:a.b.c.d ---- */
@@ -399,8 +412,11 @@ export function decodePortSlot(b: Buffer): { addr: string; mode: number; destIdx
   return { addr: addrFrom16(b.subarray(0, 16)), mode: b.readUInt32LE(16), destIdx: b.readUInt32LE(20) };
 }
 
-/** struct spak_flow_key: a TCP flow as the server sees it arrive. */
-export interface SpakFlowKey { saddr: Addr; daddr: Addr; sport: number; dport: number }
+/** struct spak_flow_key: a TCP or UDP flow as the server sees it arrive; proto defaults to TCP (6). */
+export interface SpakFlowKey { saddr: Addr; daddr: Addr; sport: number; dport: number; proto?: number }
+
+/** Offset of spak_flow_key.proto: the sweep tells UDP flows from TCP ones by it. */
+export const FLOW_KEY_OFF_PROTO = 36;
 
 export function encodeFlowKey(k: SpakFlowKey): Buffer {
   const b = Buffer.alloc(STRUCT_SIZES.spak_flow_key);
@@ -408,15 +424,17 @@ export function encodeFlowKey(k: SpakFlowKey): Buffer {
   addrBytes(k.daddr).copy(b, 16);
   b.writeUInt16BE(k.sport, 32);
   b.writeUInt16BE(k.dport, 34);
+  b.writeUInt8(k.proto ?? IPPROTO_TCP, FLOW_KEY_OFF_PROTO);
   return b;
 }
-export function decodeFlowKey(b: Buffer): { saddr: string; daddr: string; sport: number; dport: number } {
+export function decodeFlowKey(b: Buffer): { saddr: string; daddr: string; sport: number; dport: number; proto: number } {
   need(b, STRUCT_SIZES.spak_flow_key, 'spak_flow_key');
   return {
     saddr: addrFrom16(b.subarray(0, 16)),
     daddr: addrFrom16(b.subarray(16, 32)),
     sport: b.readUInt16BE(32),
     dport: b.readUInt16BE(34),
+    proto: b.readUInt8(FLOW_KEY_OFF_PROTO),
   };
 }
 
@@ -447,4 +465,58 @@ export function encodeReplay(r: SpakReplay): Buffer {
 export function decodeReplay(b: Buffer): { saddr: string; sport: number; timeStep: number } {
   need(b, STRUCT_SIZES.spak_replay, 'spak_replay');
   return { saddr: addrFrom16(b.subarray(0, 16)), sport: b.readUInt16BE(16), timeStep: b.readUInt32LE(20) };
+}
+
+/* ---- knock allowlist and always-allow list (bpf/spak_allow.h) ---- */
+
+function protoNumber(p: L4Proto): number {
+  if (p === 'tcp') return IPPROTO_TCP;
+  if (p === 'udp') return IPPROTO_UDP;
+  throw new TypeError(`not a protocol: ${JSON.stringify(p)} (tcp or udp)`);
+}
+
+/** struct spak_allow_key: (source address, protocol, destination port). */
+export interface SpakAllowKey { addr: Addr; proto: L4Proto; port: number }
+
+export function encodeAllowKey(k: SpakAllowKey): Buffer {
+  const b = Buffer.alloc(STRUCT_SIZES.spak_allow_key);
+  addrBytes(k.addr).copy(b, 0);
+  b.writeUInt16BE(k.port, 16); // __be16
+  b.writeUInt8(protoNumber(k.proto), 18);
+  return b;
+}
+export function decodeAllowKey(b: Buffer): { addr: string; proto: L4Proto; port: number } {
+  need(b, STRUCT_SIZES.spak_allow_key, 'spak_allow_key');
+  const p = b.readUInt8(18);
+  if (p !== IPPROTO_TCP && p !== IPPROTO_UDP) throw new RangeError(`spak_allow_key: protocol ${p} is neither tcp (6) nor udp (17)`);
+  return { addr: addrFrom16(b.subarray(0, 16)), proto: p === IPPROTO_TCP ? 'tcp' : 'udp', port: b.readUInt16BE(16) };
+}
+
+/** struct spak_allow: CLOCK_MONOTONIC ns; idleNs and graceNs 0 = off. */
+export interface SpakAllow { expiresNs: bigint; idleNs: bigint; graceNs: bigint }
+
+export function encodeAllowEntry(a: SpakAllow): Buffer {
+  const b = Buffer.alloc(STRUCT_SIZES.spak_allow);
+  b.writeBigUInt64LE(a.expiresNs, 0);
+  b.writeBigUInt64LE(a.idleNs, 8);
+  b.writeBigUInt64LE(a.graceNs, 16);
+  return b;
+}
+export function decodeAllowEntry(b: Buffer): SpakAllow {
+  need(b, STRUCT_SIZES.spak_allow, 'spak_allow');
+  return { expiresNs: b.readBigUInt64LE(0), idleNs: b.readBigUInt64LE(8), graceNs: b.readBigUInt64LE(16) };
+}
+
+/**
+ * struct spak_always_key, the LPM trie key: prefixLen counts bits of the 16-byte
+ * IPv4-mapped form (an IPv4 /24 is 96 + 24). prefixlen is a host-order __u32.
+ */
+export interface SpakAlwaysKey { addr: Addr; prefixLen: number }
+
+export function encodeAlwaysKey(k: SpakAlwaysKey): Buffer {
+  if (!Number.isInteger(k.prefixLen) || k.prefixLen < 0 || k.prefixLen > 128) throw new RangeError(`prefix length ${k.prefixLen} is not 0..128`);
+  const b = Buffer.alloc(STRUCT_SIZES.spak_always_key);
+  b.writeUInt32LE(k.prefixLen, 0);
+  addrBytes(k.addr).copy(b, 4);
+  return b;
 }

@@ -95,6 +95,7 @@ export interface ProtectEntry {
   bindSource?: boolean;
   dialAddress?: string;
   dialPort?: number;
+  protocol?: 'tcp' | 'udp';
 }
 
 export interface ServerSetup {

@@ -35,7 +35,7 @@ for (const shape of SHAPES) for (const e of Object.values(FAMILIES)) {
 
       const flows = file.srv.flows.keys();
       assert.equal(flows.length, 1);
-      assert.deepEqual(decodeFlowKey(flows[0]!), { saddr: e.client, daddr: e.server, sport: 40000, dport: 22 });
+      assert.deepEqual(decodeFlowKey(flows[0]!), { saddr: e.client, daddr: e.server, sport: 40000, dport: 22, proto: 6 });
       assert.equal(decodeFlow(file.srv.flows.lookup(flows[0]!)!).state, SPAK_FLOW_OPEN);
 
       const tag = tagFor({ ...synBase(e), key: KEY1, keyId: 1, timeStep: now });
@@ -287,7 +287,7 @@ describe('server: DNAT (tag bound to the dialled address and port)', () => {
 
   test('198.51.100.1:8022 dialled as 203.0.113.10:2022: tag for 203.0.113.10:2022 -> pass_valid_syn', async () => {
     file.srv.expect(validSyn(v4, await step(), { dport: 8022, tag: { daddr: '203.0.113.10', dport: 2022 } }), 'pass_valid_syn');
-    assert.deepEqual(decodeFlowKey(file.srv.flows.keys()[0]!), { saddr: v4.client, daddr: v4.server, sport: 40000, dport: 8022 },
+    assert.deepEqual(decodeFlowKey(file.srv.flows.keys()[0]!), { saddr: v4.client, daddr: v4.server, sport: 40000, dport: 8022, proto: 6 },
       'the flow is recorded as the server sees it (after DNAT)');
   });
 

@@ -104,3 +104,24 @@ test('replay: entries go once their time step is past the window, never before',
   assert.equal(replay.lookup(tag(5)), null);
   for (const i of [2, 3, 4]) assert.ok(replay.lookup(tag(i)), `entry ${i} is still valid and kept`);
 });
+
+test('flows: UDP flows have no socket to ask: they go after idleS of silence, TCP ones as before', () => {
+  const udp = (sport: number, age: number) => {
+    const key = encodeFlowKey({ saddr: '198.51.100.2', daddr: '198.51.100.1', sport, dport: 51820, proto: 17 });
+    server.map('spak_flows').update(key, encodeFlow({ seenS: NOW - age, state: SPAK_FLOW_OPEN }));
+    return key;
+  };
+  const quiet = udp(50001, 301);
+  const talking = udp(50002, 5);
+  const tcpIdle = flow(40001, SPAK_FLOW_OPEN, 301);
+  let reads = 0;
+  const r = sweepFlows(server.map('spak_flows'), settings, () => {
+    reads++;
+    return [socket(40001, 0x01)];
+  });
+  assert.deepEqual(r, { flows: 3, flowsRemoved: 1, flowsReopened: 0, socketChecks: 1 });
+  assert.equal(reads, 1, 'only the TCP candidate needs the socket tables');
+  assert.equal(server.map('spak_flows').lookup(quiet), null);
+  assert.ok(server.map('spak_flows').lookup(talking));
+  assert.ok(server.map('spak_flows').lookup(tcpIdle), 'its socket lives');
+});

@@ -5,6 +5,8 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { newHexKey, parseHexKey } from '../../src/config/keys.js';
 import { loadConfigFile, resolveSecret } from '../../src/config/schema.js';
+import { checkDestinations } from '../../src/server/destinations.js';
+import { parseCidr } from '../../src/server/allowlist.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'spak-config-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -40,6 +42,34 @@ test('a full config loads with defaults filled in', () => {
   assert.equal(cfg.server?.protect[1]?.dialPort, 2222);
   assert.equal(resolveSecret(cfg.server!.keys[1]!, 'k').toString('hex'), KEY);
   assert.equal(cfg.client?.destinations[0]?.keyId, 1);
+  assert.equal(cfg.server?.protect[0]?.protocol, 'tcp');
+  assert.deepEqual(cfg.server?.alwaysAllow, []);
+});
+
+test('protocol per protected destination and the always-allow list', () => {
+  const file = write('allow.json', {
+    server: {
+      interface: 'eth0', keys: [{ id: 1, secret: KEY }],
+      protect: [{ address: '198.51.100.1', port: 51820, protocol: 'udp' }, { address: '198.51.100.1', port: 51820 }],
+      alwaysAllow: ['198.51.100.0/24', '2001:db8::/64', '203.0.113.7', '2001:db8:1::1'],
+    },
+  });
+  const cfg = loadConfigFile(file).server!;
+  assert.deepEqual(cfg.protect.map((d) => d.protocol), ['udp', 'tcp']);
+  assert.equal(cfg.alwaysAllow.length, 4);
+  assert.deepEqual(parseCidr('198.51.100.0/24'), { addr: Buffer.from('00000000000000000000ffffc6336400', 'hex'), prefixLen: 120 });
+  assert.equal(parseCidr('203.0.113.7').prefixLen, 128);
+  assert.equal(parseCidr('2001:db8::/64').prefixLen, 64);
+  assert.equal(parseCidr('0.0.0.0/0').prefixLen, 96);
+  const bad: [unknown, RegExp][] = [
+    [{ address: '198.51.100.1', port: 22, protocol: 'sctp' }, /server\.protect\[0\]\.protocol/],
+  ];
+  for (const [dest, re] of bad)
+    assert.throws(() => loadConfigFile(write('badproto.json', { server: { interface: 'eth0', keys: [{ id: 1, secret: KEY }], protect: [dest] } })), re);
+  for (const [entry, re] of [['198.51.100.1/24', /host bits/], ['10.0.0.0/33', /prefix length/], ['example.org', /not an IPv4/]] as const)
+    assert.throws(() => loadConfigFile(write('badallow.json', {
+      server: { interface: 'eth0', keys: [{ id: 1, secret: KEY }], protect: [{ address: '198.51.100.1', port: 22 }], alwaysAllow: [entry] },
+    })), (err: Error) => re.test(err.message) && /server\.alwaysAllow\[0\]/.test(err.message));
 });
 
 test('errors name the field', () => {
@@ -68,4 +98,13 @@ test('unreadable and non-JSON files give one clear line', () => {
   assert.throws(() => loadConfigFile(write('bad.json', '{ nope')), /not valid JSON/);
   assert.throws(() => resolveSecret({ id: 1 } as never, 'server.keys[0]'), /exactly one of secret or secretFile/);
   assert.throws(() => resolveSecret({ secretFile: path.join(dir, 'nokey') }, 'server.keys[0]'), /cannot read/);
+});
+
+test('destinations: tcp and udp on one port are two; SYN-tag settings are tcp only', () => {
+  const keys = [{ id: 1, key: Buffer.alloc(16) }];
+  checkDestinations([{ address: '198.51.100.1', port: 53, protocol: 'udp' }, { address: '198.51.100.1', port: 53 }], keys);
+  checkDestinations([{ address: '*', port: 53, protocol: 'udp' }, { address: '198.51.100.1', port: 53 }], keys);
+  assert.throws(() => checkDestinations([{ address: '198.51.100.1', port: 53, protocol: 'udp' }, { address: '198.51.100.1', port: 53, protocol: 'udp' }], keys), /protected twice/);
+  assert.throws(() => checkDestinations([{ address: '198.51.100.1', port: 53, protocol: 'udp', bindSource: true }], keys), /tcp only/);
+  assert.throws(() => checkDestinations([{ address: '*', port: 53, protocol: 'udp' }, { address: '198.51.100.1', port: 53, protocol: 'udp' }], keys), /"\*" already/);
 });

@@ -247,8 +247,9 @@ describe('struct layout', () => {
     assert.deepEqual(
       { ...STRUCT_SIZES },
       { spak_opt: 20, spak_tag_input: 48, spak_sip_state: 32, spak_key: 16, spak_config: 24, spak_dest: 20,
-        spak_dest_key: 40, spak_dest_info: 168, spak_port_slot: 24, spak_target: 40, spak_flow_key: 36, spak_flow: 8,
-        spak_replay: 24, spak_knock: 152, spak_knock_entry: 3, spak_knock_plain: 88, spak_knock_config: 24 },
+        spak_dest_key: 40, spak_dest_info: 168, spak_port_slot: 24, spak_target: 40, spak_flow_key: 40, spak_flow: 8,
+        spak_replay: 24, spak_knock: 152, spak_knock_entry: 3, spak_knock_plain: 88, spak_knock_config: 24,
+        spak_allow_key: 20, spak_allow: 24, spak_always_key: 20 },
     );
   });
 
@@ -326,8 +327,40 @@ describe('struct layout', () => {
   test('spak_flow_key', () => {
     const k = { saddr: V4, daddr: '198.51.100.1', sport: 40000, dport: 22 };
     const b = layout.encodeFlowKey(k);
-    assertStruct('spak_flow_key', b, { saddr: V4_HEX, daddr: '00000000000000000000ffffc6336401', sport: 40000, dport: 22 });
-    assert.deepEqual(layout.decodeFlowKey(b), k);
+    assertStruct('spak_flow_key', b, { saddr: V4_HEX, daddr: '00000000000000000000ffffc6336401', sport: 40000, dport: 22, proto: 6, pad: '000000' });
+    assert.deepEqual(layout.decodeFlowKey(b), { ...k, proto: 6 });
+    assert.equal(cfield('spak_flow_key', 'proto').offset, layout.FLOW_KEY_OFF_PROTO);
+    const u = layout.encodeFlowKey({ saddr: V6, daddr: V6, sport: 1, dport: 51820, proto: layout.IPPROTO_UDP });
+    assertStruct('spak_flow_key', u, { saddr: V6_HEX, daddr: V6_HEX, sport: 1, dport: 51820, proto: 17, pad: '000000' });
+    assert.equal(layout.decodeFlowKey(u).proto, 17);
+  });
+
+  test('spak_allow_key', () => {
+    const k = { addr: V4, proto: 'udp' as const, port: 51820 };
+    const b = layout.encodeAllowKey(k);
+    assertStruct('spak_allow_key', b, { addr: V4_HEX, port: 51820, proto: 17, pad: 0 });
+    assert.deepEqual(layout.decodeAllowKey(b), k);
+    const t = layout.encodeAllowKey({ addr: V6, proto: 'tcp', port: 22 });
+    assertStruct('spak_allow_key', t, { addr: V6_HEX, port: 22, proto: 6, pad: 0 });
+    assert.throws(() => layout.encodeAllowKey({ addr: V4, proto: 'icmp' as 'tcp', port: 1 }), TypeError);
+    const bad = Buffer.from(b);
+    bad[18] = 1;
+    assert.throws(() => layout.decodeAllowKey(bad), RangeError);
+  });
+
+  test('spak_allow', () => {
+    const a = { expiresNs: 123456789012345n, idleNs: 60_000_000_000n, graceNs: 5_000_000_000n };
+    const b = layout.encodeAllowEntry(a);
+    assertStruct('spak_allow', b, { expires_ns: a.expiresNs, idle_ns: a.idleNs, grace_ns: a.graceNs });
+    assert.deepEqual(layout.decodeAllowEntry(b), a);
+  });
+
+  test('spak_always_key', () => {
+    const b = layout.encodeAlwaysKey({ addr: '198.51.100.0', prefixLen: 96 + 24 });
+    assertStruct('spak_always_key', b, { prefixlen: 120, addr: '00000000000000000000ffffc6336400' });
+    const v6 = layout.encodeAlwaysKey({ addr: '2001:db8::', prefixLen: 64 });
+    assertStruct('spak_always_key', v6, { prefixlen: 64, addr: '20010db8000000000000000000000000' });
+    assert.throws(() => layout.encodeAlwaysKey({ addr: V4, prefixLen: 129 }), RangeError);
   });
 
   test('spak_flow', () => {
