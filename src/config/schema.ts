@@ -25,6 +25,43 @@ const protectedDest = z.strictObject({
   dialPort: port.optional(),
 });
 
+/** "tcp/22", "udp/51820": what a knock may open. */
+export const accessSpec = z.string().regex(/^(tcp|udp)\/([1-9]\d{0,4})$/, { message: 'expected tcp/PORT or udp/PORT' })
+  .refine((s) => Number(s.split('/')[1]) <= 65535, { message: 'port above 65535' });
+/** An IPv4 or IPv6 network, "198.51.100.0/24", "2001:db8::/32" (a bare address is a /32 or /128). */
+export const cidr = z.string().refine((s) => {
+  const [a, len, ...rest] = s.split('/');
+  const kind = isIP(a ?? '');
+  if (kind === 0 || rest.length > 0) return false;
+  return len === undefined || (/^\d{1,3}$/.test(len) && Number(len) <= (kind === 4 ? 32 : 128));
+}, { message: 'not an IPv4 or IPv6 network (address/prefix length)' });
+const seconds = z.number().int().min(0).max(366 * 86400);
+const duration = z.number().int().min(1).max(366 * 86400);
+
+/** Knock mode: the daemon's side. Policy fields are defaults that a client's NAME.json overrides. */
+export const knockSchema = z.strictObject({
+  port,
+  serverKeyFile: z.string().min(1),
+  clientsDir: z.string().min(1),
+  /** Where the replay cache lives (default /var/lib/spak/<interface>). */
+  stateDir: z.string().min(1).optional(),
+  /** The address the knock socket binds to (default :: with IPv4 mapped, or 0.0.0.0). */
+  listenAddress: address.optional(),
+  /** Addresses clients knock at besides the interface's own (e.g. a DNAT front). */
+  serverAddresses: z.array(address).default([]),
+  defaultDurationSeconds: duration.default(300),
+  maxDurationSeconds: duration.default(3600),
+  windowSeconds: z.number().int().min(1).max(3600).default(30),
+  rate: z.number().positive().max(1e9).optional(),
+  burst: z.number().int().min(1).max(1_000_000).optional(),
+  allow: z.array(accessSpec).max(64).default([]),
+  fromNetworks: z.array(cidr).default([]),
+  idleExtensionSeconds: seconds.default(0),
+  graceSeconds: seconds.default(0),
+}).refine((k) => k.defaultDurationSeconds <= k.maxDurationSeconds, {
+  message: 'defaultDurationSeconds is above maxDurationSeconds', path: ['defaultDurationSeconds'],
+});
+
 export const serverSchema = z.strictObject({
   interface: z.string().min(1).max(15),
   xdpMode: z.enum(['native', 'generic', 'auto']).default('native'),
@@ -37,6 +74,7 @@ export const serverSchema = z.strictObject({
   seedExisting: z.boolean().default(true),
   keys: z.array(serverKey).min(1).max(4, { message: 'at most 4 keys can be valid at once (rotation needs two)' }),
   protect: z.array(protectedDest).min(1),
+  knock: knockSchema.optional(),
 });
 
 const clientDest = z.strictObject({
@@ -60,6 +98,7 @@ export const configSchema = z.strictObject({
 });
 
 export type ServerConfig = z.infer<typeof serverSchema>;
+export type KnockConfig = z.infer<typeof knockSchema>;
 export type ClientConfig = z.infer<typeof clientSchema>;
 export type SpakConfigFile = z.infer<typeof configSchema>;
 
