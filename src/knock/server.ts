@@ -9,11 +9,11 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { BpfMap } from '../bpf/libbpf.js';
 import type { KnockConfig } from '../config/schema.js';
-import { allowSource, encodeAllowKey, revokeSource, type AllowKey } from '../server/allowlist.js';
+import { allowSource, revokeSource } from '../server/allowlist.js';
 import { addrFrom16, addrTo16 } from '../wire/layout.js';
 import { checkFreshness } from './checks.js';
-import { ClientsDirectory, inNetwork, type ClientsChange, type LoadedClient } from './clients.js';
-import { writeKnock, type KnockMaps } from './clientmap.js';
+import { ClientsDirectory, inNetwork, scanClientsDir, type ClientsChange, type LoadedClient, type PolicyDefaults } from './clients.js';
+import { writeKnock, type KnockMaps, type KnockOptions } from './clientmap.js';
 import { KNOCK_REJECTS, KnockOpener, type Access } from './datagram.js';
 import { loadPrivateKey } from './keys.js';
 import { ReplayStore } from './replaystore.js';
@@ -56,7 +56,7 @@ export const DEFAULT_STATE_ROOT = '/var/lib/spak';
 const NS = 1_000_000_000n;
 
 /** At most `perSecond` lines a second; what is held back is counted and reported once. */
-class LogLimiter {
+export class LogLimiter {
   #second = 0;
   #lines = 0;
   #suppressed = 0;
@@ -116,6 +116,36 @@ async function bindSockets(port: number, listen: string | undefined, onMessage: 
   }
 }
 
+const policyDefaults = (cfg: KnockConfig): PolicyDefaults => ({
+  allow: cfg.allow, maxDurationSeconds: cfg.maxDurationSeconds, defaultDurationSeconds: cfg.defaultDurationSeconds,
+  fromNetworks: cfg.fromNetworks, idleExtensionSeconds: cfg.idleExtensionSeconds, graceSeconds: cfg.graceSeconds,
+});
+
+/**
+ * The XDP side of knock mode from the config, with the clients the directory holds now: for
+ * SpakServer's `knock` option, so the program is swapped in with the knock port already on.
+ * startKnockService then keeps the same maps current.
+ */
+export function knockOptionsFromConfig(cfg: KnockConfig): KnockOptions {
+  const serverKey = loadPrivateKey(cfg.serverKeyFile);
+  const { clients } = scanClientsDir(cfg.clientsDir, serverKey, policyDefaults(cfg));
+  return { port: cfg.port, clients: [...clients.values()].map((c) => c.publicKey), serverKey, rate: cfg.rate, burst: cfg.burst };
+}
+
+type AllowKey = Parameters<typeof revokeSource>[1];
+
+/**
+ * struct spak_allow_key (addr[16] IPv4-mapped, __be16 port, u8 proto, u8 pad), for reading the
+ * map back: the allowlist module only writes, and its encoder is not part of its interface.
+ */
+function allowKeyBytes(k: AllowKey): Buffer {
+  const b = Buffer.alloc(20);
+  addrTo16(k.addr).copy(b, 0);
+  b.writeUInt16BE(k.port, 16);
+  b[18] = k.proto === 'tcp' ? 6 : 17;
+  return b;
+}
+
 interface Grant { key: AllowKey; expiresNs: bigint; clients: Set<number> }
 
 /**
@@ -164,10 +194,7 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
     }
   };
 
-  const dir = new ClientsDirectory(
-    cfg.clientsDir, serverKey,
-    { allow: cfg.allow, maxDurationSeconds: cfg.maxDurationSeconds, defaultDurationSeconds: cfg.defaultDurationSeconds, fromNetworks: cfg.fromNetworks, idleExtensionSeconds: cfg.idleExtensionSeconds, graceSeconds: cfg.graceSeconds },
-    onChange, (line) => logger.warn(`knock: ${line}`), opts.rescanMs ?? 5000,
+  const dir = new ClientsDirectory(cfg.clientsDir, serverKey, policyDefaults(cfg), onChange, (line) => logger.warn(`knock: ${line}`), opts.rescanMs ?? 5000,
   );
 
   // The addresses knocks may name: configured ones, the listen address and the interface's own.
@@ -223,18 +250,33 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
       if (unusableAllowAddress(addrTo16(addr))) return reject('bad_allow_address', src, client, addr);
       const expiresNs = process.hrtime.bigint() + BigInt(durationS) * NS;
       const unique = [...new Map(want.map((a) => [`${a.proto}/${a.port}`, a])).values()];
+      const done: { key: AllowKey; raw: Buffer; old: Buffer | null }[] = [];
       try {
         for (const a of unique) {
           const key: AllowKey = { addr, proto: a.proto, port: a.port };
+          const raw = allowKeyBytes(key);
+          const old = maps.spak_allow.lookup(raw);
           allowSource(maps.spak_allow, { ...key, expiresNs, idleNs: BigInt(pol.idleExtensionSeconds) * NS, graceNs: BigInt(pol.graceSeconds) * NS });
-          const hex = encodeAllowKey(key).toString('hex');
-          const g = grants.get(hex) ?? { key, expiresNs, clients: new Set<number>() };
-          g.expiresNs = expiresNs > g.expiresNs ? expiresNs : g.expiresNs;
-          g.clients.add(client.id);
-          grants.set(hex, g);
+          done.push({ key, raw, old });
         }
       } catch (err) {
+        // All or nothing: a knock answered "rejected" must not leave half its ports open.
+        for (const d of done) {
+          try {
+            if (d.old) maps.spak_allow.update(d.raw, d.old);
+            else revokeSource(maps.spak_allow, d.key);
+          } catch {
+            // the map refuses writes: the reason below says so
+          }
+        }
         return reject('allowlist_failed', src, client, (err as Error).message);
+      }
+      for (const d of done) {
+        const hex = d.raw.toString('hex');
+        const g = grants.get(hex) ?? { key: d.key, expiresNs, clients: new Set<number>() };
+        g.expiresNs = expiresNs > g.expiresNs ? expiresNs : g.expiresNs;
+        g.clients.add(client.id);
+        grants.set(hex, g);
       }
       counts.knock_accepted++;
       const opens = unique.map((a) => `${a.proto}/${a.port}`).join(',');

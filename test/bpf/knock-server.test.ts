@@ -178,6 +178,19 @@ describe('rejections: counted, nothing written', () => {
       assert.deepEqual(allowed(), []);
     });
 
+  test('allowlist full: refused, and the ports written before the failure are taken back', async () => {
+    clearAllow();
+    const filler = (i: number) => { const k = Buffer.alloc(20); k.writeUInt32BE(i, 0); k[18] = 6; return k; };
+    for (let i = 0; i < 1023; i++) allow.update(filler(i), Buffer.alloc(24));
+    try {
+      assert.equal(await outcome(await seal('alice', { open: [{ proto: 'tcp', port: 22 }, { proto: 'udp', port: 51820 }] })), 'knock_rejected_allowlist_failed');
+      assert.equal(allow.keys().length, 1023);
+      assert.equal(allowed().filter((e) => e.startsWith('127.0.0.1')).length, 0);
+    } finally {
+      clearAllow();
+    }
+  });
+
   test('replayed, and replayed after a restart of the receiver (persisted cache)', async () => {
     clearAllow();
     const first = await seal('alice', { open: [{ proto: 'tcp', port: 22 }] });
