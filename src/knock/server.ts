@@ -20,7 +20,7 @@ import { ReplayStore } from './replaystore.js';
 
 /** Reasons the daemon adds to the datagram's own (KNOCK_REJECTS). */
 export const KNOCK_POLICY_REJECTS = [
-  'source_not_allowed',    // packet source outside the client's fromNetworks
+  'source_not_allowed',    // packet source (or the address named) outside the client's fromNetworks
   'port_not_allowed',      // a requested protocol/port is not in the policy (or nothing is allowed)
   'duration_over_max',     // requested duration above the policy's maximum
   'bad_allow_address',     // named address to allow is unspecified, multicast or broadcast
@@ -247,7 +247,11 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
       if (durationS > pol.maxDurationSeconds) return reject('duration_over_max', src, client, `${durationS} s > ${pol.maxDurationSeconds} s`);
       // Behind NAT a client may name the address to allow (its public one); else the packet's source.
       const addr = p.allowAddr ?? src;
-      if (unusableAllowAddress(addrTo16(addr))) return reject('bad_allow_address', src, client, addr);
+      const addr16 = addrTo16(addr);
+      if (unusableAllowAddress(addr16)) return reject('bad_allow_address', src, client, addr);
+      // A named address must satisfy fromNetworks too, or naming one would sidestep it.
+      if (p.allowAddr !== null && pol.fromNetworks.length > 0 && !pol.fromNetworks.some((n) => inNetwork(addr16, n)))
+        return reject('source_not_allowed', src, client, `address to allow ${addr} is outside fromNetworks`);
       const expiresNs = process.hrtime.bigint() + BigInt(durationS) * NS;
       const unique = [...new Map(want.map((a) => [`${a.proto}/${a.port}`, a])).values()];
       const done: { key: AllowKey; raw: Buffer; old: Buffer | null }[] = [];

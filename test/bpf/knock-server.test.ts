@@ -144,8 +144,11 @@ describe('accepted knocks', () => {
 
   test('a named address (client behind NAT) is the one allowed; server defaults apply without NAME.json', async () => {
     clearAllow();
-    assert.equal(await outcome(await seal('alice', { allowAddr: '203.0.113.9', open: [{ proto: 'tcp', port: 22 }] })), 'knock_accepted');
-    assert.deepEqual(allowed(), ['203.0.113.9 tcp/22']);
+    assert.equal(await outcome(await seal('carol', { allowAddr: '2001:db8::9', open: [{ proto: 'tcp', port: 80 }] })), 'knock_accepted');
+    assert.deepEqual(allowed(), ['2001:db8::9 tcp/80']);
+    clearAllow();
+    assert.equal(await outcome(await seal('alice', { allowAddr: '127.0.0.9', open: [{ proto: 'tcp', port: 22 }] })), 'knock_accepted');
+    assert.deepEqual(allowed(), ['127.0.0.9 tcp/22']);
     clearAllow();
     assert.equal(await outcome(await seal('carol')), 'knock_accepted');
     assert.deepEqual(allowed(), ['127.0.0.1 tcp/80']);
@@ -169,6 +172,7 @@ describe('rejections: counted, nothing written', () => {
     ['port not allowed', 'knock_rejected_port_not_allowed', () => seal('alice', { open: [{ proto: 'tcp', port: 22 }, { proto: 'tcp', port: 23 }] })],
     ['duration over max', 'knock_rejected_duration_over_max', () => seal('alice', { durationS: 601 })],
     ['source outside fromNetworks', 'knock_rejected_source_not_allowed', () => seal('bob')],
+    ['named address outside fromNetworks', 'knock_rejected_source_not_allowed', () => seal('alice', { allowAddr: '203.0.113.9' })],
     ['unusable named address', 'knock_rejected_bad_allow_address', () => seal('alice', { allowAddr: '224.0.0.1' })],
   ];
   for (const [name, counter, make] of cases)
