@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { BpfMap } from '../bpf/libbpf.js';
 import type { KnockConfig } from '../config/schema.js';
 import { allowSource, revokeSource } from '../server/allowlist.js';
+import { allowKeyBytes, GrantTable, type AllowKey } from './grants.js';
 import { addrFrom16, addrTo16 } from '../wire/layout.js';
 import { checkFreshness } from './checks.js';
 import { ClientsDirectory, inNetwork, scanClientsDir, type ClientsChange, type LoadedClient, type PolicyDefaults } from './clients.js';
@@ -132,22 +133,6 @@ export function knockOptionsFromConfig(cfg: KnockConfig): KnockOptions {
   return { port: cfg.port, clients: [...clients.values()].map((c) => c.publicKey), serverKey, rate: cfg.rate, burst: cfg.burst };
 }
 
-type AllowKey = Parameters<typeof revokeSource>[1];
-
-/**
- * struct spak_allow_key (addr[16] IPv4-mapped, __be16 port, u8 proto, u8 pad), for reading the
- * map back: the allowlist module only writes, and its encoder is not part of its interface.
- */
-function allowKeyBytes(k: AllowKey): Buffer {
-  const b = Buffer.alloc(20);
-  addrTo16(k.addr).copy(b, 0);
-  b.writeUInt16BE(k.port, 16);
-  b[18] = k.proto === 'tcp' ? 6 : 17;
-  return b;
-}
-
-interface Grant { key: AllowKey; expiresNs: bigint; clients: Set<number> }
-
 /**
  * Starts knock mode: writes the XDP knock maps from the clients directory, opens the replay
  * store, binds the knock socket and keeps all of it current until stop().
@@ -158,22 +143,11 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
   if (stateDir === undefined) throw new Error('knock: give stateDir (where the replay cache survives restarts)');
   const windowS = cfg.windowSeconds;
   const replay = ReplayStore.open(path.join(stateDir, 'knock-replay'), windowS, Math.floor(Date.now() / 1000));
+  const grants = GrantTable.open(path.join(stateDir, 'knock-grants'), maps.spak_allow);
   const counts = Object.fromEntries(KNOCK_COUNTER_NAMES.map((n) => [n, 0])) as KnockCounters;
   const log = new LogLimiter(logger, opts.logLinesPerSecond ?? 20);
-  const grants = new Map<string, Grant>();
-
   const writeClients = (now: Map<number, LoadedClient>): void =>
     writeKnock(maps, { port: cfg.port, clients: [...now.values()].map((c) => c.publicKey), serverKey, rate: cfg.rate, burst: cfg.burst });
-
-  const revokeGrants = (clientId: number): number => {
-    let n = 0;
-    for (const [hex, g] of grants) {
-      if (!g.clients.delete(clientId) || g.clients.size > 0) continue;
-      grants.delete(hex);
-      if (revokeSource(maps.spak_allow, g.key)) n++;
-    }
-    return n;
-  };
 
   const onChange = (c: ClientsChange, now: Map<number, LoadedClient>): void => {
     try {
@@ -186,7 +160,7 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
     for (const x of c.removed) {
       let n = 0;
       try {
-        n = revokeGrants(x.id);
+        n = grants.revokeClient(x.id);
       } catch (err) {
         logger.error({ err, client: x.name }, 'knock: revoking allowlist entries failed');
       }
@@ -275,12 +249,11 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
         }
         return reject('allowlist_failed', src, client, (err as Error).message);
       }
-      for (const d of done) {
-        const hex = d.raw.toString('hex');
-        const g = grants.get(hex) ?? { key: d.key, expiresNs, clients: new Set<number>() };
-        g.expiresNs = expiresNs > g.expiresNs ? expiresNs : g.expiresNs;
-        g.clients.add(client.id);
-        grants.set(hex, g);
+      try {
+        for (const d of done) grants.add(d.key, client.id, expiresNs);
+      } catch (err) {
+        // Written and in memory; only a revocation after a restart would miss it.
+        logger.error({ err, client: client.name }, 'knock: saving the grant record failed');
       }
       counts.knock_accepted++;
       const opens = unique.map((a) => `${a.proto}/${a.port}`).join(',');
@@ -288,12 +261,6 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
     } catch (err) {
       reject('internal_error', src, client, (err as Error)?.message ?? String(err));
     }
-  };
-
-  /** Forgets grants whose entry XDP has dropped (expired); the map is the truth. */
-  const pruneGrants = (): void => {
-    const now = process.hrtime.bigint();
-    for (const [hex, g] of grants) if (g.expiresNs < now && maps.spak_allow.lookup(Buffer.from(hex, 'hex')) === null) grants.delete(hex);
   };
 
   refreshAddrs();
@@ -305,6 +272,7 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
   } catch (err) {
     dir.stop();
     replay.close();
+    grants.close();
     try {
       writeKnock(maps, undefined); // no socket: XDP must not pass knocks to a closed port
     } catch {
@@ -319,7 +287,7 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
   const housekeeping = setInterval(() => {
     try {
       refreshAddrs();
-      pruneGrants();
+      grants.prune(process.hrtime.bigint());
       if (++ticks % compactEvery === 0) replay.compact(Math.floor(Date.now() / 1000));
       log.flush();
     } catch (err) {
@@ -335,6 +303,7 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
       for (const s of sockets) s.close();
       log.flush();
       replay.close();
+      grants.close();
     },
     counters: () => ({ ...counts }),
     addresses: () => sockets.map((s) => ({ address: s.address().address, port: s.address().port })),

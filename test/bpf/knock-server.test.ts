@@ -234,6 +234,20 @@ describe('the clients directory while running', () => {
     assert.equal(inClientMap('alice'), true);
   });
 
+  test('a client removed after a daemon restart: the entries it made before are revoked too', async () => {
+    clearAllow();
+    keys.hank = generateX25519();
+    addClient('hank', { allow: ['udp/5000'] });
+    await until(() => inClientMap('hank'), 'hank in the XDP client map');
+    assert.equal(await outcome(await seal('hank')), 'knock_accepted');
+    assert.equal(await outcome(await seal('alice', { open: [{ proto: 'tcp', port: 22 }] })), 'knock_accepted');
+    svc.stop();
+    svc = await start();
+    unlinkSync(path.join(clientsDir, 'hank.pub'));
+    await until(() => !inClientMap('hank'), 'hank out of the XDP client map');
+    assert.deepEqual(allowed(), ['127.0.0.1 tcp/22']);
+  });
+
   test('bad files are logged and skipped; the daemon serves the rest', async () => {
     addClient('eve', '{"allow": ["tcp/22"], "maxDurationSeconds": -1}');
     writeFileSync(path.join(clientsDir, 'frank.pub'), 'not a key\n');
