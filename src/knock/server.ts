@@ -143,7 +143,13 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
   if (stateDir === undefined) throw new Error('knock: give stateDir (where the replay cache survives restarts)');
   const windowS = cfg.windowSeconds;
   const replay = ReplayStore.open(path.join(stateDir, 'knock-replay'), windowS, Math.floor(Date.now() / 1000));
-  const grants = GrantTable.open(path.join(stateDir, 'knock-grants'), maps.spak_allow);
+  let grants: GrantTable;
+  try {
+    grants = GrantTable.open(path.join(stateDir, 'knock-grants'), maps.spak_allow);
+  } catch (err) {
+    replay.close();
+    throw err;
+  }
   const counts = Object.fromEntries(KNOCK_COUNTER_NAMES.map((n) => [n, 0])) as KnockCounters;
   const log = new LogLimiter(logger, opts.logLinesPerSecond ?? 20);
   const writeClients = (now: Map<number, LoadedClient>): void =>
@@ -168,8 +174,7 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
     }
   };
 
-  const dir = new ClientsDirectory(cfg.clientsDir, serverKey, policyDefaults(cfg), onChange, (line) => logger.warn(`knock: ${line}`), opts.rescanMs ?? 5000,
-  );
+  const dir = new ClientsDirectory(cfg.clientsDir, serverKey, policyDefaults(cfg), onChange, (line) => logger.warn(`knock: ${line}`), opts.rescanMs ?? 5000);
 
   // The addresses knocks may name: configured ones, the listen address and the interface's own.
   let serverAddrs = new Set<string>();
