@@ -29,12 +29,42 @@ const protectedDest = z.strictObject({
 });
 
 /** An IPv4 or IPv6 address or CIDR (host bits zero). */
-const cidr = z.string().superRefine((s, ctx) => {
+export const cidr = z.string().superRefine((s, ctx) => {
   try {
     parseCidr(s);
   } catch (err) {
     ctx.addIssue({ code: 'custom', message: (err as Error).message });
   }
+});
+
+/** "tcp/22", "udp/51820": what a knock may open. */
+export const accessSpec = z.string().regex(/^(tcp|udp)\/([1-9]\d{0,4})$/, { message: 'expected tcp/PORT or udp/PORT' })
+  .refine((s) => Number(s.split('/')[1]) <= 65535, { message: 'port above 65535' });
+const seconds = z.number().int().min(0).max(366 * 86400);
+const duration = z.number().int().min(1).max(366 * 86400);
+
+/** Knock mode: the daemon's side. Policy fields are defaults that a client's NAME.json overrides. */
+export const knockSchema = z.strictObject({
+  port,
+  serverKeyFile: z.string().min(1),
+  clientsDir: z.string().min(1),
+  /** Where the replay cache lives (default /var/lib/spak/<interface>). */
+  stateDir: z.string().min(1).optional(),
+  /** The address the knock socket binds to (default :: with IPv4 mapped, or 0.0.0.0). */
+  listenAddress: address.optional(),
+  /** Addresses clients knock at besides the interface's own (e.g. a DNAT front). */
+  serverAddresses: z.array(address).default([]),
+  defaultDurationSeconds: duration.default(300),
+  maxDurationSeconds: duration.default(3600),
+  windowSeconds: z.number().int().min(1).max(3600).default(30),
+  rate: z.number().positive().max(1e9).optional(),
+  burst: z.number().int().min(1).max(1_000_000).optional(),
+  allow: z.array(accessSpec).max(64).default([]),
+  fromNetworks: z.array(cidr).default([]),
+  idleExtensionSeconds: seconds.default(0),
+  graceSeconds: seconds.default(0),
+}).refine((k) => k.defaultDurationSeconds <= k.maxDurationSeconds, {
+  message: 'defaultDurationSeconds is above maxDurationSeconds', path: ['defaultDurationSeconds'],
 });
 
 export const serverSchema = z.strictObject({
@@ -52,6 +82,7 @@ export const serverSchema = z.strictObject({
   /** Sources every protected destination admits, with or without a tag or a knock. */
   alwaysAllow: z.array(cidr).max(16384).default([]),
   allowCapacity: capacity.default(65536),
+  knock: knockSchema.optional(),
 });
 
 const clientDest = z.strictObject({
@@ -75,6 +106,7 @@ export const configSchema = z.strictObject({
 });
 
 export type ServerConfig = z.infer<typeof serverSchema>;
+export type KnockConfig = z.infer<typeof knockSchema>;
 export type ClientConfig = z.infer<typeof clientSchema>;
 export type SpakConfigFile = z.infer<typeof configSchema>;
 

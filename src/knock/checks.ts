@@ -19,7 +19,12 @@ export function checkFreshness(timestamp: number, nowS: number, windowS = DEFAUL
 export class ReplayCache {
   private readonly expiry = new Map<string, number>();
 
-  constructor(private readonly windowS = DEFAULT_KNOCK_WINDOW_S, private readonly capacity = 1_000_000) {}
+  /** onRecord sees each entry as it is recorded (the daemon persists it); if it throws, so does seen(). */
+  constructor(
+    private readonly windowS = DEFAULT_KNOCK_WINDOW_S,
+    private readonly capacity = 1_000_000,
+    private readonly onRecord?: (key: string, until: number) => void,
+  ) {}
 
   /** True when (client, nonce) was seen; records it otherwise. */
   seen(clientId: number, nonce: Buffer, timestamp: number, nowS: number): boolean {
@@ -30,7 +35,9 @@ export class ReplayCache {
     // A full cache of live entries must refuse rather than forget: forgetting allows replay.
     if (this.expiry.size >= this.capacity) return true;
     // Valid until the knock's own timestamp leaves the window, at least.
-    this.expiry.set(key, Math.max(timestamp, nowS) + this.windowS);
+    const keepUntil = Math.max(timestamp, nowS) + this.windowS;
+    this.expiry.set(key, keepUntil);
+    this.onRecord?.(key, keepUntil);
     return false;
   }
 

@@ -1,0 +1,109 @@
+// Which client made which allowlist entry, so removing a client revokes its entries, also after
+// a daemon restart: the allowlist map is pinned and outlives the daemon, so this record must too.
+// Kept like the replay cache: one line appended per grant ("<key hex> <client id hex>
+// <expires ns>"), rewritten atomically by prune(); on load, a line counts only while its entry is
+// still in the map (after a reboot the map is empty and so is this).
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import type { BpfMap } from '../bpf/libbpf.js';
+import { revokeSource } from '../server/allowlist.js';
+import { addrFrom16, addrTo16 } from '../wire/layout.js';
+
+export type AllowKey = Parameters<typeof revokeSource>[1];
+
+/**
+ * struct spak_allow_key (addr[16] IPv4-mapped, __be16 port, u8 proto, u8 pad), for reading the
+ * map back: the allowlist module only writes, and its encoder is not part of its interface.
+ */
+export function allowKeyBytes(k: AllowKey): Buffer {
+  const b = Buffer.alloc(20);
+  addrTo16(k.addr).copy(b, 0);
+  b.writeUInt16BE(k.port, 16);
+  b[18] = k.proto === 'tcp' ? 6 : 17;
+  return b;
+}
+
+function allowKeyFrom(raw: Buffer): AllowKey | null {
+  const proto = raw[18] === 6 ? 'tcp' : raw[18] === 17 ? 'udp' : null;
+  return proto ? { addr: addrFrom16(raw.subarray(0, 16)), proto, port: raw.readUInt16BE(16) } : null;
+}
+
+interface Grant { key: AllowKey; expiresNs: bigint; clients: Set<number> }
+const LINE = /^([0-9a-f]{40}) ([0-9a-f]{1,8}) (\d{1,20})$/;
+
+export class GrantTable {
+  #grants = new Map<string, Grant>();
+  #fd: number | null = null;
+
+  private constructor(private readonly file: string, private readonly map: BpfMap) {}
+
+  static open(file: string, map: BpfMap): GrantTable {
+    const t = new GrantTable(file, map);
+    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`${file}: ${(err as Error).message}`);
+    }
+    for (const line of text.split('\n')) {
+      const m = LINE.exec(line);
+      const key = m && allowKeyFrom(Buffer.from(m[1]!, 'hex'));
+      if (key) t.#record(m![1]!, key, parseInt(m![2]!, 16), BigInt(m![3]!));
+    }
+    t.prune(null);
+    return t;
+  }
+
+  #record(hex: string, key: AllowKey, clientId: number, expiresNs: bigint): void {
+    const g = this.#grants.get(hex) ?? { key, expiresNs, clients: new Set<number>() };
+    if (expiresNs > g.expiresNs) g.expiresNs = expiresNs;
+    g.clients.add(clientId);
+    this.#grants.set(hex, g);
+  }
+
+  /** Notes that clientId's knock wrote key (already in the map). */
+  add(key: AllowKey, clientId: number, expiresNs: bigint): void {
+    const hex = allowKeyBytes(key).toString('hex');
+    this.#record(hex, key, clientId, expiresNs);
+    if (this.#fd !== null) writeSync(this.#fd, `${hex} ${clientId.toString(16)} ${expiresNs}\n`);
+  }
+
+  /** Revokes the entries only this client holds; returns how many were in the map. */
+  revokeClient(clientId: number): number {
+    let n = 0;
+    for (const [hex, g] of this.#grants) {
+      if (!g.clients.delete(clientId) || g.clients.size > 0) continue;
+      this.#grants.delete(hex);
+      if (revokeSource(this.map, g.key)) n++;
+    }
+    return n;
+  }
+
+  /**
+   * Forgets grants whose entry the map no longer has (the map is the truth: idle extension may keep
+   * an entry past its expiry), looking only at those past nowNs (null: all); rewrites the file.
+   */
+  prune(nowNs: bigint | null): void {
+    for (const [hex, g] of this.#grants) {
+      if (nowNs !== null && g.expiresNs >= nowNs) continue;
+      if (this.map.lookup(Buffer.from(hex, 'hex')) === null) this.#grants.delete(hex);
+    }
+    const lines: string[] = [];
+    for (const [hex, g] of this.#grants) for (const id of g.clients) lines.push(`${hex} ${id.toString(16)} ${g.expiresNs}\n`);
+    const tmp = path.join(path.dirname(this.file), `.${path.basename(this.file)}.${process.pid}.tmp`);
+    writeFileSync(tmp, lines.join(''), { mode: 0o600 });
+    renameSync(tmp, this.file);
+    if (this.#fd !== null) closeSync(this.#fd);
+    this.#fd = openSync(this.file, 'a', 0o600);
+  }
+
+  get size(): number {
+    return this.#grants.size;
+  }
+
+  close(): void {
+    if (this.#fd !== null) closeSync(this.#fd);
+    this.#fd = null;
+  }
+}

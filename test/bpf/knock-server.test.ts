@@ -1,0 +1,272 @@
+// spak-test-timeout: 300
+// The knock receiver (src/knock/server.ts) end to end in one process: real knocks over UDP on
+// 127.0.0.1 and [::1], the XDP knock client map of a loaded server.bpf.o (written through
+// clientmap.ts), and an allowlist map of the server's layout from a fixture object (until
+// server.bpf.o has spak_allow). Each case asserts the one counter that moved and the map contents.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { BpfObject, type BpfMap } from '../../src/bpf/libbpf.js';
+import { knockSchema } from '../../src/config/schema.js';
+import { knockTag, KnockSealer, type KnockPlain } from '../../src/knock/datagram.js';
+import { clientIdOf, generateX25519, prefilterKey, privatePem, publicPem, type X25519Pair } from '../../src/knock/keys.js';
+import { KNOCK_COUNTER_NAMES, startKnockService, type KnockCounterName, type KnockService } from '../../src/knock/server.js';
+import { addrFrom16 } from '../../src/wire/layout.js';
+import * as W from '../../src/knock/wire.js';
+import { ServerHarness } from './harness.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const tmp = mkdtempSync(path.join(tmpdir(), 'spak-kserve-'));
+const clientsDir = path.join(tmp, 'clients');
+const stateDir = path.join(tmp, 'state');
+const PORT = 40000 + (process.pid % 20000);
+const serverKeys = generateX25519();
+const keys: Record<string, X25519Pair> = Object.fromEntries(['alice', 'bob', 'carol', 'dave', 'eve', 'mallory'].map((n) => [n, generateX25519()]));
+const logLines: string[] = [];
+const logger = pino({ level: 'info' }, { write: (s: string) => void logLines.push(s) });
+
+const cfg = knockSchema.parse({
+  port: PORT, serverKeyFile: path.join(tmp, 'server.key'), clientsDir, stateDir, serverAddresses: ['127.0.0.1', '::1'],
+  allow: ['tcp/80'], maxDurationSeconds: 900,
+});
+
+let srv: ServerHarness;
+let fixture: BpfObject;
+let allow: BpfMap;
+let clientsMap: BpfMap;
+let svc: KnockService;
+
+function addClient(name: string, policy?: object | string): void {
+  if (policy !== undefined) writeFileSync(path.join(clientsDir, `${name}.json`), typeof policy === 'string' ? policy : JSON.stringify(policy));
+  writeFileSync(path.join(clientsDir, `${name}.pub`), publicPem(keys[name]!.publicKey));
+}
+
+const start = async (): Promise<KnockService> => startKnockService(
+  { spak_knock_config: srv.server.map('spak_knock_config'), spak_knock_clients: srv.server.map('spak_knock_clients'), spak_allow: allow },
+  cfg, logger, { rescanMs: 200, logLinesPerSecond: 1000 });
+
+before(async () => {
+  const obj = path.join(tmp, 'allow_fixture.bpf.o');
+  execFileSync(process.env.CLANG ?? 'clang-16', ['-O2', '-g', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu', '-c',
+    path.join(repoRoot, 'test/bpf/fixtures/allow_fixture.bpf.c'), '-o', obj]);
+  fixture = BpfObject.open(obj);
+  fixture.load();
+  allow = fixture.map('spak_allow');
+  srv = new ServerHarness();
+  clientsMap = srv.server.map('spak_knock_clients');
+  writeFileSync(cfg.serverKeyFile, privatePem(serverKeys.privateKey), { mode: 0o600 });
+  execFileSync('mkdir', ['-p', clientsDir]);
+  addClient('alice', { allow: ['tcp/22', 'udp/51820', 'tcp/2222'], maxDurationSeconds: 600, defaultDurationSeconds: 120, fromNetworks: ['127.0.0.0/8', '::1/128'], idleExtensionSeconds: 60, graceSeconds: 10 });
+  addClient('bob', { allow: ['tcp/22'], fromNetworks: ['198.51.100.0/24'] });
+  addClient('carol');
+  svc = await start();
+});
+after(() => {
+  svc?.stop();
+  fixture?.close();
+  srv?.close();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+type Req = Partial<Omit<KnockPlain, 'nonce'>> & { nonce?: Buffer };
+const seal = (name: string, r: Req = {}): Promise<Buffer> => new KnockSealer(keys[name]!.privateKey, serverKeys.publicKey)
+  .seal({ serverAddr: '127.0.0.1', allowAddr: null, durationS: 0, open: [], ...r });
+
+async function send(d: Buffer, host: '127.0.0.1' | '::1'): Promise<void> {
+  const s = createSocket(host === '::1' ? 'udp6' : 'udp4');
+  await new Promise<void>((resolve, reject) => s.send(d, PORT, host, (err) => (err ? reject(err) : resolve())));
+  s.close();
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/** Allowlist entries as "addr proto/port". */
+function allowed(): string[] {
+  return allow.keys().map((k) => `${addrFrom16(k.subarray(0, 16))} ${k[18] === 6 ? 'tcp' : k[18] === 17 ? 'udp' : k[18]}/${k.readUInt16BE(16)}`).sort();
+}
+function clearAllow(): void {
+  for (const k of allow.keys()) allow.delete(k);
+}
+const inClientMap = (name: string): boolean => {
+  const k = Buffer.alloc(4);
+  k.writeUInt32BE(clientIdOf(keys[name]!.publicKey));
+  return clientsMap.lookup(k) !== null;
+};
+
+/** Sends d and waits for exactly one counter to move by one; returns it. */
+async function outcome(d: Buffer, host: '127.0.0.1' | '::1' = '127.0.0.1'): Promise<KnockCounterName> {
+  const before = svc.counters();
+  const total = (c: Record<string, number>) => Object.values(c).reduce((a, b) => a + b, 0);
+  await send(d, host);
+  await until(() => total(svc.counters()) > total(before), 'the knock to be counted');
+  const now = svc.counters();
+  const moved = KNOCK_COUNTER_NAMES.filter((n) => now[n] !== before[n]);
+  assert.equal(moved.length, 1, `one counter must move: ${moved.join(', ')}`);
+  assert.equal(now[moved[0]!] - before[moved[0]!], 1);
+  return moved[0]!;
+}
+
+describe('accepted knocks', () => {
+  test('127.0.0.1: the requested ports only, expiry now + duration, idle and grace from the policy', async () => {
+    clearAllow();
+    const before = process.hrtime.bigint();
+    assert.equal(await outcome(await seal('alice', { open: [{ proto: 'tcp', port: 22 }, { proto: 'udp', port: 51820 }], durationS: 300 })), 'knock_accepted');
+    assert.deepEqual(allowed(), ['127.0.0.1 tcp/22', '127.0.0.1 udp/51820']);
+    const v = [...allow.keys()].map((k) => allow.lookup(k)!)[0]!;
+    const expires = v.readBigUInt64LE(0);
+    assert.ok(expires >= before + 300n * 1_000_000_000n && expires <= process.hrtime.bigint() + 300n * 1_000_000_000n);
+    assert.equal(v.readBigUInt64LE(8), 60n * 1_000_000_000n);
+    assert.equal(v.readBigUInt64LE(16), 10n * 1_000_000_000n);
+    assert.ok(logLines.some((l) => l.includes('client alice from 127.0.0.1')));
+  });
+
+  test('[::1], empty request: the policy allow list, for the default duration', async () => {
+    clearAllow();
+    const before = process.hrtime.bigint();
+    assert.equal(await outcome(await seal('alice', { serverAddr: '::1' }), '::1'), 'knock_accepted');
+    assert.deepEqual(allowed(), ['::1 tcp/22', '::1 tcp/2222', '::1 udp/51820']);
+    const expires = allow.lookup(allow.keys()[0]!)!.readBigUInt64LE(0);
+    assert.ok(expires >= before + 120n * 1_000_000_000n && expires < before + 121n * 1_000_000_000n);
+  });
+
+  test('a named address (client behind NAT) is the one allowed; server defaults apply without NAME.json', async () => {
+    clearAllow();
+    assert.equal(await outcome(await seal('carol', { allowAddr: '2001:db8::9', open: [{ proto: 'tcp', port: 80 }] })), 'knock_accepted');
+    assert.deepEqual(allowed(), ['2001:db8::9 tcp/80']);
+    clearAllow();
+    assert.equal(await outcome(await seal('alice', { allowAddr: '127.0.0.9', open: [{ proto: 'tcp', port: 22 }] })), 'knock_accepted');
+    assert.deepEqual(allowed(), ['127.0.0.9 tcp/22']);
+    clearAllow();
+    assert.equal(await outcome(await seal('carol')), 'knock_accepted');
+    assert.deepEqual(allowed(), ['127.0.0.1 tcp/80']);
+  });
+});
+
+describe('rejections: counted, nothing written', () => {
+  const cases: [string, KnockCounterName, () => Promise<Buffer>][] = [
+    ['unknown client', 'knock_rejected_unknown_client', () => seal('mallory')],
+    ['bad HPKE (ciphertext altered, prefilter tag redone)', 'knock_rejected_hpke_open_failed', async () => {
+      const d = await seal('alice');
+      d[W.SPAK_KNOCK_OFF_CT + 5]! ^= 1;
+      knockTag(prefilterKey(serverKeys.privateKey, keys.alice!.publicKey, 'server'), d).copy(d, W.SPAK_KNOCK_OFF_TAG);
+      return d;
+    }],
+    ['bad prefilter tag', 'knock_rejected_bad_prefilter_tag', async () => { const d = await seal('alice'); d[W.SPAK_KNOCK_OFF_TAG]! ^= 1; return d; }],
+    ['truncated', 'knock_rejected_truncated', async () => (await seal('alice')).subarray(0, 100)],
+    ['expired', 'knock_rejected_expired', () => seal('alice', { timestamp: Math.floor(Date.now() / 1000) - 120 })],
+    ['future', 'knock_rejected_future', () => seal('alice', { timestamp: Math.floor(Date.now() / 1000) + 120 })],
+    ['wrong server address', 'knock_rejected_wrong_server', () => seal('alice', { serverAddr: '192.0.2.1' })],
+    ['port not allowed', 'knock_rejected_port_not_allowed', () => seal('alice', { open: [{ proto: 'tcp', port: 22 }, { proto: 'tcp', port: 23 }] })],
+    ['duration over max', 'knock_rejected_duration_over_max', () => seal('alice', { durationS: 601 })],
+    ['source outside fromNetworks', 'knock_rejected_source_not_allowed', () => seal('bob')],
+    ['named address outside fromNetworks', 'knock_rejected_source_not_allowed', () => seal('alice', { allowAddr: '203.0.113.9' })],
+    ['unusable named address', 'knock_rejected_bad_allow_address', () => seal('alice', { allowAddr: '224.0.0.1' })],
+  ];
+  for (const [name, counter, make] of cases)
+    test(name, async () => {
+      clearAllow();
+      assert.equal(await outcome(await make()), counter);
+      assert.deepEqual(allowed(), []);
+    });
+
+  test('allowlist full: refused, and the ports written before the failure are taken back', async () => {
+    clearAllow();
+    const filler = (i: number) => { const k = Buffer.alloc(20); k.writeUInt32BE(i, 0); k[18] = 6; return k; };
+    for (let i = 0; i < 1023; i++) allow.update(filler(i), Buffer.alloc(24));
+    try {
+      assert.equal(await outcome(await seal('alice', { open: [{ proto: 'tcp', port: 22 }, { proto: 'udp', port: 51820 }] })), 'knock_rejected_allowlist_failed');
+      assert.equal(allow.keys().length, 1023);
+      assert.equal(allowed().filter((e) => e.startsWith('127.0.0.1')).length, 0);
+    } finally {
+      clearAllow();
+    }
+  });
+
+  test('replayed, and replayed after a restart of the receiver (persisted cache)', async () => {
+    clearAllow();
+    const first = await seal('alice', { open: [{ proto: 'tcp', port: 22 }] });
+    const second = await seal('alice', { open: [{ proto: 'tcp', port: 22 }] });
+    assert.equal(await outcome(first), 'knock_accepted');
+    assert.equal(await outcome(second), 'knock_accepted');
+    clearAllow();
+    assert.equal(await outcome(first), 'knock_rejected_replayed');
+    svc.stop();
+    assert.match(readFileSync(path.join(stateDir, 'knock-replay'), 'utf8'), /^[0-9a-f]+:[0-9a-f]{32} \d+$/m);
+    svc = await start();
+    assert.equal(await outcome(second), 'knock_rejected_replayed');
+    assert.equal(await outcome(first, '::1'), 'knock_rejected_replayed');
+    assert.deepEqual(allowed(), []);
+  });
+});
+
+describe('the clients directory while running', () => {
+  test('a client added becomes valid (and enters the XDP client map)', async () => {
+    assert.equal(inClientMap('dave'), false);
+    addClient('dave', { allow: ['udp/51820'] });
+    await until(() => inClientMap('dave'), 'dave in the XDP client map');
+    clearAllow();
+    assert.equal(await outcome(await seal('dave')), 'knock_accepted');
+    assert.deepEqual(allowed(), ['127.0.0.1 udp/51820']);
+  });
+
+  test('a removed client leaves the XDP client map at once, its entries are revoked, its knocks refused', async () => {
+    clearAllow();
+    assert.equal(await outcome(await seal('dave')), 'knock_accepted');
+    assert.equal(await outcome(await seal('alice', { open: [{ proto: 'tcp', port: 22 }] })), 'knock_accepted');
+    unlinkSync(path.join(clientsDir, 'dave.pub'));
+    await until(() => !inClientMap('dave'), 'dave out of the XDP client map');
+    assert.deepEqual(allowed(), ['127.0.0.1 tcp/22'], 'only dave\'s entry is revoked');
+    assert.ok(logLines.some((l) => l.includes('client dave removed; 1 allowlist entry revoked')));
+    assert.equal(await outcome(await seal('dave')), 'knock_rejected_unknown_client');
+    assert.equal(inClientMap('alice'), true);
+  });
+
+  test('a client removed after a daemon restart: the entries it made before are revoked too', async () => {
+    clearAllow();
+    keys.hank = generateX25519();
+    addClient('hank', { allow: ['udp/5000'] });
+    await until(() => inClientMap('hank'), 'hank in the XDP client map');
+    assert.equal(await outcome(await seal('hank')), 'knock_accepted');
+    assert.equal(await outcome(await seal('alice', { open: [{ proto: 'tcp', port: 22 }] })), 'knock_accepted');
+    svc.stop();
+    svc = await start();
+    unlinkSync(path.join(clientsDir, 'hank.pub'));
+    await until(() => !inClientMap('hank'), 'hank out of the XDP client map');
+    assert.deepEqual(allowed(), ['127.0.0.1 tcp/22']);
+  });
+
+  test('bad files are logged and skipped; the daemon serves the rest', async () => {
+    addClient('eve', '{"allow": ["tcp/22"], "maxDurationSeconds": -1}');
+    writeFileSync(path.join(clientsDir, 'frank.pub'), 'not a key\n');
+    writeFileSync(path.join(clientsDir, 'ghost.json'), '{}');
+    await until(() => logLines.some((l) => l.includes('eve.json: maxDurationSeconds')), 'the eve.json log line');
+    await until(() => logLines.some((l) => l.includes('client frank not served')), 'the frank.pub log line');
+    await until(() => logLines.some((l) => l.includes('ghost.json: no ghost.pub')), 'the ghost.json log line');
+    assert.equal(inClientMap('eve'), false);
+    assert.equal(await outcome(await seal('eve')), 'knock_rejected_unknown_client');
+    assert.equal(await outcome(await seal('carol')), 'knock_accepted');
+    for (const f of ['eve.pub', 'eve.json', 'frank.pub', 'ghost.json']) unlinkSync(path.join(clientsDir, f));
+  });
+
+  test('two files with one client id: neither served, both files named', async () => {
+    copyFileSync(path.join(clientsDir, 'carol.pub'), path.join(clientsDir, 'carol2.pub'));
+    await until(() => !inClientMap('carol'), 'carol out of the XDP client map');
+    assert.ok(logLines.some((l) => l.includes('carol.pub and') && l.includes('carol2.pub: both have client id')));
+    unlinkSync(path.join(clientsDir, 'carol2.pub'));
+    await until(() => inClientMap('carol'), 'carol back');
+    assert.equal(await outcome(await seal('carol')), 'knock_accepted');
+  });
+});
