@@ -11,6 +11,8 @@ import { SpakServer, type ServerOptions } from '../server/server.js';
 import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
 import { DEFAULT_BPFFS, pinPaths } from '../server/pins.js';
 import { scopeWarnings } from '../server/scope.js';
+import { knockOptionsFromConfig, startKnockService, type KnockService } from '../knock/server.js';
+import type { KnockConfig } from '../config/schema.js';
 import { SERVER_REASON_NAMES } from '../wire/layout.js';
 import { registerKnock } from './knock.js';
 
@@ -103,9 +105,12 @@ function fromCli(cmd: Command, name: string): boolean {
   return cmd.getOptionValueSource(name) === 'cli';
 }
 
-function serverOptions(pos: Positionals | null, o: Record<string, unknown>, cmd: Command, logger: Logger): ServerOptions {
+/** What `spak server` runs: the XDP side, and the knock receiver when the config has a knock section. */
+type ServerCommandOptions = ServerOptions & { knockConfig?: KnockConfig | undefined };
+
+function serverOptions(pos: Positionals | null, o: Record<string, unknown>, cmd: Command, logger: Logger): ServerCommandOptions {
   const int = (name: string, what: string, min: number, max: number) => parseIntIn(String(o[name]), what, min, max);
-  let base: ServerOptions;
+  let base: ServerCommandOptions;
   if (pos) {
     const dialAddress = o.dialAddress as string | undefined;
     if (dialAddress !== undefined && isIP(dialAddress) === 0) throw new UsageError(`bad --dial-address "${dialAddress}"`);
@@ -150,6 +155,9 @@ function serverOptions(pos: Positionals | null, o: Record<string, unknown>, cmd:
       flowCapacity: fromCli(cmd, 'flowCapacity') ? int('flowCapacity', 'flow capacity', 1024, 16_777_216) : cfg.flowCapacity,
       alwaysAllow: cfg.alwaysAllow,
       allowCapacity: cfg.allowCapacity,
+      // The XDP knock maps are written before the program goes in; the receiver keeps them current.
+      knock: cfg.knock ? knockOptionsFromConfig(cfg.knock) : undefined,
+      knockConfig: cfg.knock,
       seedExisting: cfg.seedExisting && o.seed !== false,
       logger,
     };
@@ -234,10 +242,25 @@ export function buildProgram(): Command {
       requireRoot('server');
       const server = new SpakServer(opts);
       const info = server.start();
+      let knock: KnockService | null = null;
+      if (opts.knockConfig) {
+        try {
+          knock = await startKnockService(
+            { spak_knock_config: server.map('spak_knock_config'), spak_knock_clients: server.map('spak_knock_clients'), spak_allow: server.map('spak_allow') },
+            opts.knockConfig, logger, { iface: opts.iface },
+          );
+        } catch (err) {
+          server.stop(); // the daemon goes; what is pinned stays in force, as after SIGTERM
+          throw err;
+        }
+      }
       const dests = opts.protect.map((d) => `${d.address === ALL_ADDRESSES ? '*' : hostPort(d.address, d.port).replace(/:\d+$/, '')}:${d.port}${d.bindSource ? ' (source-bound)' : ''}`).join(', ');
       await runForeground(
-        () => server.stop(),
-        () => `spak server counters:\n${formatCounters(server.counters())}`,
+        () => {
+          knock?.stop();
+          server.stop();
+        },
+        () => `spak server counters:\n${formatCounters({ ...server.counters(), ...(knock ? knockCountersAsBig(knock.counters()) : {}) })}`,
         Number(o.statsInterval) || 0,
         (signal) => `spak server: ${signal}: exiting; protection stays in force on ${opts.iface} (spak server stop ${opts.iface} removes it)`,
         () => {
@@ -248,6 +271,7 @@ export function buildProgram(): Command {
             `spak server: XDP (${info.mode}) ${how}; protecting ${dests}; key ids ${opts.keys.map((k) => k.id).join(',')}; ` +
               `step ${opts.stepSeconds}s +-${opts.stepWindow}; ${info.seededFlows} existing connection(s) kept; pinned at ${info.pinDir}\n`,
           );
+          if (knock) process.stdout.write(`spak server: knock port ${knock.addresses().map((a) => hostPort(a.address, a.port)).join(', ')}\n`);
           for (const w of scopeWarnings(opts.protect)) process.stderr.write(`spak: warning: ${w}\n`);
         },
       );
@@ -322,6 +346,10 @@ export function buildProgram(): Command {
   program.exitOverride();
   for (const c of program.commands) c.exitOverride();
   return program;
+}
+
+function knockCountersAsBig(c: Record<string, number>): Record<string, bigint> {
+  return Object.fromEntries(Object.entries(c).map(([k, v]) => [k, BigInt(v)]));
 }
 
 /** `spak server stop <iface>`: the one explicit way to remove protection. */
