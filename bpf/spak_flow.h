@@ -30,8 +30,12 @@ static __always_inline int handle_segment(__u8 flags, const struct spak_flow_key
 	int how;
 
 	if (!flow) {
-		if (!lookup_dest(fk->daddr, fk->dport, v4))
+		struct spak_dest_info *dest = lookup_dest(fk->daddr, fk->dport, v4);
+
+		if (!dest)
 			return pass(SPAK_SRV_PASS_UNPROTECTED);
+		if (!(dest->flags & SPAK_DEST_LISTS))
+			return drop(SPAK_SRV_DROP_FLOW_MISS);
 		how = admit(fk, flags);
 		if (how == SPAK_ADMIT_ALWAYS)
 			return pass(SPAK_SRV_PASS_ALWAYS);

@@ -35,6 +35,7 @@ struct spak_dest {
 #define SPAK_MAX_DESTS 1024
 #define SPAK_DEST_BIND_SOURCE 0x01   /* tags cover the source address */
 #define SPAK_DEST_DADDR_AT_RUN 0x02  /* wildcard: the program absorbs the destination address */
+#define SPAK_DEST_LISTS 0x04         /* knock mode or always-allow is configured: ask the lists */
 
 struct spak_dest_key {
 	__u16 key_id;

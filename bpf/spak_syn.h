@@ -48,12 +48,20 @@ static __always_inline int record_flow(const struct spak_flow_key *fk, const str
 	return pass(reason);
 }
 
-/* A SYN without a valid tag: dropped for why, unless the allowlists admit its source. */
-static __always_inline int syn_refused(const struct spak_flow_key *fk, __u32 why)
+/*
+ * A SYN without a valid tag: dropped for why, unless the allowlists admit its source. They
+ * are asked only where knock mode or always-allow is configured (SPAK_DEST_LISTS): a
+ * SYN-only server pays nothing for them on its drop path.
+ */
+static __always_inline int syn_refused(const struct spak_flow_key *fk, __u32 dest_flags, __u32 why)
 {
 	struct spak_config *cfg;
 	__u32 zero = 0;
-	int how = admit(fk, 0);
+	int how;
+
+	if (!(dest_flags & SPAK_DEST_LISTS))
+		return drop(why);
+	how = admit(fk, 0);
 
 	if (how == SPAK_ADMIT_NO)
 		return drop(why);
@@ -169,7 +177,7 @@ static __always_inline int handle_syn(struct tcphdr *tcp, void *end, const struc
 
 refused:
 	/* No valid tag of its own: the allowlists are asked only now (spak_allow.h). */
-	return syn_refused(fk, why);
+	return syn_refused(fk, dest->flags, why);
 }
 
 #endif /* SPAK_SYN_H */

@@ -13,6 +13,7 @@ import {
   portBit,
   SPAK_DEST_BIND_SOURCE,
   SPAK_DEST_DADDR_AT_RUN,
+  SPAK_DEST_LISTS,
   SPAK_MAX_DESTS,
   SPAK_MAX_KEYS,
   SPAK_PORT_ANY,
@@ -138,7 +139,11 @@ function writeUdpDestinations(m: DestinationMaps, protect: ProtectedDest[]): voi
  * Writes every protected destination. The port bitmap goes last: until a port's bit is
  * set, nothing on it is gated, so a reader never sees a half-written destination.
  */
-export function writeDestinations(m: DestinationMaps, protect: ProtectedDest[], keys: ServerKey[]): void {
+/**
+ * lists: knock mode or always-allow is configured, so a packet that would be dropped asks the
+ * allowlists first (SPAK_DEST_LISTS); without them the drop paths cost nothing more.
+ */
+export function writeDestinations(m: DestinationMaps, protect: ProtectedDest[], keys: ServerKey[], lists = false): void {
   checkDestinations(protect, keys);
   clearDestinations(m);
   writeUdpDestinations(m, protect);
@@ -146,7 +151,8 @@ export function writeDestinations(m: DestinationMaps, protect: ProtectedDest[], 
   protect.forEach((d, idx) => {
     if (protocolOf(d) !== 'tcp') return; // slot idx of spak_dests stays unused
     const wildcard = isWildcard(d.address);
-    const flags = (d.bindSource ? SPAK_DEST_BIND_SOURCE : 0) | (wildcard && d.dialAddress === undefined ? SPAK_DEST_DADDR_AT_RUN : 0);
+    const flags = (d.bindSource ? SPAK_DEST_BIND_SOURCE : 0) | (wildcard && d.dialAddress === undefined ? SPAK_DEST_DADDR_AT_RUN : 0) |
+      (lists ? SPAK_DEST_LISTS : 0);
     const daddr = d.dialAddress ?? (wildcard ? undefined : d.address);
     const destKeys = keys.map((k) => ({
       keyId: k.id,

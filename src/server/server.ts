@@ -139,7 +139,8 @@ export class SpakServer {
 
   /** Writes the protected destinations and their keys (no attach: for BPF_PROG_TEST_RUN). */
   protectWithoutAttaching(): void {
-    writeDestinations(this.#destinationMaps(), this.#opts.protect, this.#opts.keys);
+    const o = this.#opts;
+    writeDestinations(this.#destinationMaps(), o.protect, o.keys, o.knock !== undefined || (o.alwaysAllow?.length ?? 0) > 0);
   }
 
   /** Rewrites the time config and the destinations of the loaded program with new settings. */

@@ -55,6 +55,7 @@ export const SPAK_MAX_KEYS = 4;
 export const SPAK_MAX_DESTS = 1024;
 export const SPAK_DEST_BIND_SOURCE = 0x01;
 export const SPAK_DEST_DADDR_AT_RUN = 0x02;
+export const SPAK_DEST_LISTS = 0x04;
 export const SPAK_DEFAULT_REPLAY_CAPACITY = 131072;
 export const SPAK_DEFAULT_FLOW_CAPACITY = 131072;
 export const SPAK_KNOCK_DEFAULT_RATE = 10;

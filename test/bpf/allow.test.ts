@@ -9,7 +9,7 @@ import { monotonicNs } from '../../src/bpf/clock.js';
 import { generateX25519 } from '../../src/knock/keys.js';
 import { allowSource, revokeSource, sweepAllowlist, writeAlwaysAllow } from '../../src/server/allowlist.js';
 import { decodeAllowEntry, decodeFlowKey, encodeAllowKey, encodeFlowKey, IPPROTO_UDP, type L4Proto } from '../../src/wire/layout.js';
-import { buildUdp, type UdpParams } from '../../src/wire/packet.js';
+import { buildUdp, linuxSynOptions, type UdpParams } from '../../src/wire/packet.js';
 import { KEY1, NS_PER_S, ServerHarness, settledStep, type ServerSetup } from './harness.js';
 import { FAMILIES, rawSyn, segment, validSyn, type Endpoints } from './server-fixtures.js';
 
@@ -290,5 +290,22 @@ describe('sweepAllowlist', () => {
     assert.equal(allowMap().keys().length, 100);
     assert.equal(sweepAllowlist(allowMap(), monotonicNs()), 0);
     clearAllow();
+  });
+});
+
+describe('without knock mode or always-allow the lists are not asked', () => {
+  test('an allowlist entry admits nothing on a server that has neither (the drop path stays as cheap as SYN mode alone)', async () => {
+    const plain = new ServerHarness();
+    try {
+      plain.configure(SETUP);
+      const e = FAMILIES[4];
+      allowSource(plain.server.map('spak_allow'), { addr: e.client, proto: 'tcp', port: 22, expiresNs: monotonicNs() + 60n * NS_PER_S });
+      plain.expect(rawSyn(e, linuxSynOptions()), 'drop_no_option');
+      plain.expect(segment(e, { ack: true }), 'drop_flow_miss');
+      plain.server.configure({ alwaysAllow: ['198.51.100.0/24'] });
+      plain.expect(rawSyn(e, linuxSynOptions()), 'pass_allowlisted');
+    } finally {
+      plain.close();
+    }
   });
 });
