@@ -222,9 +222,10 @@ export async function benchKnock(knocks = 200, floodSeconds = 10, floodKnocks = 
     const hasTrafgen = (await run(['sh', '-c', 'command -v trafgen'])).code === 0;
     if (hasTrafgen) {
       const [dmac, smac] = [await lab.mac(SRV), await lab.mac(OTH)];
-      // Random source addresses (each a new rate-limit bucket), random 152-byte payloads; one CPU.
-      const cfg = `{ eth(da=${dmac}, sa=${smac}), ipv4(saddr=drnd(), daddr=${SERVER.v4}, ttl=64), udp(sp=drnd(), dp=${KNOCK_PORT}), drnd(152) }`;
-      tool = 'trafgen (netsniff-ng), 1 CPU, random IPv4 sources, random 152-byte payloads';
+      // Random source addresses (each a new rate-limit bucket), knock-shaped 152-byte payloads that pass
+      // the length and version checks and die at the client lookup; one CPU.
+      const cfg = `{ eth(da=${dmac}, sa=${smac}), ipv4(saddr=drnd(), daddr=${SERVER.v4}, ttl=64), udp(sp=drnd(), dp=${KNOCK_PORT}), 0x01, 0x00, 0x00, 0x00, drnd(148) }`;
+      tool = 'trafgen (netsniff-ng), 1 CPU, random IPv4 sources, 152-byte knock header (version 1) with random client id, tag and body';
       const cfgFile = lab.writeFile('trafgen.cfg', `${cfg}\n`);
       flood = lab.spawn(OTH, ['timeout', '-s', 'INT', String(floodSeconds), 'trafgen', '--dev', 'eth0', '--cpus', '1', '-q', '--conf', cfgFile], {}, 'trafgen');
     } else {

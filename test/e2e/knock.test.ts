@@ -53,7 +53,7 @@ s.send(want, Number(port), addr);
 `;
 
 // Garbage at the knock port: n datagrams of random bytes and random lengths (1-400, every fifth
-// exactly a knock's 152 bytes), to each address in turn, paced in batches so the socket buffer
+// exactly a knock's 152 bytes, every tenth also a knock's header), to each address in turn, paced in batches so the socket buffer
 // does not refuse them. Prints {"sent": n}.
 const GARBAGE = `
 const dgram = require('dgram');
@@ -65,7 +65,10 @@ function batch() {
   for (let j = 0; j < 50 && i < Number(n); j++, i++) {
     const addr = addrs[i % addrs.length];
     const len = i % 5 === 0 ? 152 : 1 + crypto.randomInt(400);
-    socks[addr.includes(':') ? 'udp6' : 'udp4'].send(crypto.randomBytes(len), Number(port), addr, (e) => { if (e) errors++; else sent++; });
+    const b = crypto.randomBytes(len);
+    // Every tenth: a knock's length, version 1 and zero reserved bytes, a random client id.
+    if (i % 10 === 0) { b[0] = 1; b[1] = b[2] = b[3] = 0; }
+    socks[addr.includes(':') ? 'udp6' : 'udp4'].send(b, Number(port), addr, (e) => { if (e) errors++; else sent++; });
   }
   if (i < Number(n)) setTimeout(batch, 2);
   else setTimeout(() => { console.log(JSON.stringify({ sent, errors })); process.exit(0); }, 500);
@@ -131,7 +134,7 @@ describe('knock mode end to end', { skip }, () => {
   }
 
   /** Starts the server with a knock section; each start gets a fresh state dir unless `stateDir` is given. */
-  async function startServer(stateDir = path.join(lab.dir, `state-${++stateN}`)): Promise<SpakProcess> {
+  async function startServer(stateDir = path.join(lab.dir, `state-${++stateN}`), knockExtra: Record<string, unknown> = {}): Promise<SpakProcess> {
     const protect = [
       ...serverConfig([HTTP_PORT, ECHO_PORT]).protect,
       ...FAMILIES.map((f) => ({ address: ADDR[f], port: UDP_PORT, protocol: 'udp' })),
@@ -139,7 +142,7 @@ describe('knock mode end to end', { skip }, () => {
     const config = {
       ...serverConfig([HTTP_PORT, ECHO_PORT]),
       protect,
-      knock: { port: KNOCK_PORT, serverKeyFile: path.join(keysDir, 'server.key'), clientsDir, stateDir },
+      knock: { port: KNOCK_PORT, serverKeyFile: path.join(keysDir, 'server.key'), clientsDir, stateDir, ...knockExtra },
     };
     const server = await startSpak(lab, SRV, 'server', { config });
     try {
@@ -349,7 +352,8 @@ describe('knock mode end to end', { skip }, () => {
     let server: SpakProcess | null = null;
     const n = 4_000;
     try {
-      server = await startServer();
+      // A rate limit the flood does not reach: every datagram meets the checks behind it.
+      server = await startServer(undefined, { rate: 1_000_000, burst: 1_000_000 });
       const before = await server.counters();
       const r = await lab.exec(OTH, [process.execPath, '-e', GARBAGE, String(KNOCK_PORT), String(n), ADDR.v4, ADDR.v6], { timeoutMs: 60_000 });
       const flood = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { sent?: number; errors?: number };
@@ -361,6 +365,8 @@ describe('knock mode end to end', { skip }, () => {
       assert.equal(sumOf(after, 'knock_rejected_') - sumOf(before, 'knock_rejected_'), 0, `no garbage reached the daemon: ${JSON.stringify(after)}`);
       assert.equal(delta(before, after, 'pass_knock'), 0, `no garbage passed XDP: ${JSON.stringify(after)}`);
       assert.ok(dropped >= flood.sent! / 2 && dropped <= flood.sent!, `drop_knock_* moved by ${dropped} of ${flood.sent} sent: ${JSON.stringify(after)}`);
+      for (const reason of ['drop_knock_malformed', 'drop_knock_unknown_client'])
+        assert.ok(delta(before, after, reason) >= 1, `${reason} moved: ${JSON.stringify(after)}`);
       await knock(laptop, 'v4', `tcp/${HTTP_PORT}`);
       await until(tcpOpen(CLI, 'v4', HTTP_PORT), 'a valid knock right after the flood opens');
       await assertBlocked(lab, OTH, [{ addr: ADDR.v4, port: HTTP_PORT }], 'the flooding host');
