@@ -248,7 +248,8 @@ export async function benchKnock(knocks = 200, floodSeconds = 10, floodKnocks = 
       xdpMode,
       latency,
       flood: {
-        tool: flood.exitCode !== null && flood.exitCode !== 0 && flood.exitCode !== 124 && !/trafgen/.test(tool) ? `${tool} (exit ${flood.exitCode})` : tool,
+        // timeout(1) exits 124 when it ended the flood; anything else but 0 is worth showing.
+        tool: flood.exitCode !== null && flood.exitCode !== 0 && flood.exitCode !== 124 ? `${tool} (exit ${flood.exitCode}: ${flood.output.trim().slice(0, 200)})` : tool,
         seconds, dropped, pps: dropped / floodSeconds, knocks: floodKnocks, opened, sharePercent: (opened / floodKnocks) * 100,
         daemonCpuPercent: ((cpu1 - cpu0) / USER_HZ / seconds) * 100, daemonIdleCpuPercent, counters: moved,
       },
