@@ -12,6 +12,8 @@ import { REPO_ROOT } from '../src/bpf/objects.js';
 import { killBenchChildren, runBenchChild } from './child.js';
 import { benchConnect, type ConnectResult } from './connect.js';
 import { median } from './median.js';
+import type { HpkeRate } from './hpke.js';
+import type { KnockBenchResult } from './knock.js';
 import { buildRef, removeRef, type RefBuild } from './ref.js';
 import { SWEEP_INTERVAL_S, type SweepResult } from './sweep.js';
 import type { XdpCase } from './xdp.js';
@@ -30,6 +32,10 @@ const CONNECT_ROUNDS = num('SPAK_BENCH_CONNECT_ROUNDS', 15);
 const FLOWS = num('SPAK_BENCH_FLOWS', 250_000);
 const SWEEPS = num('SPAK_BENCH_SWEEPS', 5);
 const REF = process.env.SPAK_BENCH_REF || 'HEAD~1';
+const KNOCKS = num('SPAK_BENCH_KNOCKS', 200);
+const KNOCK_FLOOD_SECONDS = Math.min(10, num('SPAK_BENCH_KNOCK_FLOOD_SECONDS', 10));
+const KNOCK_FLOOD_KNOCKS = num('SPAK_BENCH_KNOCK_FLOOD_KNOCKS', 100);
+const HPKE_SECONDS = num('SPAK_BENCH_HPKE_SECONDS', 3);
 
 /** The issue's targets: the kernel's ns per packet over the bare XDP_PASS program's. */
 const XDP_TARGETS: Record<string, number> = {
@@ -41,6 +47,9 @@ const XDP_TARGETS: Record<string, number> = {
 const CONNECT_TARGET = 1.02;
 const SWEEP_TARGET_PERCENT = 2;
 const SWEEP_TARGET_FLOWS = 250_000;
+const KNOCK_P99_TARGET_MS = 2;
+const HPKE_TARGET = 5_000;
+const FLOOD_SHARE_TARGET = 99;
 
 const VERDICT = ['aborted', 'drop', 'pass', 'tx', 'redirect'];
 
@@ -144,6 +153,26 @@ function sweepTable(s: SweepResult): string {
   ].join('\n');
 }
 
+function knockTable(k: KnockBenchResult, hpke: { node: HpkeRate; stock: HpkeRate; knock: HpkeRate }): string {
+  const l = k.latency;
+  const f = k.flood;
+  const met = (ok: boolean) => (ok ? 'met' : 'NOT met');
+  const r = (x: HpkeRate) => `${Math.round(x.perCpuSecond)} (${Math.round(x.perWallSecond)}/s wall clock)`;
+  const moved = Object.entries(f.counters).map(([n, v]) => `${n} ${v}`).join(', ') || 'none';
+  return [
+    '| | value | target |',
+    '|---|---|---|',
+    `| knock sent -> first connect, p50 / p99 / max (${l.opened} of ${l.knocks} knocks opened within 2 s) | ${l.p50Ms.toFixed(2)} / ${l.p99Ms.toFixed(2)} / ${l.maxMs.toFixed(2)} ms | p99 < ${KNOCK_P99_TARGET_MS} ms: ${met(l.opened === l.knocks && l.p99Ms < KNOCK_P99_TARGET_MS)} |`,
+    `| HPKE opens per CPU-second, the daemon's suite (knockSuite: node:crypto primitives) | ${r(hpke.node)} | >= ${HPKE_TARGET}: ${met(hpke.node.perCpuSecond >= HPKE_TARGET)} |`,
+    `| HPKE opens per CPU-second, @hpke/core's stock WebCrypto suite | ${r(hpke.stock)} | |`,
+    `| whole knocks opened per CPU-second (prefilter tag, HPKE open, plaintext) | ${r(hpke.knock)} | |`,
+    `| garbage flood at the knock port: ${f.tool} | ${f.seconds.toFixed(1)} s, ${f.dropped} dropped in XDP (${Math.round(f.pps)} pps) | |`,
+    `| valid knocks that opened the port during the flood | ${f.opened} of ${f.knocks} (${f.sharePercent.toFixed(1)} %) | >= ${FLOOD_SHARE_TARGET} %: ${met(f.sharePercent >= FLOOD_SHARE_TARGET)} |`,
+    `| the daemon's CPU during the flood / idle for as long before it (share of one core) | ${f.daemonCpuPercent.toFixed(1)} % / ${f.daemonIdleCpuPercent.toFixed(1)} % | near idle |`,
+    `| server counters that moved during the flood | ${moved} | |`,
+  ].join('\n');
+}
+
 async function main(): Promise<void> {
   // The previous ref's worktree goes on exit, also when interrupted; children running from it
   // go first (this hook is installed before ref.ts's).
@@ -189,7 +218,15 @@ async function main(): Promise<void> {
   process.stdout.write(`${connect}\n\nsweep: ${FLOWS} flows, ${SWEEPS} sweeps...\n`);
   const sw = await runBenchChild<SweepResult>(REPO_ROOT, 'sweep', 'benchSweep', [FLOWS, SWEEPS]);
   const sweep = sweepTable(sw);
-  process.stdout.write(`${sweep}\n`);
+  process.stdout.write(`${sweep}\n\nknock: ${KNOCKS} knocks, HPKE ${HPKE_SECONDS} s, a ${KNOCK_FLOOD_SECONDS} s garbage flood with ${KNOCK_FLOOD_KNOCKS} knocks...\n`);
+  const hpke = {
+    node: await runBenchChild<HpkeRate>(REPO_ROOT, 'hpke', 'hpkeOpensPerSecond', ['node', HPKE_SECONDS]),
+    stock: await runBenchChild<HpkeRate>(REPO_ROOT, 'hpke', 'hpkeOpensPerSecond', ['stock', HPKE_SECONDS]),
+    knock: await runBenchChild<HpkeRate>(REPO_ROOT, 'hpke', 'knockOpensPerSecond', [HPKE_SECONDS]),
+  };
+  const kn = await runBenchChild<KnockBenchResult>(REPO_ROOT, 'knock', 'benchKnock', [KNOCKS, KNOCK_FLOOD_SECONDS, KNOCK_FLOOD_KNOCKS]);
+  const knock = knockTable(kn, hpke);
+  process.stdout.write(`${knock}\n`);
 
   const prevText = prevOk
     ? `the build of \`${REF}\` (${prev.commit}, "${prev.subject}")${prev.warning ? `; ${prev.warning}` : ''}`
@@ -238,6 +275,18 @@ program (BPF_PROG_TEST_RUN), which records the flows; then \`server.sweep()\` ti
 in CPU time of the process (user + system), as a share of one core at the daemon's interval.
 
 ${sweep}
+
+## Knock mode (${KNOCKS} knocks over veth, HPKE ${HPKE_SECONDS} s, a ${KNOCK_FLOOD_SECONDS} s garbage flood)
+
+\`spak server\` (XDP ${kn.xdpMode} mode) with a knock section in the namespace lab, a bundle made by
+\`spak keygen\`. Knock-to-open: each knock from a fresh source address (an alias on the client's
+eth0) and port, timed from sending it to the first TCP connect() that succeeds, with attempts
+every ~250 µs (a dropped SYN's socket is abandoned, not retransmitted); the client's driver
+spins one of the machine's cores meanwhile. HPKE: bench/hpke.ts in a child process, opens per
+CPU-second of that process. Flood: a third host floods the knock port while the client keeps
+knocking; the daemon's CPU is its utime + stime from /proc/<pid>/stat.
+
+${knock}
 `;
   writeFileSync(path.join(REPO_ROOT, 'BENCHMARKS.md'), md);
   process.stdout.write('wrote BENCHMARKS.md\n');

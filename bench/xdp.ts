@@ -7,8 +7,12 @@
 import { BpfObject, testRun, type BpfProgram } from '../src/bpf/libbpf.js';
 import { objectPath } from '../src/bpf/objects.js';
 import { SpakServer } from '../src/server/server.js';
+import { randomBytes } from 'node:crypto';
+import { KnockSealer } from '../src/knock/datagram.js';
+import { generateX25519 } from '../src/knock/keys.js';
+import { allowSource } from '../src/server/allowlist.js';
 import { computeTag, encodeOption, timeStepAt } from '../src/wire/option.js';
-import { buildTcp, linuxSynOptions } from '../src/wire/packet.js';
+import { buildTcp, buildUdp, linuxSynOptions } from '../src/wire/packet.js';
 import { median } from './median.js';
 
 export interface XdpCase {
@@ -29,6 +33,29 @@ const SERVER = '198.51.100.1';
 const FIRST_SIGHT_PACKETS = 20_000;
 const CLIENT = '198.51.100.2';
 const XDP_PASS = 2;
+const KNOCK_PORT = 62201;
+/** Sources of the knock-mode cases: allowlisted (tcp/22), in the always-allow list, neither. */
+const ALLOWLISTED = '198.51.100.4';
+const ALWAYS = '203.0.113.9';
+const ALWAYS_CIDR = '203.0.113.0/24';
+const STRANGER = '198.51.100.6';
+const KNOCK_SERVER = generateX25519();
+const KNOCK_CLIENT = generateX25519();
+
+/** Knock mode's cases (issue 6): the knock port, and the allowlist and always-allow lookups of a protected port. */
+async function knockFrames(): Promise<Record<string, Buffer>> {
+  const knock = await new KnockSealer(KNOCK_CLIENT.privateKey, KNOCK_SERVER.publicKey)
+    .seal({ serverAddr: SERVER, allowAddr: null, durationS: 0, open: [{ proto: 'tcp', port: 22 }] });
+  const udp = (payload: Buffer) => buildUdp({ family: 4, saddr: CLIENT, daddr: SERVER, sport: 50000, dport: KNOCK_PORT, payload });
+  const syn = (saddr: string) => buildTcp({ family: 4, saddr, daddr: SERVER, sport: 40001, dport: 22, seq: 0x2468ace0, flags: { syn: true }, options: linuxSynOptions() });
+  return {
+    'knock port, garbage (152 random bytes)': udp(randomBytes(knock.length)),
+    'knock port, valid knock': udp(knock),
+    'allowlisted SYN (knock allowlist hit)': syn(ALLOWLISTED),
+    'always-allow hit (SYN, LPM trie)': syn(ALWAYS),
+    'protected port miss (untagged SYN, no allowlist, no always-allow)': syn(STRANGER),
+  };
+}
 
 function frames(): Record<string, Buffer> {
   const step = timeStepAt(Date.now(), 30);
@@ -52,7 +79,8 @@ function frames(): Record<string, Buffer> {
 }
 
 /** Runs every case `rounds` times with `repeat` packets each, baseline interleaved. */
-export function benchXdp(repeat = 10_000_000, rounds = 5): XdpCase[] {
+export async function benchXdp(repeat = 10_000_000, rounds = 5): Promise<XdpCase[]> {
+  const knockCases = await knockFrames();
   const baselineObj = BpfObject.open(objectPath('baseline'));
   const server = new SpakServer({
     iface: 'none',
@@ -64,13 +92,17 @@ export function benchXdp(repeat = 10_000_000, rounds = 5): XdpCase[] {
     flowIdleSeconds: 3600,
     flowFinSeconds: 30,
     seedExisting: false,
+    // A rate no repeat count reaches: the cases time the lookups, not the rate limit's drop.
+    knock: { port: KNOCK_PORT, clients: [KNOCK_CLIENT.publicKey], serverKey: KNOCK_SERVER.privateKey, rate: 1e9, burst: 1_000_000 },
+    alwaysAllow: [ALWAYS_CIDR],
   });
   try {
     baselineObj.load();
     const baseline = baselineObj.program('baseline_xdp_pass');
     const prog = server.load();
     server.protectWithoutAttaching();
-    const cases = frames();
+    allowSource(server.map('spak_allow'), { addr: ALLOWLISTED, proto: 'tcp', port: 22, expiresNs: process.hrtime.bigint() + 3_600_000_000_000n });
+    const cases = { ...frames(), ...knockCases };
     const samples = new Map<string, { own: number[]; base: number[]; ownWall: number[]; baseWall: number[]; verdict: number }>();
     // The kernel reports whole ns per run; timing the whole call as well gives a finer figure
     // (the syscall itself is a few µs over millions of repeats).
@@ -86,6 +118,18 @@ export function benchXdp(repeat = 10_000_000, rounds = 5): XdpCase[] {
     for (const data of Object.values(cases)) run(prog, data);
     const ack = testRun(prog, cases['established-flow ACK']!);
     if (ack.retval !== XDP_PASS) throw new Error(`established-flow ACK: verdict ${ack.retval} after the valid SYN, expected XDP_PASS`);
+    const XDP_DROP = 1;
+    const want: Record<string, number> = {
+      'knock port, garbage (152 random bytes)': XDP_DROP,
+      'knock port, valid knock': XDP_PASS,
+      'allowlisted SYN (knock allowlist hit)': XDP_PASS,
+      'always-allow hit (SYN, LPM trie)': XDP_PASS,
+      'protected port miss (untagged SYN, no allowlist, no always-allow)': XDP_DROP,
+    };
+    for (const [name, v] of Object.entries(want)) {
+      const got = testRun(prog, cases[name as keyof typeof cases]!).retval;
+      if (got !== v) throw new Error(`${name}: verdict ${got}, expected ${v}`);
+    }
     for (let r = 0; r < rounds; r++) {
       for (const [name, data] of Object.entries(cases)) {
         const b = run(baseline, data);
