@@ -1,8 +1,8 @@
 // spak-test-timeout: 300
 // The knock receiver (src/knock/server.ts) end to end in one process: real knocks over UDP on
 // 127.0.0.1 and [::1], the XDP knock client map of a loaded server.bpf.o (written through
-// clientmap.ts), and an allowlist map of the server's layout from a fixture object (until
-// server.bpf.o has spak_allow). Each case asserts the one counter that moved and the map contents.
+// clientmap.ts), and an allowlist map with the server's structs (spak_maps.h) but a small capacity,
+// from a fixture object, so a full allowlist is quick to reach. Each case asserts the one counter that moved and the map contents.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -53,7 +53,7 @@ const start = async (): Promise<KnockService> => startKnockService(
 
 before(async () => {
   const obj = path.join(tmp, 'allow_fixture.bpf.o');
-  execFileSync(process.env.CLANG ?? 'clang-16', ['-O2', '-g', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu', '-c',
+  execFileSync(process.env.CLANG ?? 'clang-16', ['-O2', '-g', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu', '-I', path.join(repoRoot, 'bpf'), '-c',
     path.join(repoRoot, 'test/bpf/fixtures/allow_fixture.bpf.c'), '-o', obj]);
   fixture = BpfObject.open(obj);
   fixture.load();
