@@ -7,25 +7,17 @@ import { closeSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync
 import path from 'node:path';
 import type { BpfMap } from '../bpf/libbpf.js';
 import { revokeSource } from '../server/allowlist.js';
-import { addrFrom16, addrTo16 } from '../wire/layout.js';
+import { decodeAllowKey, encodeAllowKey } from '../wire/layout.js';
 
 export type AllowKey = Parameters<typeof revokeSource>[1];
 
-/**
- * struct spak_allow_key (addr[16] IPv4-mapped, __be16 port, u8 proto, u8 pad), for reading the
- * map back: the allowlist module only writes, and its encoder is not part of its interface.
- */
-export function allowKeyBytes(k: AllowKey): Buffer {
-  const b = Buffer.alloc(20);
-  addrTo16(k.addr).copy(b, 0);
-  b.writeUInt16BE(k.port, 16);
-  b[18] = k.proto === 'tcp' ? 6 : 17;
-  return b;
-}
-
+/** A map key read back; one that does not decode counts as gone. */
 function allowKeyFrom(raw: Buffer): AllowKey | null {
-  const proto = raw[18] === 6 ? 'tcp' : raw[18] === 17 ? 'udp' : null;
-  return proto ? { addr: addrFrom16(raw.subarray(0, 16)), proto, port: raw.readUInt16BE(16) } : null;
+  try {
+    return decodeAllowKey(raw);
+  } catch {
+    return null;
+  }
 }
 
 interface Grant { key: AllowKey; expiresNs: bigint; clients: Set<number> }
@@ -64,7 +56,7 @@ export class GrantTable {
 
   /** Notes that clientId's knock wrote key (already in the map). */
   add(key: AllowKey, clientId: number, expiresNs: bigint): void {
-    const hex = allowKeyBytes(key).toString('hex');
+    const hex = encodeAllowKey(key).toString('hex');
     this.#record(hex, key, clientId, expiresNs);
     if (this.#fd !== null) writeSync(this.#fd, `${hex} ${clientId.toString(16)} ${expiresNs}\n`);
   }

@@ -10,7 +10,8 @@ import type { Logger } from 'pino';
 import type { BpfMap } from '../bpf/libbpf.js';
 import type { KnockConfig } from '../config/schema.js';
 import { allowSource, revokeSource } from '../server/allowlist.js';
-import { allowKeyBytes, GrantTable, type AllowKey } from './grants.js';
+import { GrantTable, type AllowKey } from './grants.js';
+import { encodeAllowKey } from '../wire/layout.js';
 import { addrFrom16, addrTo16 } from '../wire/layout.js';
 import { checkFreshness } from './checks.js';
 import { ClientsDirectory, inNetwork, scanClientsDir, type ClientsChange, type LoadedClient, type PolicyDefaults } from './clients.js';
@@ -237,7 +238,7 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
       try {
         for (const a of unique) {
           const key: AllowKey = { addr, proto: a.proto, port: a.port };
-          const raw = allowKeyBytes(key);
+          const raw = encodeAllowKey(key);
           const old = maps.spak_allow.lookup(raw);
           allowSource(maps.spak_allow, { ...key, expiresNs, idleNs: BigInt(pol.idleExtensionSeconds) * NS, graceNs: BigInt(pol.graceSeconds) * NS });
           done.push({ key, raw, old });
