@@ -233,11 +233,13 @@ export async function replayPy(
  * Captures (tcpdump in `host`, on eth0) the TCP packets to dport while fn runs; resolves once
  * something past the pcap header is in the file. Returns the pcap path.
  */
-export async function capture(lab: Lab, host: string, dport: number, name: string, fn: () => Promise<void>): Promise<string> {
+export async function capture(
+  lab: Lab, host: string, dport: number, name: string, fn: () => Promise<void>, proto: 'tcp' | 'udp' = 'tcp',
+): Promise<string> {
   const pcap = path.join(lab.dir, `${name}.pcap`);
   // --immediate-mode: without it packets wait in the capture ring for up to a second.
   const dump = lab.spawn(host, ['tcpdump', '-i', 'eth0', '-n', '-U', '--immediate-mode', '-Z', 'root', '-w', pcap,
-    'tcp', 'dst', 'port', String(dport)], {}, `tcpdump ${host} ${name}`);
+    proto, 'dst', 'port', String(dport)], {}, `tcpdump ${host} ${name}`);
   try {
     await dump.waitForLine(/listening on/, 10_000);
     await fn();
@@ -245,7 +247,7 @@ export async function capture(lab: Lab, host: string, dport: number, name: strin
   } finally {
     await dump.stop();
   }
-  assert.ok(existsSync(pcap) && statSync(pcap).size > PCAP_HEADER_LEN, `tcpdump captured the SYN: ${dump.output}`);
+  assert.ok(existsSync(pcap) && statSync(pcap).size > PCAP_HEADER_LEN, `tcpdump captured the ${proto === 'tcp' ? 'SYN' : 'datagram'}: ${dump.output}`);
   return pcap;
 }
 

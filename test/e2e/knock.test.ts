@@ -4,7 +4,7 @@
 // third host .3/::3 (no key). Protected: tcp/8080 (http), tcp/9090 (echo), udp/5300 (echo).
 // Nothing here asserts a timing: every wait is a bounded poll for a state.
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Lab, REPO_ROOT, sleep, startSpak, SYSTEM_PYTHON, type SpakProcess } from '../../src/lab/lab.js';
@@ -22,6 +22,7 @@ import {
   skip,
   SRV,
   threeHosts,
+  capture,
 } from './common.js';
 
 const HTTP_PORT = 8080;
@@ -29,7 +30,6 @@ const ECHO_PORT = 9090;
 const UDP_PORT = 5300;
 const KNOCK_PORT = 62201;
 const KNOCK_REPLAY_PY = path.join(REPO_ROOT, 'test', 'e2e', 'knock_replay.py');
-const PCAP_HEADER_LEN = 24;
 /** How long a knock may take to be acted on before a test gives up (a bound, not a figure). */
 const OPEN_WITHIN_MS = 10_000;
 
@@ -195,20 +195,7 @@ describe('knock mode end to end', { skip }, () => {
   }
 
   /** Captures (tcpdump on the server's eth0) the datagrams to the knock port while fn runs. */
-  async function captureKnock(name: string, fn: () => Promise<void>): Promise<string> {
-    const pcap = path.join(lab.dir, `${name}.pcap`);
-    const dump = lab.spawn(SRV, ['tcpdump', '-i', 'eth0', '-n', '-U', '--immediate-mode', '-Z', 'root', '-w', pcap,
-      'udp', 'dst', 'port', String(KNOCK_PORT)], {}, `tcpdump ${name}`);
-    try {
-      await dump.waitForLine(/listening on/, 10_000);
-      await fn();
-      for (let i = 0; i < 100 && !(existsSync(pcap) && statSync(pcap).size > PCAP_HEADER_LEN); i++) await sleep(50);
-    } finally {
-      await dump.stop();
-    }
-    assert.ok(existsSync(pcap) && statSync(pcap).size > PCAP_HEADER_LEN, `tcpdump captured the knock: ${dump.output}`);
-    return pcap;
-  }
+  const captureKnock = (name: string, fn: () => Promise<void>) => capture(lab, SRV, KNOCK_PORT, name, fn, 'udp');
 
   async function replayKnock(pcap: string, f: Family): Promise<{ captured: { src: string; len: number } }> {
     const argv = [SYSTEM_PYTHON, KNOCK_REPLAY_PY, '--pcap', pcap, '--iface', 'eth0', '--src', lab.host(OTH)[f], '--dst', ADDR[f],
