@@ -37,12 +37,14 @@ import {
 import { checkKnock, writeKnock, type KnockOptions } from '../knock/clientmap.js';
 import { parseCidr, sweepAllowlist, writeAlwaysAllow } from './allowlist.js';
 import { ALL_ADDRESSES, checkDestinations, protocolOf, writeDestinations, type ProtectedDest, type ServerKey } from './destinations.js';
+import { DestCounterIndex, readDestinationCounters, zeroDestCounters, type DestinationCounters } from './destcounters.js';
 import { DEFAULT_BPFFS, pinPaths, type PinPaths } from './pins.js';
 import { liveTcpSockets } from './seed.js';
 import { sweepFlows, sweepReplay, type SweepResult } from './sweep.js';
 
 export type { ProtectedDest, ServerKey } from './destinations.js';
 export type { KnockOptions } from '../knock/clientmap.js';
+export type { DestinationCounters } from './destcounters.js';
 
 export interface ServerOptions {
   iface: string;
@@ -65,6 +67,10 @@ export interface ServerOptions {
   alwaysAllow?: string[] | undefined;
   /** Entries of the knock allowlist (spak_allow). */
   allowCapacity?: number | undefined;
+  /** Drop SYNs to ports of protected addresses with no socket, instead of the kernel's RST (bpf/spak_stealth.h). */
+  stealth?: boolean | undefined;
+  /** The same for UDP datagrams, instead of the kernel's ICMP port unreachable. */
+  stealthUdp?: boolean | undefined;
   /** Where bpffs is (mounted there when missing). */
   bpffs?: string | undefined;
   logger?: Logger | undefined;
@@ -79,10 +85,13 @@ export interface ServerOptions {
 export function sweepIntervalSeconds(o: Pick<ServerOptions, 'flowFinSeconds' | 'flowIdleSeconds'>): number {
   return Math.min(30, Math.max(5, Math.min(o.flowFinSeconds, o.flowIdleSeconds)));
 }
-/** Rewritten by each daemon and swapped in with its program. */
+/**
+ * Rewritten by each daemon and swapped in with its program. spak_dest_counters too: its
+ * indexes are the daemon's own assignment (destcounters.ts), so a new daemon counts afresh.
+ */
 const CONFIG_MAPS = [
   'spak_config', 'spak_ports', 'spak_port_slots', 'spak_protected', 'spak_dests', 'spak_protected_addrs',
-  'spak_knock_config', 'spak_knock_clients', 'spak_udp_ports', 'spak_udp_protected', 'spak_always',
+  'spak_knock_config', 'spak_knock_clients', 'spak_udp_ports', 'spak_udp_protected', 'spak_always', 'spak_dest_counters',
 ] as const;
 /**
  * Kept across daemons: what the program learned (flows, tags seen, knock rates), what knocks
@@ -110,6 +119,8 @@ export class SpakServer {
   #lock: { release(): void } | null = null;
   #timers: NodeJS.Timeout[] = [];
   #adoptedMaps: BpfMap[] = [];
+  #counterIndex = new DestCounterIndex();
+  #counterIdx: number[] = [];
 
   constructor(opts: ServerOptions) {
     this.#opts = opts;
@@ -140,11 +151,15 @@ export class SpakServer {
   /** Writes the protected destinations and their keys (no attach: for BPF_PROG_TEST_RUN). */
   protectWithoutAttaching(): void {
     const o = this.#opts;
-    writeDestinations(this.#destinationMaps(), o.protect, o.keys, o.knock !== undefined || (o.alwaysAllow?.length ?? 0) > 0);
+    checkDestinations(o.protect, o.keys);
+    const { indexes, fresh } = this.#counterIndex.assign(o.protect);
+    for (const idx of fresh) zeroDestCounters(this.map('spak_dest_counters'), idx);
+    this.#counterIdx = indexes;
+    writeDestinations(this.#destinationMaps(), o.protect, o.keys, o.knock !== undefined || (o.alwaysAllow?.length ?? 0) > 0, indexes);
   }
 
   /** Rewrites the time config and the destinations of the loaded program with new settings. */
-  configure(update: Partial<Pick<ServerOptions, 'protect' | 'keys' | 'stepSeconds' | 'stepWindow' | 'flowIdleSeconds' | 'flowFinSeconds' | 'knock' | 'alwaysAllow'>>): void {
+  configure(update: Partial<Pick<ServerOptions, 'protect' | 'keys' | 'stepSeconds' | 'stepWindow' | 'flowIdleSeconds' | 'flowFinSeconds' | 'knock' | 'alwaysAllow' | 'stealth' | 'stealthUdp'>>): void {
     const next = { ...this.#opts, ...update };
     checkDestinations(next.protect, next.keys);
     if (next.knock) checkKnock(next.knock);
@@ -300,6 +315,14 @@ export class SpakServer {
   /** Verdict counters summed over CPUs. */
   counters(): Record<ServerReason, bigint> {
     return readCounters(this.map('spak_server_counters'), SERVER_REASON_NAMES);
+  }
+
+  /**
+   * Per protected destination (as configured: address, port, protocol), the counts of its
+   * new-connection decisions by outcome (admit_tag, refuse_tag, ...), summed over CPUs.
+   */
+  destinationCounters(): DestinationCounters[] {
+    return readDestinationCounters(this.map('spak_dest_counters'), this.#opts.protect, this.#counterIdx);
   }
 
   /** One sweep of the flow and replay tables (the daemon runs it every sweepIntervalSeconds). */
