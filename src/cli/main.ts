@@ -159,11 +159,15 @@ function serverOptions(pos: Positionals | null, o: Record<string, unknown>, cmd:
       knock: cfg.knock ? knockOptionsFromConfig(cfg.knock) : undefined,
       knockConfig: cfg.knock,
       seedExisting: cfg.seedExisting && o.seed !== false,
+      stealth: cfg.stealth,
+      stealthUdp: cfg.stealthUdp,
       logger,
     };
   }
   if (o.allAddresses === true) base.protect = allAddresses(base.protect);
   base.bpffs = o.bpffs as string;
+  if (o.stealth === true) base.stealth = true;
+  if (o.stealthUdp === true) base.stealthUdp = true;
   return base;
 }
 
@@ -231,6 +235,8 @@ export function buildProgram(): Command {
     .option('--dial-address <ip>', 'behind DNAT: the address clients dial')
     .option('--dial-port <port>', 'behind DNAT: the port clients dial')
     .option('--no-seed', 'do not keep connections that exist at first start')
+    .option('--stealth', 'drop SYNs to closed ports of protected addresses too (no RST: a scan cannot single out the protected port)')
+    .option('--stealth-udp', 'drop UDP datagrams to closed ports of protected addresses too (no ICMP port unreachable)')
     .option('--bpffs <dir>', 'where bpffs is (mounted there if missing)', DEFAULT_BPFFS)
     .option('--stats-interval <seconds>', 'print the counters every n seconds (0: only on SIGUSR1 and exit)', '0')
     .option('--log-level <level>', 'pino log level for events on stderr', 'info')

@@ -83,6 +83,10 @@ export const serverSchema = z.strictObject({
   alwaysAllow: z.array(cidr).max(16384).default([]),
   allowCapacity: capacity.default(65536),
   knock: knockSchema.optional(),
+  /** Drop SYNs to closed ports of protected addresses instead of letting the kernel answer RST. */
+  stealth: z.boolean().default(false),
+  /** Drop UDP datagrams to closed ports of protected addresses instead of the ICMP port unreachable. */
+  stealthUdp: z.boolean().default(false),
 });
 
 const clientDest = z.strictObject({
