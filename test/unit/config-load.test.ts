@@ -11,6 +11,7 @@ import { envFields, readEnv, screamingSnake, type Env } from '../../src/config/e
 import { configPath, DEFAULT_CONFIG_PATH, loadConfig, secretKeyFromEnv } from '../../src/config/load.js';
 import { configSchema, validateConfig } from '../../src/config/schema.js';
 import { checkDestinations } from '../../src/server/destinations.js';
+import { getProfile, listProfiles } from '../../src/knock/profiles.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'spak-config-load-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -143,6 +144,14 @@ describe('SPAK_* variables', () => {
     assert.equal(errorOf(() => load({ SPAK_SERVER_SEED_EXISTING: 'maybe' })), 'SPAK_SERVER_SEED_EXISTING="maybe": expected true or false');
     assert.equal(errorOf(() => load({ SPAK_SERVER_KNOCK_PORT: '70000' })).split(';')[0], 'SPAK_SERVER_KNOCK_PORT (server.knock.port): Too big: expected number to be <=65535');
     assert.match(errorOf(() => load({ SPAK_SERVER_KNOCK_PORT: '70000' })), /; a port is 1-65535$/);
+  });
+
+  test('knock profiles take *_FILE too', () => {
+    const host = write('profile-host', '192.0.2.7\n');
+    const env = { XDG_CONFIG_HOME: path.join(dir, 'noprofiles'), SPAK_PROFILE_CI_HOST_FILE: host, SPAK_PROFILE_CI_PORT: '62201' };
+    assert.equal(getProfile('ci', env)?.host, '192.0.2.7');
+    assert.deepEqual(listProfiles(env), ['ci']);
+    assert.match(errorOf(() => getProfile('ci', { ...env, SPAK_PROFILE_CI_HOST: 'x' })), /SPAK_PROFILE_CI_HOST and SPAK_PROFILE_CI_HOST_FILE are both set/);
   });
 
   test('an unknown variable under SPAK_SERVER_ / SPAK_CLIENT_ is an error with a suggestion', () => {
