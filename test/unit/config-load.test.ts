@@ -191,6 +191,9 @@ describe('errors name the field and the fix', () => {
     ['boolean in quotes', { server: { ...SERVER, seedExisting: 'yes' } }, 'server.seedExisting: Invalid input: expected boolean, received string; write true or false without quotes'],
     ['missing knock key file', { server: { ...SERVER, knock: { port: 62201, clientsDir: '/c' } } },
       'server.knock.serverKeyFile: missing; add serverKeyFile: the server\'s private key (spak keygen server makes one)'],
+    ['missing clients directory', { server: { ...SERVER, knock: { port: 62201, serverKeyFile: '/k' } } },
+      'server.knock.clientsDir: missing; add clientsDir: the directory of NAME.pub client keys'],
+    ['any other missing field', { server: { ...SERVER, protect: [{ port: 22 }] } }, 'server.protect[0].address: missing; add address'],
   ];
   for (const [name, body, expected] of cases)
     test(name, () => {
