@@ -67,7 +67,9 @@ test('keygen prints a fresh 128-bit key', () => {
 
 test('bad input: one clear line, non-zero exit, nothing attached', () => {
   const cases: { args: string[]; env?: Record<string, string | undefined>; re: RegExp }[] = [
-    { args: ['server'], re: /needs <ip> <port> <key_id> <iface>/ },
+    { args: ['server', '198.51.100.1'], re: /needs <ip> <port> <key_id> <iface>/ },
+    { args: ['server'], env: { SPAK_CONFIG: '/nonexistent/spak.json' }, re: /cannot read config \/nonexistent\/spak\.json: ENOENT/ },
+    { args: ['server', '198.51.100.1', '22', '1', 'spk0'], env: { SECRET_KEY_FILE: '/nonexistent/key' }, re: /SECRET_KEY_FILE: cannot read \/nonexistent\/key: ENOENT/ },
     { args: ['server', '198.51.100.1', '22', '1', 'spk0'], env: {}, re: /SECRET_KEY is not set/ },
     { args: ['server', '198.51.100.1', '22', '1', 'spk0'], env: { SECRET_KEY: 'xyz' }, re: /SECRET_KEY is not hexadecimal/ },
     { args: ['server', '198.51.100.1', '22', '1', 'spk0'], env: { SECRET_KEY: 'abcd' }, re: /SECRET_KEY has 4 hex characters/ },
