@@ -66,7 +66,13 @@ export function createLogger(s: LogSettings): Logger {
   }
   if (s.file !== undefined) {
     try {
-      mkdirSync(path.dirname(s.file), { recursive: true });
+      // Only the file's own directory is made (e.g. /var/log/spak); never a recursive mkdir,
+      // which spins on some special filesystems.
+      try {
+        mkdirSync(path.dirname(s.file), { mode: 0o750 });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
       // sync: a decision is on disk when the call returns, also if the daemon is killed right after.
       streams.push({ level, stream: pino.destination({ dest: s.file, append: true, sync: true }) });
     } catch (e) {
