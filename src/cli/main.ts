@@ -18,7 +18,7 @@ import { registerKnock } from './knock.js';
 import { registerDoctor } from './doctor.js';
 import { registerStatus } from './status.js';
 import { createLogger } from '../observe/log.js';
-import { observeSettings, startDaemonMetrics } from '../observe/setup.js';
+import { metricsArg, observeSettings, startDaemonMetrics } from '../observe/setup.js';
 
 /** A mistake in what the user typed: reported as one line, exit status 2. */
 export class UsageError extends Error {}
@@ -239,7 +239,7 @@ export function buildProgram(): Command {
     .option('--stats-interval <seconds>', 'print the counters every n seconds (0: only on SIGUSR1 and exit)', '0')
     .option('--log-level <level>', 'pino log level for events on stderr', 'info')
     .option('--log-file <file>', 'also append JSON log lines to this file')
-    .option('--metrics <addr:port|off>', 'Prometheus endpoint (default 127.0.0.1:9862)')
+    .option('--metrics <addr:port|off>', 'Prometheus endpoint (default 127.0.0.1:9862)', metricsArg)
     .action(async (ip, port, keyId, iface, o: Record<string, unknown>, cmd: Command) => {
       if (ip === 'stop') return serverStop([port, keyId, iface], o);
       const pos = parsePositionals([ip, port, keyId, iface], o.config as string | undefined, 'server');

@@ -1,6 +1,7 @@
 // What a daemon's command line and config file say about logs and metrics, and starting the
 // metrics endpoint the way a daemon should: a port given explicitly that cannot be bound is an
 // error; the default one taken by something else is a warning (protection matters more).
+import { InvalidArgumentError } from 'commander';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config/schema.js';
 import type { LogSettings } from './log.js';
@@ -12,6 +13,16 @@ export interface ObserveSettings {
   log: LogSettings;
   /** null: metrics off. */
   metrics: MetricsSetting | null;
+}
+
+/** commander argument parser for --metrics: checks ADDR:PORT or off (a usage error, exit 2), keeps the text. */
+export function metricsArg(text: string): string {
+  try {
+    parseListen(text);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+  return text;
 }
 
 /**
