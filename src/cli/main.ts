@@ -17,7 +17,7 @@ import { SERVER_REASON_NAMES } from '../wire/layout.js';
 import { registerKnock } from './knock.js';
 import { registerDoctor } from './doctor.js';
 import { registerStatus } from './status.js';
-import { createLogger } from '../observe/log.js';
+import { createLogger, decisionLog } from '../observe/log.js';
 import { metricsArg, observeSettings, startDaemonMetrics } from '../observe/setup.js';
 
 /** A mistake in what the user typed: reported as one line, exit status 2. */
@@ -286,6 +286,8 @@ export function buildProgram(): Command {
             `spak server: XDP (${info.mode}) ${how}; protecting ${dests}; key ids ${opts.keys.map((k) => k.id).join(',')}; ` +
               `step ${opts.stepSeconds}s +-${opts.stepWindow}; ${info.seededFlows} existing connection(s) kept; pinned at ${info.pinDir}\n`,
           );
+          decisionLog(logger).write('info', { event: info.adopted ? 'adopt' : 'attach', iface: info.ifname, hook: 'xdp', mode: info.mode, ...info.adopted },
+            `${info.adopted ? 'adopted' : 'attached'} XDP (${info.mode}) on ${info.ifname}`, info.adopted ? 'adopt' : 'attach');
           if (metrics) process.stdout.write(`spak server: metrics on http://${hostPort(metrics.address, metrics.port)}/metrics\n`);
           if (knock) process.stdout.write(`spak server: knock port ${knock.addresses().map((a) => hostPort(a.address, a.port)).join(', ')}\n`);
           for (const w of scopeWarnings(opts.protect)) process.stderr.write(`spak: warning: ${w}\n`);

@@ -8,6 +8,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { pino, type DestinationStream, type Level, type Logger, type StreamEntry } from 'pino';
+import { RateLimitedLog, type LogSink } from './limiter.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
 
@@ -80,4 +81,12 @@ export function createLogger(s: LogSettings): Logger {
     }
   }
   return pino({ name: 'spak', level }, pino.multistream(streams));
+}
+
+/**
+ * The limiter for a daemon's decisions (attach, adopt, reload; the knock service keeps its own
+ * for knocks): `perSecond` lines a second, the rest counted and reported.
+ */
+export function decisionLog(logger: LogSink, perSecond = 20): RateLimitedLog {
+  return new RateLimitedLog(logger, { perSecond, name: 'decisions' });
 }
