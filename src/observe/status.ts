@@ -64,7 +64,7 @@ function isDir(p: string): boolean {
 
 /** The pinned maps of one interface, opened for reading; close() releases them. */
 export class PinnedServer {
-  readonly #maps = new Map<string, BpfMap>();
+  readonly #maps = new Map<string, BpfMap | null>();
   readonly problems: string[] = [];
   constructor(readonly iface: string, readonly bpffs = DEFAULT_BPFFS) {}
 
@@ -74,16 +74,15 @@ export class PinnedServer {
 
   /** The pinned map, or null (noted in problems) when it cannot be opened. */
   map(name: string): BpfMap | null {
-    const have = this.#maps.get(name);
-    if (have) return have;
+    if (this.#maps.has(name)) return this.#maps.get(name)!;
+    let m: BpfMap | null = null;
     try {
-      const m = BpfMap.openPinned(this.paths.map(name));
-      this.#maps.set(name, m);
-      return m;
+      m = BpfMap.openPinned(this.paths.map(name));
     } catch (err) {
-      this.problems.push(`${name}: ${(err as Error).message}`);
-      return null;
+      this.problems.push(`${name}: ${(err as Error).message}`); // once per map
     }
+    this.#maps.set(name, m);
+    return m;
   }
 
   counters(): Record<ServerReason, bigint> | null {
@@ -92,7 +91,7 @@ export class PinnedServer {
   }
 
   close(): void {
-    for (const m of this.#maps.values()) m.close();
+    for (const m of this.#maps.values()) m?.close();
     this.#maps.clear();
   }
 }
