@@ -30,6 +30,8 @@ export interface DoctorOptions {
   /** The interface to probe when the configuration names none. */
   iface?: string | undefined;
   bpffs?: string | undefined;
+  /** false: do not attach the probe programs (some NIC drivers reset the link when XDP is attached). */
+  probe?: boolean;
 }
 
 function capEff(): bigint {
@@ -182,7 +184,7 @@ export function runDoctor(o: DoctorOptions): CheckResult[] {
     const index = libc().if_nametoindex(iface);
     results.push(checkInterface(iface, index === 0 ? null : index));
     if (index !== 0) {
-      const skipped = !root ? 'needs root' : !libbpfOk ? 'libbpf is missing' : null;
+      const skipped = o.probe === false ? '--no-probe' : !root ? 'needs root' : !libbpfOk ? 'libbpf is missing' : null;
       let xdp: XdpProbe;
       try {
         xdp = skipped ? { kind: 'skipped', why: skipped } : probeXdp(iface, index, bpffs);

@@ -109,6 +109,13 @@ describe('spak doctor on a lab host', { skip }, () => {
     assert.match(find(m.results, 'config').detail, /server\.keys\[0\]\.secretFile: cannot read \/nonexistent\/key/);
   });
 
+  it('--no-probe: the interface is checked but nothing is attached to it', async () => {
+    const { results } = await doctor(['--config', goodConfig(), '--no-probe']);
+    assert.equal(find(results, 'interface').severity, 'ok');
+    assert.match(find(results, 'xdp eth0').detail, /not probed: --no-probe/);
+    assert.match(find(results, 'tc eth0').detail, /not probed: --no-probe/);
+  });
+
   it('an interface that does not exist: FAIL', async () => {
     const { code, results } = await doctor(['--interface', 'nosuch9']);
     assert.equal(code, 2);
