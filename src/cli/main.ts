@@ -1,7 +1,7 @@
 // spak command line: server, client, keygen, stats. Errors are one line and a non-zero exit.
 import { isIP } from 'node:net';
 import { Command, CommanderError, Option } from 'commander';
-import { pino, type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { BpfMap } from '../bpf/libbpf.js';
 import { formatCounters, readCounters } from '../bpf/counters.js';
 import { newHexKey } from '../config/keys.js';
@@ -16,6 +16,10 @@ import { knockOptionsFromConfig, startKnockService, type KnockService } from '..
 import type { KnockConfig } from '../config/schema.js';
 import { SERVER_REASON_NAMES } from '../wire/layout.js';
 import { registerKnock } from './knock.js';
+import { registerDoctor } from './doctor.js';
+import { registerStatus } from './status.js';
+import { createLogger, decisionLog } from '../observe/log.js';
+import { metricsArg, observeSettings, startDaemonMetrics } from '../observe/setup.js';
 
 /** A mistake in what the user typed: reported as one line, exit status 2. */
 export class UsageError extends Error {}
@@ -64,7 +68,7 @@ function requireRoot(role: string): void {
 }
 
 function makeLogger(level: string): Logger {
-  return pino({ name: 'spak', level }, pino.destination(2));
+  return createLogger({ level });
 }
 
 /**
@@ -237,10 +241,13 @@ export function buildProgram(): Command {
     .option('--bpffs <dir>', 'where bpffs is (mounted there if missing)', DEFAULT_BPFFS)
     .option('--stats-interval <seconds>', 'print the counters every n seconds (0: only on SIGUSR1 and exit)', '0')
     .option('--log-level <level>', 'pino log level for events on stderr', 'info')
+    .option('--log-file <file>', 'also append JSON log lines to this file')
+    .option('--metrics <addr:port|off>', 'Prometheus endpoint (default 127.0.0.1:9862)', metricsArg)
     .action(async (ip, port, keyId, iface, o: Record<string, unknown>, cmd: Command) => {
       if (ip === 'stop') return serverStop([port, keyId, iface], o);
       const pos = parsePositionals([ip, port, keyId, iface], o.config as string | undefined, 'server');
-      const logger = makeLogger(String(o.logLevel));
+      const obs = observeSettings(o, (n) => fromCli(cmd, n), pos ? undefined : loadConfig(configPath(o.config as string | undefined)).server);
+      const logger = createLogger(obs.log);
       const opts = serverOptions(pos, o, cmd, logger);
       requireRoot('server');
       const server = new SpakServer(opts);
@@ -257,9 +264,17 @@ export function buildProgram(): Command {
           throw err;
         }
       }
+      const metrics = await startDaemonMetrics(obs.metrics, {
+        servers: () => [{ iface: info.ifname, enforcement: { hook: 'xdp', mode: info.mode }, server }], knock: () => knock,
+      }, logger).catch((err: unknown) => {
+        knock?.stop();
+        server.stop();
+        throw err;
+      });
       const dests = opts.protect.map((d) => `${d.address === ALL_ADDRESSES ? '*' : hostPort(d.address, d.port).replace(/:\d+$/, '')}:${d.port}${d.bindSource ? ' (source-bound)' : ''}`).join(', ');
       await runForeground(
         () => {
+          void metrics?.close();
           knock?.stop();
           server.stop();
         },
@@ -274,6 +289,9 @@ export function buildProgram(): Command {
             `spak server: XDP (${info.mode}) ${how}; protecting ${dests}; key ids ${opts.keys.map((k) => k.id).join(',')}; ` +
               `step ${opts.stepSeconds}s +-${opts.stepWindow}; ${info.seededFlows} existing connection(s) kept; pinned at ${info.pinDir}\n`,
           );
+          decisionLog(logger).write('info', { event: info.adopted ? 'adopt' : 'attach', iface: info.ifname, hook: 'xdp', mode: info.mode, ...info.adopted },
+            `${info.adopted ? 'adopted' : 'attached'} XDP (${info.mode}) on ${info.ifname}`, info.adopted ? 'adopt' : 'attach');
+          if (metrics) process.stdout.write(`spak server: metrics on http://${hostPort(metrics.address, metrics.port)}/metrics\n`);
           if (knock) process.stdout.write(`spak server: knock port ${knock.addresses().map((a) => hostPort(a.address, a.port)).join(', ')}\n`);
           for (const w of scopeWarnings(opts.protect)) process.stderr.write(`spak: warning: ${w}\n`);
         },
@@ -344,6 +362,8 @@ export function buildProgram(): Command {
     });
 
   registerKnock(program);
+  registerStatus(program);
+  registerDoctor(program);
 
   // Usage mistakes exit 2 (commander's own errors included); --help and --version exit 0.
   program.exitOverride();

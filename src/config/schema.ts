@@ -84,6 +84,17 @@ export const serverSchema = z.strictObject({
   alwaysAllow: z.array(cidr).max(16384).default([]),
   allowCapacity: capacity.default(65536),
   knock: knockSchema.optional(),
+  /** Prometheus endpoint (src/observe/metrics.ts); on 127.0.0.1:9862 unless told otherwise. */
+  metrics: z.strictObject({
+    enabled: z.boolean().default(true),
+    listen: address.default('127.0.0.1'),
+    port: z.number().int().min(0).max(65535).default(9862),
+  }).optional(),
+  /** Logs (src/observe/log.ts): JSON lines to `file` as well as stderr; `level` unless --log-level is given. */
+  log: z.strictObject({
+    file: z.string().min(1).optional(),
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+  }).optional(),
 });
 
 const clientDest = z.strictObject({

@@ -51,7 +51,7 @@ after(async () => {
 });
 
 test('--help works for the tool and every command', () => {
-  for (const args of [['--help'], ['server', '--help'], ['client', '--help'], ['keygen', '--help'], ['stats', '--help']]) {
+  for (const args of [['--help'], ['server', '--help'], ['client', '--help'], ['keygen', '--help'], ['stats', '--help'], ['status', '--help'], ['doctor', '--help']]) {
     const r = spak(args);
     assert.equal(r.status, 0, args.join(' '));
     assert.match(r.stdout, /Usage: spak/);
@@ -89,6 +89,8 @@ test('bad input: one clear line, non-zero exit, nothing attached', () => {
     { args: ['server', '*', '22', '1', 'spk0', '--dial-address', '203.0.113.1'], re: /dial address needs one protected address/ },
     { args: ['server', '198.51.100.1', '22', '1', 'spk0', '--replay-capacity', '10'], re: /bad replay capacity 10/ },
     { args: ['client', '*', '22', '1', 'spk0'], re: /bad address "\*"/ },
+    { args: ['server', '198.51.100.1', '22', '1', 'spk0', '--metrics', 'localhost:80'], re: /--metrics.*bad metrics address "localhost:80"/ },
+    { args: ['server', '198.51.100.1', '22', '1', 'spk0', '--log-file', '/nonexistent/dir/spak.log'], re: /cannot open log file \/nonexistent\/dir\/spak\.log: ENOENT/ },
   ];
   for (const c of cases) {
     const r = spak(c.args, c.env ?? { SECRET_KEY: KEY });
