@@ -1,8 +1,8 @@
 // spak-test-timeout: 600
 // The npm package (issue 7 §4): `npm pack` of the built checkout carries the compiled eBPF objects,
 // so installing it needs no clang. Packed from the existing dist/ and build/ (nothing rebuilt),
-// installed globally into a temporary prefix, and run from there: --help, keygen, `doctor` when the
-// installed copy has it, and a real `spak server` in a lab namespace loading the packaged object.
+// installed globally into a temporary prefix, and run from there: --help, keygen, `doctor` (it must load
+// the packaged objects), and a real `spak server` in a lab namespace loading the packaged object.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
@@ -102,15 +102,16 @@ describe('npm package: packed, installed into a temporary prefix, run from there
     assert.equal(where.stdout.trim(), path.join(prefix, 'lib', 'node_modules', 'spak', 'build', 'server.bpf.o'));
   });
 
-  test('spak doctor from the installed copy (when this build has the command)', (t) => {
+  test('spak doctor from the installed copy', () => {
     assert.ok(spak, 'installed');
-    const help = sh(spak, ['--help'], { env: cleanEnv() });
-    if (!/^ {2}doctor\b/m.test(help.stdout)) return t.skip('this build has no `spak doctor` yet');
     const r = sh(spak, ['doctor'], { env: cleanEnv(), timeout: 60_000 });
-    // Its exit code is the worst severity it found on this machine; what matters here is that the
-    // installed copy runs it to the end: a report, no module missing, no stack trace.
-    assert.ok(r.status !== null && r.status <= 3, `exit ${r.status}: ${r.stderr}`);
-    assert.ok(r.stdout.trim().length > 0, 'a report');
+    // Its exit code is the worst severity it found on this machine (0, 1 or 2: an unsynchronised
+    // clock is a warning); what matters here is that the installed copy runs it to the end and
+    // loads the objects that came in the tarball, with no clang and no checkout.
+    assert.ok(r.status === 0 || r.status === 1 || r.status === 2, `exit ${r.status}: ${r.stderr}`);
+    assert.match(r.stdout, /^OK +object server +server\.bpf\.o loads/m, r.stdout);
+    assert.match(r.stdout, /^OK +object client +client\.bpf\.o loads/m, r.stdout);
+    assert.match(r.stdout, /\d+ OK, \d+ WARN, \d+ FAIL \(exit \d\)/);
     assert.doesNotMatch(r.stderr, /ERR_MODULE_NOT_FOUND|Cannot find module|\n\s+at /);
   });
 
