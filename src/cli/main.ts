@@ -116,6 +116,7 @@ function serverOptions(pos: Positionals | null, o: Record<string, unknown>, cmd:
     if (dialAddress !== undefined && isIP(dialAddress) === 0) throw new UsageError(`bad --dial-address "${dialAddress}"`);
     base = {
       iface: pos.iface,
+      enforcement: o.enforcement as ServerOptions['enforcement'],
       xdpMode: o.xdpMode as ServerOptions['xdpMode'],
       keys: [{ id: pos.keyId, key: secretFromEnv() }],
       protect: [
@@ -144,6 +145,7 @@ function serverOptions(pos: Positionals | null, o: Record<string, unknown>, cmd:
       if (fromCli(cmd, flag)) throw new UsageError(`--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} goes with the positional form; in --config set it per destination`);
     base = {
       iface: cfg.interface,
+      enforcement: fromCli(cmd, 'enforcement') ? (o.enforcement as ServerOptions['enforcement']) : cfg.enforcement,
       xdpMode: fromCli(cmd, 'xdpMode') ? (o.xdpMode as ServerOptions['xdpMode']) : cfg.xdpMode,
       keys: cfg.keys.map((k, i) => ({ id: k.id, key: resolveSecret(k, `${file}: server.keys[${i}]`) })),
       protect: cfg.protect,
@@ -221,6 +223,7 @@ export function buildProgram(): Command {
     .argument('[iface]', 'interface to attach the XDP program to')
     .option('-c, --config <file>', 'JSON config with many destinations and keys (see README)')
     .addOption(new Option('--xdp-mode <mode>', 'XDP attach mode').choices(['native', 'generic', 'auto']).default('native'))
+    .addOption(new Option('--enforcement <mode>', 'where the server program runs: xdp, or tc (TC ingress) where XDP cannot').choices(['xdp', 'tc']).default('xdp'))
     .option('--step-seconds <n>', 'length of a time step', '30')
     .option('--step-window <n>', 'accept time steps within +-n of ours', '1')
     .option('--flow-idle <seconds>', 'forget an idle flow whose socket is gone after this long', '3600')
@@ -268,7 +271,7 @@ export function buildProgram(): Command {
             ? `adopted on ${info.ifname} (ifindex ${info.ifindex}); replaced program id ${info.adopted.oldProgId} with ${info.adopted.newProgId}`
             : `attached to ${info.ifname} (ifindex ${info.ifindex})`;
           process.stdout.write(
-            `spak server: XDP (${info.mode}) ${how}; protecting ${dests}; key ids ${opts.keys.map((k) => k.id).join(',')}; ` +
+            `spak server: ${info.enforcement === 'tc' ? 'TC ingress' : `XDP (${info.mode})`} ${how}; protecting ${dests}; key ids ${opts.keys.map((k) => k.id).join(',')}; ` +
               `step ${opts.stepSeconds}s +-${opts.stepWindow}; ${info.seededFlows} existing connection(s) kept; pinned at ${info.pinDir}\n`,
           );
           if (knock) process.stdout.write(`spak server: knock port ${knock.addresses().map((a) => hostPort(a.address, a.port)).join(', ')}\n`);
