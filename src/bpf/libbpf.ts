@@ -11,7 +11,7 @@ export { BpfObject, BpfProgram } from './object.js';
 export { BpfMap, mapShapeMismatch, type MapChunk, type MapShape, type UpdateFlag } from './map.js';
 export { BPF_TCX_INGRESS, BpfLink, linkKind, LINK_TYPE_TCX, LINK_TYPE_XDP, type LinkInfo } from './link.js';
 export {
-  attachTc, attachXdp, queryTc, queryXdp,
+  attachTc, attachXdp, queryTc, queryTcxIngress, queryXdp,
   type TcAttachment, type TcAttachOptions, type XdpAttachment, type XdpAttachOptions, type XdpMode,
 } from './attach.js';
 export { testRun, type TestRunResult } from './testrun.js';
