@@ -6,7 +6,7 @@
 // Nothing here asserts a timing: the sleeps only give a prober time to knock.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Lab, serverHookPattern, sleep, startSpak, type SpakProcess } from '../../src/lab/lab.js';
+import { hasXdp, Lab, labEnforcement, serverHookPattern, sleep, startSpak, tcxIngress, type SpakProcess } from '../../src/lab/lab.js';
 import {
   ADDR,
   assertBlocked,
@@ -137,6 +137,45 @@ describe('spak restarts and crashes never open the door', { skip }, () => {
         assert.ok(r.ok, `a new authenticated connection after the restart (${f}): ${r.error}`);
       }
       await assertBlocked(lab, OTH, FAMILIES.map((f) => ({ addr: ADDR[f], port: PORT })), 'keyless after the restart');
+    } finally {
+      await prober?.stop().catch(() => undefined);
+      for (const c of conns) await c.proc.stop(1_000);
+      await cleanup(client, server);
+    }
+  });
+
+  // The configuration changes mode: the new daemon attaches its link before it detaches the old one.
+  const mode = labEnforcement();
+  const other = mode === 'tc' ? 'xdp' : 'tc';
+  it(`2d: restarts that switch ${other} -> ${mode} -> ${other} -> ${mode}, while a keyless prober knocks: zero connects, old connections live on, one hook at a time after each`, { timeout: 180_000 }, async () => {
+    const start = (m: string) => startSpak(lab, SRV, 'server', { config: serverConfig([PORT, ECHO_PORT]) }, ['--enforcement', m]);
+    const hooks = async () => ({ xdp: await hasXdp(lab, SRV), tcx: (await tcxIngress(lab, SRV)).length });
+    let server: SpakProcess | null = await start(other);
+    let client: SpakProcess | null = null;
+    let prober: Awaited<ReturnType<typeof startProber>> | null = null;
+    const conns: Awaited<ReturnType<typeof longLived>>[] = [];
+    try {
+      client = await startClient();
+      for (const f of FAMILIES) conns.push(await longLived(lab, CLI, ADDR[f], ECHO_PORT));
+      prober = await startProber(lab, OTH, [ADDR.v4, ADDR.v6], ECHO_PORT);
+      for (const m of [mode, other, mode]) {
+        await server.stop();
+        assert.equal(server.proc.exitCode, 0, server.proc.output);
+        server = null;
+        await sleep(500);
+        server = await start(m);
+        const banner = m === 'tc' ? 'TC ingress' : 'XDP \\((?:native|generic)\\)';
+        assert.match(server.banner, new RegExp(`^spak server: ${banner} adopted on eth0 .*replaced program id`), `${m}: adopts`);
+        assert.deepEqual(await hooks(), m === 'tc' ? { xdp: false, tcx: 1 } : { xdp: true, tcx: 0 }, `${m}: only its own hook is left`);
+        await sleep(500);
+      }
+      const probe = await prober.stop();
+      prober = null;
+      assert.ok(probe.attempts >= 5, `the prober tried: ${JSON.stringify(probe)}`);
+      assert.equal(probe.successes, 0, `keyless connects across the switches: ${JSON.stringify(probe)}`);
+      assert.equal(probe.alive, 0, `keyless connections kept: ${JSON.stringify(probe)}`);
+      for (const [i, c] of conns.entries()) await assertStillEchoes(c.proc, 5, `authenticated ${FAMILIES[i]} connection across the switches`);
+      await assertBlocked(lab, OTH, FAMILIES.map((f) => ({ addr: ADDR[f], port: PORT })), 'keyless after the switches');
     } finally {
       await prober?.stop().catch(() => undefined);
       for (const c of conns) await c.proc.stop(1_000);
