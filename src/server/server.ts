@@ -313,7 +313,7 @@ export class SpakServer {
    */
   #switchLink(paths: PinPaths, old: BpfLink): StartedServer['mode'] {
     const { link, mode } = this.#attach(this.#obj!.program(SERVER_PROGRAMS[this.enforcement]));
-    const staged = `${paths.link}.new`;
+    const staged = `${paths.link}-new`; // bpffs refuses names with a dot
     try {
       removePin(staged);
       link.pin(staged);
