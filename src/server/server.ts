@@ -196,6 +196,9 @@ export class SpakServer {
     if (!lock.acquired) throw new Error(`a spak server already runs on ${o.iface} (pid ${lock.heldBy ?? 'unknown'})`);
     this.#lock = lock;
     try {
+      // A mode switch interrupted between pinning the new link and moving it into place: that link
+      // goes (the one pinned as "link" was still attached then, and is adopted below).
+      removePin(stagedLinkPin(paths));
       const old = openPinnedLink(paths.link);
       const info = old?.info();
       let started: StartedServer;
@@ -313,7 +316,7 @@ export class SpakServer {
    */
   #switchLink(paths: PinPaths, old: BpfLink): StartedServer['mode'] {
     const { link, mode } = this.#attach(this.#obj!.program(SERVER_PROGRAMS[this.enforcement]));
-    const staged = `${paths.link}-new`; // bpffs refuses names with a dot
+    const staged = stagedLinkPin(paths);
     try {
       removePin(staged);
       link.pin(staged);
@@ -459,6 +462,11 @@ function openPinnedLink(path: string): BpfLink | null {
   } catch {
     return null;
   }
+}
+
+/** Where a mode switch pins the new link before it renames it over the old one's pin (bpffs refuses dotted names). */
+function stagedLinkPin(paths: PinPaths): string {
+  return `${paths.link}-new`;
 }
 
 function removePin(path: string): void {
