@@ -1,11 +1,12 @@
 // spak command line: server, client, keygen, stats. Errors are one line and a non-zero exit.
 import { isIP } from 'node:net';
 import { Command, CommanderError, Option } from 'commander';
-import { pino, type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { BpfMap } from '../bpf/libbpf.js';
 import { formatCounters, readCounters } from '../bpf/counters.js';
-import { newHexKey, parseHexKey } from '../config/keys.js';
-import { loadConfigFile, resolveSecret } from '../config/schema.js';
+import { newHexKey } from '../config/keys.js';
+import { resolveSecret } from '../config/schema.js';
+import { configPath, loadConfig, secretKeyFromEnv } from '../config/load.js';
 import { SpakClient, type ClientOptions } from '../client/client.js';
 import { SpakServer, type ServerOptions } from '../server/server.js';
 import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
@@ -15,6 +16,10 @@ import { knockOptionsFromConfig, startKnockService, type KnockService } from '..
 import type { KnockConfig } from '../config/schema.js';
 import { SERVER_REASON_NAMES } from '../wire/layout.js';
 import { registerKnock } from './knock.js';
+import { registerDoctor } from './doctor.js';
+import { registerStatus } from './status.js';
+import { createLogger, decisionLog } from '../observe/log.js';
+import { metricsArg, observeSettings, startDaemonMetrics } from '../observe/setup.js';
 
 /** A mistake in what the user typed: reported as one line, exit status 2. */
 export class UsageError extends Error {}
@@ -32,8 +37,10 @@ function parsePositionals(args: (string | undefined)[], config: string | undefin
     if (given.length > 0) throw new UsageError(`give either <ip> <port> <key_id> <iface> or --config, not both`);
     return null;
   }
+  // Nothing given: the configuration file ($SPAK_CONFIG or /etc/spak/spak.json).
+  if (given.length === 0) return null;
   if (given.length !== 4)
-    throw new UsageError(`spak ${role} needs <ip> <port> <key_id> <iface> (or --config <file>); see spak ${role} --help`);
+    throw new UsageError(`spak ${role} needs <ip> <port> <key_id> <iface>, or --config <file>, or nothing (then $SPAK_CONFIG or /etc/spak/spak.json); see spak ${role} --help`);
   const [ip, port, keyId, iface] = given as [string, string, string, string];
   if (isIP(ip) === 0 && !(role === 'server' && ip === ALL_ADDRESSES))
     throw new UsageError(`bad address "${ip}": not an IPv4 or IPv6 address${role === 'server' ? ' (or "*")' : ''}`);
@@ -48,10 +55,8 @@ function parseIntIn(text: string, what: string, min: number, max: number): numbe
 }
 
 function secretFromEnv(): Buffer {
-  const hex = process.env.SECRET_KEY;
-  if (hex === undefined || hex === '') throw new UsageError('SECRET_KEY is not set: export SECRET_KEY=<32 hex characters> (spak keygen makes one)');
   try {
-    return parseHexKey(hex, 'SECRET_KEY');
+    return secretKeyFromEnv();
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
@@ -63,7 +68,7 @@ function requireRoot(role: string): void {
 }
 
 function makeLogger(level: string): Logger {
-  return pino({ name: 'spak', level }, pino.destination(2));
+  return createLogger({ level });
 }
 
 /**
@@ -138,8 +143,9 @@ function serverOptions(pos: Positionals | null, o: Record<string, unknown>, cmd:
       logger,
     };
   } else {
-    const file = o.config as string;
-    const cfg = loadConfigFile(file).server;
+    const where = configPath(o.config as string | undefined);
+    const file = where.file;
+    const cfg = loadConfig(where).server;
     if (!cfg) throw new UsageError(`${file}: no "server" section`);
     for (const flag of ['dialAddress', 'dialPort', 'bindSource'])
       if (fromCli(cmd, flag)) throw new UsageError(`--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} goes with the positional form; in --config set it per destination`);
@@ -188,8 +194,9 @@ function clientOptions(pos: Positionals | null, o: Record<string, unknown>, logg
       stepSeconds: parseIntIn(String(o.stepSeconds), 'step seconds', 1, 3600),
       logger,
     };
-  const file = o.config as string;
-  const cfg = loadConfigFile(file).client;
+  const where = configPath(o.config as string | undefined);
+  const file = where.file;
+  const cfg = loadConfig(where).client;
   if (!cfg) throw new UsageError(`${file}: no "client" section`);
   return {
     iface: cfg.interface,
@@ -216,12 +223,12 @@ export function buildProgram(): Command {
 
   program
     .command('server')
-    .description('protect <ip>:<port>: drop every SYN without a valid tag at XDP on <iface> (key in $SECRET_KEY); `spak server stop <iface>` removes it')
+    .description('protect <ip>:<port>: drop every SYN without a valid tag at XDP on <iface> (key in $SECRET_KEY or the file $SECRET_KEY_FILE); with no arguments, the config file $SPAK_CONFIG or /etc/spak/spak.json; `spak server stop <iface>` removes it')
     .argument('[ip]', 'protected destination address (IPv4 or IPv6; 0.0.0.0 or :: for every address of a family, * for all)')
     .argument('[port]', 'protected TCP port')
     .argument('[key_id]', 'key id clients tag with (0-65535)')
     .argument('[iface]', 'interface to attach the XDP program to')
-    .option('-c, --config <file>', 'JSON config with many destinations and keys (see README)')
+    .option('-c, --config <file>', 'JSON config with many destinations and keys (see README; SPAK_* variables override it)')
     .addOption(new Option('--xdp-mode <mode>', 'XDP attach mode').choices(['native', 'generic', 'auto']).default('native'))
     .addOption(new Option('--enforcement <mode>', 'where the server program runs: xdp, or tc (TC ingress) where XDP cannot').choices(['xdp', 'tc']).default('xdp'))
     .option('--step-seconds <n>', 'length of a time step', '30')
@@ -237,10 +244,13 @@ export function buildProgram(): Command {
     .option('--bpffs <dir>', 'where bpffs is (mounted there if missing)', DEFAULT_BPFFS)
     .option('--stats-interval <seconds>', 'print the counters every n seconds (0: only on SIGUSR1 and exit)', '0')
     .option('--log-level <level>', 'pino log level for events on stderr', 'info')
+    .option('--log-file <file>', 'also append JSON log lines to this file')
+    .option('--metrics <addr:port|off>', 'Prometheus endpoint (default 127.0.0.1:9862)', metricsArg)
     .action(async (ip, port, keyId, iface, o: Record<string, unknown>, cmd: Command) => {
       if (ip === 'stop') return serverStop([port, keyId, iface], o);
       const pos = parsePositionals([ip, port, keyId, iface], o.config as string | undefined, 'server');
-      const logger = makeLogger(String(o.logLevel));
+      const obs = observeSettings(o, (n) => fromCli(cmd, n), pos ? undefined : loadConfig(configPath(o.config as string | undefined)).server);
+      const logger = createLogger(obs.log);
       const opts = serverOptions(pos, o, cmd, logger);
       requireRoot('server');
       const server = new SpakServer(opts);
@@ -257,9 +267,17 @@ export function buildProgram(): Command {
           throw err;
         }
       }
+      const metrics = await startDaemonMetrics(obs.metrics, {
+        servers: () => [{ iface: info.ifname, enforcement: { hook: 'xdp', mode: info.mode }, server }], knock: () => knock,
+      }, logger).catch((err: unknown) => {
+        knock?.stop();
+        server.stop();
+        throw err;
+      });
       const dests = opts.protect.map((d) => `${d.address === ALL_ADDRESSES ? '*' : hostPort(d.address, d.port).replace(/:\d+$/, '')}:${d.port}${d.bindSource ? ' (source-bound)' : ''}`).join(', ');
       await runForeground(
         () => {
+          void metrics?.close();
           knock?.stop();
           server.stop();
         },
@@ -274,6 +292,9 @@ export function buildProgram(): Command {
             `spak server: ${info.enforcement === 'tc' ? 'TC ingress' : `XDP (${info.mode})`} ${how}; protecting ${dests}; key ids ${opts.keys.map((k) => k.id).join(',')}; ` +
               `step ${opts.stepSeconds}s +-${opts.stepWindow}; ${info.seededFlows} existing connection(s) kept; pinned at ${info.pinDir}\n`,
           );
+          decisionLog(logger).write('info', { event: info.adopted ? 'adopt' : 'attach', iface: info.ifname, hook: 'xdp', mode: info.mode, ...info.adopted },
+            `${info.adopted ? 'adopted' : 'attached'} XDP (${info.mode}) on ${info.ifname}`, info.adopted ? 'adopt' : 'attach');
+          if (metrics) process.stdout.write(`spak server: metrics on http://${hostPort(metrics.address, metrics.port)}/metrics\n`);
           if (knock) process.stdout.write(`spak server: knock port ${knock.addresses().map((a) => hostPort(a.address, a.port)).join(', ')}\n`);
           for (const w of scopeWarnings(opts.protect)) process.stderr.write(`spak: warning: ${w}\n`);
         },
@@ -282,12 +303,12 @@ export function buildProgram(): Command {
 
   program
     .command('client')
-    .description('tag every SYN to <ip>:<port> leaving <iface> (key in $SECRET_KEY)')
+    .description('tag every SYN to <ip>:<port> leaving <iface> (key in $SECRET_KEY or the file $SECRET_KEY_FILE); with no arguments, the config file $SPAK_CONFIG or /etc/spak/spak.json')
     .argument('[ip]', 'server address (IPv4 or IPv6)')
     .argument('[port]', 'server TCP port')
     .argument('[key_id]', 'key id the server knows the key by')
     .argument('[iface]', 'interface to attach the TC egress program to')
-    .option('-c, --config <file>', 'JSON config with many destinations and keys (see README)')
+    .option('-c, --config <file>', 'JSON config with many destinations and keys (see README; SPAK_* variables override it)')
     .option('--step-seconds <n>', 'length of a time step (must match the server)', '30')
     .option('--bind-source', 'cover the source address in the tag (the server must require it too)')
     .option('--stats-interval <seconds>', 'print the counters every n seconds', '0')
@@ -344,6 +365,8 @@ export function buildProgram(): Command {
     });
 
   registerKnock(program);
+  registerStatus(program);
+  registerDoctor(program);
 
   // Usage mistakes exit 2 (commander's own errors included); --help and --version exit 0.
   program.exitOverride();
