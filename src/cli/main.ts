@@ -267,8 +267,10 @@ export function buildProgram(): Command {
           throw err;
         }
       }
+      // The hook as `spak status` names it (xdp, tcx); a mode only for XDP.
+      const hook = info.enforcement === 'tc' ? { hook: 'tcx', mode: '', text: 'TC ingress (tcx)' } : { hook: 'xdp', mode: info.mode, text: `XDP (${info.mode})` };
       const metrics = await startDaemonMetrics(obs.metrics, {
-        servers: () => [{ iface: info.ifname, enforcement: { hook: 'xdp', mode: info.mode }, server }], knock: () => knock,
+        servers: () => [{ iface: info.ifname, enforcement: { hook: hook.hook, mode: hook.mode }, server }], knock: () => knock,
       }, logger).catch((err: unknown) => {
         knock?.stop();
         server.stop();
@@ -292,8 +294,8 @@ export function buildProgram(): Command {
             `spak server: ${info.enforcement === 'tc' ? 'TC ingress' : `XDP (${info.mode})`} ${how}; protecting ${dests}; key ids ${opts.keys.map((k) => k.id).join(',')}; ` +
               `step ${opts.stepSeconds}s +-${opts.stepWindow}; ${info.seededFlows} existing connection(s) kept; pinned at ${info.pinDir}\n`,
           );
-          decisionLog(logger).write('info', { event: info.adopted ? 'adopt' : 'attach', iface: info.ifname, hook: 'xdp', mode: info.mode, ...info.adopted },
-            `${info.adopted ? 'adopted' : 'attached'} XDP (${info.mode}) on ${info.ifname}`, info.adopted ? 'adopt' : 'attach');
+          decisionLog(logger).write('info', { event: info.adopted ? 'adopt' : 'attach', iface: info.ifname, hook: hook.hook, mode: hook.mode, ...info.adopted },
+            `${info.adopted ? 'adopted' : 'attached'} ${hook.text} on ${info.ifname}`, info.adopted ? 'adopt' : 'attach');
           if (metrics) process.stdout.write(`spak server: metrics on http://${hostPort(metrics.address, metrics.port)}/metrics\n`);
           if (knock) process.stdout.write(`spak server: knock port ${knock.addresses().map((a) => hostPort(a.address, a.port)).join(', ')}\n`);
           for (const w of scopeWarnings(opts.protect)) process.stderr.write(`spak: warning: ${w}\n`);
