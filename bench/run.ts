@@ -17,6 +17,7 @@ import type { KnockBenchResult } from './knock.js';
 import { buildRef, removeRef, type RefBuild } from './ref.js';
 import { SWEEP_INTERVAL_S, type SweepResult } from './sweep.js';
 import type { XdpCase } from './xdp.js';
+import type { TcCase } from './tc.js';
 
 const num = (name: string, dflt: number): number => {
   const v = process.env[name];
@@ -36,6 +37,8 @@ const KNOCKS = num('SPAK_BENCH_KNOCKS', 100);
 const KNOCK_FLOOD_SECONDS = Math.min(10, num('SPAK_BENCH_KNOCK_FLOOD_SECONDS', 10));
 const KNOCK_FLOOD_KNOCKS = num('SPAK_BENCH_KNOCK_FLOOD_KNOCKS', 100);
 const HPKE_SECONDS = num('SPAK_BENCH_HPKE_SECONDS', 3);
+/** TC rows: this build only, a tenth of the XDP repeats (each TC run costs more). */
+const TC_REPEAT = Math.max(1, Math.floor(REPEAT / 10));
 
 /** The issue's targets: the kernel's ns per packet over the bare XDP_PASS program's. */
 const XDP_TARGETS: Record<string, number> = {
@@ -212,7 +215,9 @@ async function main(): Promise<void> {
   const prevOk = prevError === null;
   if (!prevOk) for (const row of rows.values()) row.prev = null;
   const xdp = xdpTable([...rows.values()], prev, prevOk);
-  process.stdout.write(`${xdp}\n\nconnect(): ${CONNECT_ROUNDS} rounds x ${CONNECTS} connects over veth, spak / bare hooks / nothing alternating...\n`);
+  process.stdout.write(`${xdp}\n\nTC enforcement: ${ROUNDS} rounds x ${TC_REPEAT} repeats per case, spak_server_tc and the bare TC program interleaved...\n`);
+  const tc = tcTable(await runBenchChild<TcCase[]>(REPO_ROOT, 'tc', 'benchTc', [TC_REPEAT, ROUNDS]));
+  process.stdout.write(`${tc}\n\nconnect(): ${CONNECT_ROUNDS} rounds x ${CONNECTS} connects over veth, spak / bare hooks / nothing alternating...\n`);
   const conn = await benchConnect(CONNECTS, CONNECT_ROUNDS);
   const connect = connectTable(conn);
   process.stdout.write(`${connect}\n\nsweep: ${FLOWS} flows, ${SWEEPS} sweeps...\n`);
@@ -257,6 +262,15 @@ opened through the program.
 
 ${xdp}
 
+## TC enforcement cost per packet (BPF_PROG_TEST_RUN, ${TC_REPEAT} repeats per round, ${ROUNDS} rounds)
+
+\`--enforcement tc\`: the same verdict as the XDP program, at TC ingress (bench/tc.ts). The SYN-mode
+cases above run through \`spak_server_tc\` and through a bare \`return TC_ACT_OK\` program
+(bpf/baseline.bpf.c), interleaved case by case, this build only; medians over rounds of the
+kernel's ns per run. Only the ratio and the delta over the bare program carry over to another machine.
+
+${tc}
+
 ## connect() latency over veth (${CONNECT_ROUNDS} rounds x ${CONNECTS} connects)
 
 Two network namespaces joined by a veth pair, a TCP listener on the server side, sequential
@@ -290,6 +304,13 @@ ${knock}
 `;
   writeFileSync(path.join(REPO_ROOT, 'BENCHMARKS.md'), md);
   process.stdout.write('wrote BENCHMARKS.md\n');
+}
+
+function tcTable(cases: TcCase[]): string {
+  const lines = ['| case (TC ingress) | spak_server_tc ns | bare TC_ACT_OK ns | delta (ns) | ratio | verdict |', '|---|---|---|---|---|---|'];
+  for (const c of cases)
+    lines.push(`| ${c.name} | ${c.nsPerPacket} | ${c.baselineNs} | ${c.deltaNs >= 0 ? '+' : ''}${c.deltaNs} | ${c.ratio.toFixed(2)}x | ${c.verdict === 0 ? 'ok' : c.verdict === 2 ? 'shot' : String(c.verdict)} |`);
+  return lines.join('\n');
 }
 
 main().catch((err) => {

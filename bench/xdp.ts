@@ -58,7 +58,7 @@ async function knockFrames(): Promise<Record<string, Buffer>> {
   };
 }
 
-function frames(): Record<string, Buffer> {
+export function frames(): Record<string, Buffer> {
   const step = timeStepAt(Date.now(), 30);
   const seq = 0x12345678;
   const tag = computeTag(KEY, { keyId: 1, dport: 22, timeStep: step, seq, daddr: SERVER });

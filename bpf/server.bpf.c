@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * spak server: the XDP dispatcher. Parses down to TCP, lets through what no
+ * spak server: the dispatcher, at XDP (spak_server) or TC ingress (spak_server_tc), with one
+ * verdict for both (spak_verdict). Parses down to TCP, lets through what no
  * destination protects, and hands the rest to SYN verification (spak_syn.h) or flow
  * gating (spak_flow.h), where the allowlists (spak_allow.h) may still admit what has no
  * valid tag or flow; UDP goes to the knock port's checks and to protected UDP destinations
@@ -19,6 +20,7 @@
  * Every verdict increments a per-CPU counter with its reason (spak_wire.h).
  */
 #include <linux/bpf.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include "spak_server_maps.h"
 #include "spak_parse.h"
@@ -46,11 +48,12 @@ static __always_inline int is_tunnel_proto(__u8 p)
 	return p == IPPROTO_IPIP || p == IPPROTO_IPV6 || p == IPPROTO_GRE || p == SPAK_IPPROTO_ETHERIP;
 }
 
-SEC("xdp")
-int spak_server(struct xdp_md *ctx)
+/*
+ * The verdict on one frame, for both hooks: XDP_PASS or XDP_DROP (pass() and drop() count the
+ * reason). max_tags: how many VLAN tags the frame itself may still carry (see spak_parse_eth_tags).
+ */
+static __always_inline int spak_verdict(void *data, void *end, int max_tags)
 {
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
 	struct spak_flow_key fk;
 	struct iphdr *ip4 = NULL;
 	struct ipv6hdr *ip6 = NULL;
@@ -61,7 +64,7 @@ int spak_server(struct xdp_md *ctx)
 	__u8 flags;
 	int l3;
 
-	l3 = spak_parse_eth(data, end, &proto);
+	l3 = spak_parse_eth_tags(data, end, &proto, max_tags);
 	if (l3 == SPAK_ETH_UNPARSED)
 		return drop(SPAK_SRV_DROP_UNPARSED);
 	if (l3 < 0)
@@ -155,6 +158,44 @@ int spak_server(struct xdp_md *ctx)
 	if ((flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
 		return handle_syn(ctx, tcp, end, &fk, ip4 != NULL);
 	return handle_segment(flags, &fk, ip4 != NULL);
+}
+
+SEC("xdp")
+int spak_server(struct xdp_md *ctx)
+{
+	return spak_verdict((void *)(long)ctx->data, (void *)(long)ctx->data_end, SPAK_MAX_VLANS);
+}
+
+/*
+ * The most the verdict reads of a frame it can decide on: Ethernet, two tags, IPv6 with a short
+ * extension chain, then a full TCP header or a UDP header with a knock (14 + 8 + 40 + 8 + 152 =
+ * 222). A deeper chain that the linear part does not hold reads as malformed: dropped when it is
+ * for a protected address, as everything the parser cannot read.
+ */
+#define SPAK_TC_LINEAR 256
+
+/*
+ * TC ingress (the TCX hook), for interfaces or drivers without XDP: the same verdict over the
+ * skb. Only the linear part can be read directly, so it is pulled when it is shorter than what
+ * the verdict may read (drivers usually put whole headers there; GRO'd and paged skbs may not).
+ * The outer VLAN tag is in skb metadata here, not in the frame: it counts as one of the two.
+ */
+SEC("tc")
+int spak_server_tc(struct __sk_buff *skb)
+{
+	__u32 want = skb->len < SPAK_TC_LINEAR ? skb->len : SPAK_TC_LINEAR;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+
+	if (end - data < want) {
+		/* On failure the verdict reads what is there: short reads drop what may be protected. */
+		bpf_skb_pull_data(skb, want);
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+	}
+	if (spak_verdict(data, end, skb->vlan_present ? SPAK_MAX_VLANS - 1 : SPAK_MAX_VLANS) == XDP_PASS)
+		return TC_ACT_OK;
+	return TC_ACT_SHOT;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -33,12 +33,12 @@ struct spak_vlan_hdr {
 #define SPAK_ETH_UNPARSED -2
 
 /*
- * Walks Ethernet and up to two VLAN tags. Returns the L3 offset, SPAK_ETH_TRUNCATED, or
+ * Walks Ethernet and up to max_tags (at most two) VLAN tags. Returns the L3 offset, SPAK_ETH_TRUNCATED, or
  * SPAK_ETH_UNPARSED for a frame still tagged after the walk: the kernel strips priority
  * tags (VLAN id 0) one by one and would deliver what is inside, so such a frame must
  * never be passed as "not IP".
  */
-static __always_inline int spak_parse_eth(void *data, void *end, __u16 *proto)
+static __always_inline int spak_parse_eth_tags(void *data, void *end, __u16 *proto, int max_tags)
 {
 	struct ethhdr *eth = data;
 	int off = sizeof(*eth);
@@ -51,6 +51,8 @@ static __always_inline int spak_parse_eth(void *data, void *end, __u16 *proto)
 	for (int i = 0; i < SPAK_MAX_VLANS; i++) {
 		struct spak_vlan_hdr *vh = data + off;
 
+		if (i >= max_tags)
+			break;
 		if (p != bpf_htons(ETH_P_8021Q) && p != bpf_htons(ETH_P_8021AD))
 			break;
 		if ((void *)(vh + 1) > end)
@@ -62,6 +64,16 @@ static __always_inline int spak_parse_eth(void *data, void *end, __u16 *proto)
 		return SPAK_ETH_UNPARSED;
 	*proto = p;
 	return off;
+}
+
+/*
+ * Walks at most max_tags tags in the frame (a constant SPAK_MAX_VLANS folds the check away). At
+ * TC ingress the kernel has already moved the outer tag into skb metadata, so the caller there
+ * passes one less: a frame's tags count the same whichever hook reads it.
+ */
+static __always_inline int spak_parse_eth(void *data, void *end, __u16 *proto)
+{
+	return spak_parse_eth_tags(data, end, proto, SPAK_MAX_VLANS);
 }
 
 #define SPAK_V6_OK 0

@@ -5,6 +5,9 @@
 // process group, SIGKILL 5 s later; the e2e lab cleans up on SIGTERM) and counted as a failure.
 // Limits: unit 120 s, bpf 600 s, e2e 900 s per file, or `// spak-test-timeout: <seconds>` in a file's
 // first lines; whole run SPAK_TEST_RUN_LIMIT seconds (default 3600).
+// A file with `// spak-test-modes: xdp tc` in its first lines runs once per enforcement mode, with
+// SPAK_ENFORCEMENT set (test/enforcement.ts); within a group the xdp runs come first. SPAK_ENFORCEMENT
+// in our own environment restricts those files to that one mode.
 // Usage: node scripts/run-tests.mjs [filter]   (filter = substring of the test file path)
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -45,6 +48,17 @@ function fileLimit(file) {
   return m ? Number(m[1]) : FILE_LIMIT_S[groupOf(file)] ?? OTHER_LIMIT_S;
 }
 
+/** The enforcement modes a file runs in: [''] (no mode: run once as it is) unless it declares them. */
+function fileModes(file) {
+  const head = fs.readFileSync(file, 'utf8').split('\n', 15).join('\n');
+  const m = /^\s*\/\/\s*spak-test-modes:\s*([\w ]+?)\s*$/m.exec(head);
+  if (!m) return [''];
+  const modes = m[1].split(/\s+/);
+  const only = process.env.SPAK_ENFORCEMENT;
+  return only ? modes.filter((mode) => mode === only) : modes;
+}
+const MODE_ORDER = ['', 'xdp', 'tc'];
+
 if (!fs.existsSync(testRoot)) {
   console.error(`no compiled tests in ${path.relative(root, testRoot)}: run \`npx tsc -p tsconfig.json\` first`);
   process.exit(1);
@@ -52,7 +66,9 @@ if (!fs.existsSync(testRoot)) {
 
 const files = listTests(testRoot)
   .filter((file) => !filter || path.relative(root, file).includes(filter))
-  .sort((a, b) => groupRank(a) - groupRank(b) || (a < b ? -1 : a > b ? 1 : 0));
+  .flatMap((file) => fileModes(file).map((mode) => ({ file, mode })))
+  .sort((a, b) => groupRank(a.file) - groupRank(b.file) || MODE_ORDER.indexOf(a.mode) - MODE_ORDER.indexOf(b.mode)
+    || (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
 
 if (files.length === 0) {
   console.error(filter ? `no test files match "${filter}"` : 'no test files found');
@@ -74,7 +90,7 @@ const groupAlive = (child) => {
 };
 
 /** Run one file; resolves { code, timedOut } once the child and everything left in its process group are gone. */
-function runFile(file, limitS, tap) {
+function runFile(file, mode, limitS, tap) {
   // Three bounds, innermost first, so the most precise report wins: each test (named by node, via the
   // preload) 20 s before the limit; node's own --test-timeout (in Node 20 it bounds the file) 10 s before;
   // then our hard limit, which stops the whole process group.
@@ -84,6 +100,8 @@ function runFile(file, limitS, tap) {
     '--test-reporter=spec', '--test-reporter-destination=stdout',
     '--test-reporter=tap', `--test-reporter-destination=${tap}`, path.relative(root, file)];
   const env = { ...process.env, SPAK_TEST_DEFAULT_TIMEOUT_MS: String(testTimeoutMs) };
+  if (mode) env.SPAK_ENFORCEMENT = mode;
+  else delete env.SPAK_ENFORCEMENT;
   const started = Date.now();
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, args, { cwd: root, stdio: 'inherit', detached: true, env });
@@ -133,8 +151,8 @@ const problems = [];
 const runDeadline = Date.now() + RUN_LIMIT_S * 1000;
 let exitCode = 0;
 try {
-  for (const [i, file] of files.entries()) {
-    const name = path.relative(distRoot, file); // e.g. test/e2e/cli.test.js
+  for (const [i, { file, mode }] of files.entries()) {
+    const name = `${path.relative(distRoot, file)}${mode ? ` [${mode}]` : ''}`; // e.g. test/e2e/cli.test.js [tc]
     const left = Math.floor((runDeadline - Date.now()) / 1000);
     if (left <= 0) {
       problems.push(`TIMEOUT run limit of ${RUN_LIMIT_S} s reached: ${files.length - i} file(s) not run, from ${name}`);
@@ -145,7 +163,8 @@ try {
     const fileLimitS = fileLimit(file);
     const limitS = Math.min(fileLimitS, left);
     const tap = path.join(tapDir, `file-${i}.tap`);
-    const { code, timedOut } = await runFile(file, limitS, tap);
+    if (mode) console.log(`\n# ${name}`);
+    const { code, timedOut } = await runFile(file, mode, limitS, tap);
     const text = fs.existsSync(tap) ? fs.readFileSync(tap, 'utf8') : '';
     const counts = {};
     for (const key of Object.keys(totals)) {

@@ -19,8 +19,44 @@ function withDefaultTimeout(fn) {
   return wrapped;
 }
 
+// In a file run per enforcement mode (SPAK_ENFORCEMENT, see run-tests.mjs), every top-level test and
+// suite name starts with the mode, e.g. "[tc] server IPv4, single: flow gating".
+const mode = process.env.SPAK_ENFORCEMENT;
+let depth = 0; // suites being defined: their callbacks run synchronously, so only depth 0 is top level
+
+function withModeName(fn, isSuite) {
+  const wrapped = (...args) => {
+    if (mode && depth === 0) {
+      if (typeof args[0] === 'string') args[0] = `[${mode}] ${args[0]}`;
+      else args.unshift(`[${mode}]`);
+    }
+    if (!isSuite) return fn(...args);
+    const i = args.findIndex((a) => typeof a === 'function');
+    if (i !== -1) {
+      const body = args[i];
+      args[i] = function (...a) {
+        depth++;
+        try {
+          return body.apply(this, a);
+        } finally {
+          depth--;
+        }
+      };
+    }
+    return fn(...args);
+  };
+  for (const variant of ['skip', 'todo', 'only']) if (typeof fn[variant] === 'function') wrapped[variant] = withModeName(fn[variant], isSuite);
+  return wrapped;
+}
+
 if (ms > 0) {
   nodeTest.test = withDefaultTimeout(nodeTest.test);
   nodeTest.it = withDefaultTimeout(nodeTest.it);
-  syncBuiltinESMExports(); // `import { test } from 'node:test'` in the test files now sees the wrapped functions
 }
+if (mode) {
+  nodeTest.test = withModeName(nodeTest.test, false);
+  nodeTest.it = withModeName(nodeTest.it, false);
+  nodeTest.describe = withModeName(nodeTest.describe, true);
+  nodeTest.suite = withModeName(nodeTest.suite, true);
+}
+syncBuiltinESMExports(); // `import { test } from 'node:test'` in the test files now sees the wrapped functions

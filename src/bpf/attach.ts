@@ -84,6 +84,18 @@ export function queryXdp(ifindex: number): number | null {
   return id[0] || null;
 }
 
+const BPF_TCX_INGRESS = 46; // enum bpf_attach_type (see link.ts)
+
+/** Ids of the programs at TC ingress of ifindex through tcx (links or tcx attachments), in run order. */
+export function queryTcxIngress(ifindex: number): number[] {
+  const ids = new Uint32Array(64);
+  const cnt = [ids.length];
+  const ret = libbpf().bpf_prog_query(ifindex, BPF_TCX_INGRESS, 0, [0], ids, cnt);
+  if (ret === -E.ENOENT || ret === -E.ENODEV) return [];
+  check(ret, `querying tcx ingress on ifindex ${ifindex}`);
+  return [...ids.subarray(0, cnt[0])];
+}
+
 // tc (clsact + direct-action BPF filter)
 
 /** A tc BPF filter attached by attachTc; detach() removes it if it still runs our program. */

@@ -3,15 +3,15 @@
 // working; new code may import the concern's module directly.
 //   native.ts  koffi loading, struct types, errno names, BpfError, libbpf's log
 //   object.ts  BpfObject, BpfProgram          map.ts   BpfMap (elements, batches, pins)
-//   link.ts    BpfLink (XDP bpf_link)         attach.ts netlink XDP, tc clsact
+//   link.ts    BpfLink (XDP, tcx links)       attach.ts netlink XDP, tc clsact
 //   testrun.ts BPF_PROG_TEST_RUN             bpffs.ts  mounting bpffs, pin directories
 //   lock.ts    flock-based single-daemon lock
 export { BpfError, describeErrno, errnoCode, ifIndex, numPossibleCpus, setLibbpfLogger, type LibbpfLogger } from './native.js';
 export { BpfObject, BpfProgram } from './object.js';
 export { BpfMap, mapShapeMismatch, type MapChunk, type MapShape, type UpdateFlag } from './map.js';
-export { BpfLink, LINK_TYPE_XDP, type LinkInfo } from './link.js';
+export { BPF_TCX_INGRESS, BpfLink, linkKind, LINK_TYPE_TCX, LINK_TYPE_XDP, type LinkInfo } from './link.js';
 export {
-  attachTc, attachXdp, queryTc, queryXdp,
+  attachTc, attachXdp, queryTc, queryTcxIngress, queryXdp,
   type TcAttachment, type TcAttachOptions, type XdpAttachment, type XdpAttachOptions, type XdpMode,
 } from './attach.js';
 export { testRun, type TestRunResult } from './testrun.js';

@@ -1,4 +1,4 @@
-// bpf_link attachments. Unlike a netlink XDP attachment, a link is owned by its fds and pins: it
+// bpf_link attachments (XDP, and TC ingress through tcx). Unlike a netlink XDP attachment, a link is owned by its fds and pins: it
 // survives our process when pinned, its program can be swapped atomically (bpf_link_update with the
 // expected old program), and bpf_link_detach removes exactly it, whoever else holds it.
 import fs from 'node:fs';
@@ -9,14 +9,26 @@ import {
 } from './native.js';
 
 const BPF_XDP = 37; // enum bpf_attach_type
+/** enum bpf_attach_type: TC ingress through tcx (kernel 6.6+). libbpf 1.1 does not name it and passes it through. */
+export const BPF_TCX_INGRESS = 46;
 const BPF_F_REPLACE = 1 << 2;
-const LINK_INFO_SIZE = 24; // struct bpf_link_info: type, id, prog_id, then the union (xdp.ifindex at 16)
+// struct bpf_link_info: type, id, prog_id, then the union (xdp.ifindex at 16; tcx.ifindex at 16, tcx.attach_type at 20)
+const LINK_INFO_SIZE = 24;
 
 /** enum bpf_link_type values we name. */
 export const LINK_TYPE_XDP = 6;
+export const LINK_TYPE_TCX = 11;
 
-/** What the kernel says about a link; ifindex 0 for an XDP link means defunct (interface gone, or detached). */
-export interface LinkInfo { id: number; progId: number; type: number; ifindex: number }
+/**
+ * What the kernel says about a link; ifindex 0 for an XDP or tcx link means defunct (interface gone, or
+ * detached). attachType: the tcx link's (BPF_TCX_INGRESS), 0 for other kinds.
+ */
+export interface LinkInfo { id: number; progId: number; type: number; ifindex: number; attachType: number }
+
+/** 'xdp' or 'tc' for the link types a server attaches, null for any other. */
+export function linkKind(info: Pick<LinkInfo, 'type'>): 'xdp' | 'tc' | null {
+  return info.type === LINK_TYPE_XDP ? 'xdp' : info.type === LINK_TYPE_TCX ? 'tc' : null;
+}
 
 /** A program's id and name from its id, or null if it no longer exists (for messages only). */
 function describeProg(id: number): string {
@@ -71,6 +83,19 @@ export class BpfLink {
     return { link: new BpfLink(ret), mode: used };
   }
 
+  /**
+   * Attach a sched_cls program at TC ingress of ifname as a tcx link (kernel 6.6+), appended after any
+   * program already there. Unlike a cls_bpf filter it can be pinned and its program swapped like an XDP link.
+   */
+  static createTcx(prog: BpfProgram, ifname: string): BpfLink {
+    const op = `attaching TC ingress (tcx) link to ${ifname}`;
+    const ifindex = ifIndex(ifname);
+    const ret = libbpf().bpf_link_create(prog.fd, ifindex, BPF_TCX_INGRESS, { sz: sizes().linkCreateOpts, flags: 0 });
+    const old = ret === -E.EINVAL ? 'the kernel has no tcx links (Linux 6.6 or later is needed for TC enforcement)' : undefined;
+    check(ret, op, old);
+    return new BpfLink(ret);
+  }
+
   /** Open a link pinned in bpffs. */
   static openPinned(path: string): BpfLink {
     const op = `opening pinned link ${path}`;
@@ -93,17 +118,22 @@ export class BpfLink {
   /** Kernel link id. */
   get id(): number { return this.info().id; }
 
-  /** id, current program id, link type and (XDP) ifindex from bpf_obj_get_info_by_fd. */
+  /** id, current program id, link type and (XDP, tcx) ifindex and (tcx) attach type from bpf_obj_get_info_by_fd. */
   info(): LinkInfo {
     const info = objInfo(this.fd, LINK_INFO_SIZE, 'reading link info');
     const type = info.readUInt32LE(0);
-    return { type, id: info.readUInt32LE(4), progId: info.readUInt32LE(8), ifindex: type === LINK_TYPE_XDP ? info.readUInt32LE(16) : 0 };
+    const netdev = type === LINK_TYPE_XDP || type === LINK_TYPE_TCX;
+    return {
+      type, id: info.readUInt32LE(4), progId: info.readUInt32LE(8),
+      ifindex: netdev ? info.readUInt32LE(16) : 0,
+      attachType: type === LINK_TYPE_TCX ? info.readUInt32LE(20) : 0,
+    };
   }
 
-  /** For an XDP link: the mode it runs in ('native' or 'generic'), or null when defunct. */
+  /** For an XDP link: the mode it runs in ('native' or 'generic'), or null when defunct (or not an XDP link). */
   xdpMode(): 'native' | 'generic' | null {
-    const { ifindex, progId } = this.info();
-    if (ifindex === 0) return null;
+    const { ifindex, progId, type } = this.info();
+    if (ifindex === 0 || type !== LINK_TYPE_XDP) return null;
     const drv = [0];
     check(libbpf().bpf_xdp_query_id(ifindex, XDP_FLAGS_DRV_MODE, drv), `querying XDP on ifindex ${ifindex}`);
     return drv[0] === progId ? 'native' : 'generic';
@@ -128,7 +158,7 @@ export class BpfLink {
    * link still runs exactly that program, so a concurrent swap by someone else is never overwritten.
    */
   update(newProg: BpfProgram, expectedOldProgId?: number): void {
-    const op = `replacing the program of XDP link ${this.id}`;
+    const op = `replacing the program of link ${this.id}`;
     const newFd = newProg.fd;
     if (expectedOldProgId === undefined) {
       check(libbpf().bpf_link_update(this.fd, newFd, { sz: sizes().linkUpdateOpts, flags: 0, old_prog_fd: 0 }), op);
@@ -150,7 +180,7 @@ export class BpfLink {
 
   /** Detach from the hook now (bpf_link_detach), even though other fds or pins still hold the link; pins stay until unpinned. */
   detach(): void {
-    check(libbpf().bpf_link_detach(this.fd), 'detaching XDP link');
+    check(libbpf().bpf_link_detach(this.fd), 'detaching link');
   }
 
   /** Close our fd only; idempotent. A link with no pin and no other fd is detached by the kernel. */

@@ -137,6 +137,8 @@ function bindLibbpf(lib: LibraryHandle) {
     bpf_xdp_attach: fn<(ifindex: number, progFd: number, flags: number, opts: Opts | null) => number>('int bpf_xdp_attach(int ifindex, int prog_fd, uint32_t flags, const spak_xdp_attach_opts *opts)'),
     bpf_xdp_detach: fn<(ifindex: number, flags: number, opts: Opts | null) => number>('int bpf_xdp_detach(int ifindex, uint32_t flags, const spak_xdp_attach_opts *opts)'),
     bpf_xdp_query_id: fn<(ifindex: number, flags: number, progId: number[]) => number>('int bpf_xdp_query_id(int ifindex, int flags, _Out_ uint32_t *prog_id)'),
+    bpf_prog_query: fn<(targetFd: number, type: number, queryFlags: number, attachFlags: number[], progIds: Uint32Array, progCnt: number[]) => number>(
+      'int bpf_prog_query(int target_fd, int type, uint32_t query_flags, _Out_ uint32_t *attach_flags, _Out_ uint32_t *prog_ids, _Inout_ uint32_t *prog_cnt)'),
     bpf_link_create: fn<(progFd: number, targetFd: number, attachType: number, opts: Opts) => number>(
       'int bpf_link_create(int prog_fd, int target_fd, int attach_type, const spak_link_create_opts *opts)'),
     bpf_link_update: fn<(linkFd: number, newProgFd: number, opts: Opts) => number>('int bpf_link_update(int link_fd, int new_prog_fd, const spak_link_update_opts *opts)'),

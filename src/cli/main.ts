@@ -121,6 +121,7 @@ function serverOptions(pos: Positionals | null, o: Record<string, unknown>, cmd:
     if (dialAddress !== undefined && isIP(dialAddress) === 0) throw new UsageError(`bad --dial-address "${dialAddress}"`);
     base = {
       iface: pos.iface,
+      enforcement: o.enforcement as ServerOptions['enforcement'],
       xdpMode: o.xdpMode as ServerOptions['xdpMode'],
       keys: [{ id: pos.keyId, key: secretFromEnv() }],
       protect: [
@@ -150,6 +151,7 @@ function serverOptions(pos: Positionals | null, o: Record<string, unknown>, cmd:
       if (fromCli(cmd, flag)) throw new UsageError(`--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} goes with the positional form; in --config set it per destination`);
     base = {
       iface: cfg.interface,
+      enforcement: fromCli(cmd, 'enforcement') ? (o.enforcement as ServerOptions['enforcement']) : cfg.enforcement,
       xdpMode: fromCli(cmd, 'xdpMode') ? (o.xdpMode as ServerOptions['xdpMode']) : cfg.xdpMode,
       keys: cfg.keys.map((k, i) => ({ id: k.id, key: resolveSecret(k, `${file}: server.keys[${i}]`) })),
       protect: cfg.protect,
@@ -232,6 +234,7 @@ export function buildProgram(): Command {
     .argument('[iface]', 'interface to attach the XDP program to')
     .option('-c, --config <file>', 'JSON config with many destinations and keys (see README; SPAK_* variables override it)')
     .addOption(new Option('--xdp-mode <mode>', 'XDP attach mode').choices(['native', 'generic', 'auto']).default('native'))
+    .addOption(new Option('--enforcement <mode>', 'where the server program runs: xdp, or tc (TC ingress) where XDP cannot').choices(['xdp', 'tc']).default('xdp'))
     .option('--step-seconds <n>', 'length of a time step', '30')
     .option('--step-window <n>', 'accept time steps within +-n of ours', '1')
     .option('--flow-idle <seconds>', 'forget an idle flow whose socket is gone after this long', '3600')
@@ -270,8 +273,10 @@ export function buildProgram(): Command {
           throw err;
         }
       }
+      // The hook as `spak status` names it (xdp, tcx); a mode only for XDP.
+      const hook = info.enforcement === 'tc' ? { hook: 'tcx', mode: '', text: 'TC ingress (tcx)' } : { hook: 'xdp', mode: info.mode, text: `XDP (${info.mode})` };
       const metrics = await startDaemonMetrics(obs.metrics, {
-        servers: () => [{ iface: info.ifname, enforcement: { hook: 'xdp', mode: info.mode }, server }], knock: () => knock,
+        servers: () => [{ iface: info.ifname, enforcement: { hook: hook.hook, mode: hook.mode }, server }], knock: () => knock,
       }, logger).catch((err: unknown) => {
         knock?.stop();
         server.stop();
@@ -292,11 +297,11 @@ export function buildProgram(): Command {
             ? `adopted on ${info.ifname} (ifindex ${info.ifindex}); replaced program id ${info.adopted.oldProgId} with ${info.adopted.newProgId}`
             : `attached to ${info.ifname} (ifindex ${info.ifindex})`;
           process.stdout.write(
-            `spak server: XDP (${info.mode}) ${how}; protecting ${dests}; key ids ${opts.keys.map((k) => k.id).join(',')}; ` +
+            `spak server: ${info.enforcement === 'tc' ? 'TC ingress' : `XDP (${info.mode})`} ${how}; protecting ${dests}; key ids ${opts.keys.map((k) => k.id).join(',')}; ` +
               `step ${opts.stepSeconds}s +-${opts.stepWindow}; ${info.seededFlows} existing connection(s) kept; pinned at ${info.pinDir}\n`,
           );
-          decisionLog(logger).write('info', { event: info.adopted ? 'adopt' : 'attach', iface: info.ifname, hook: 'xdp', mode: info.mode, ...info.adopted },
-            `${info.adopted ? 'adopted' : 'attached'} XDP (${info.mode}) on ${info.ifname}`, info.adopted ? 'adopt' : 'attach');
+          decisionLog(logger).write('info', { event: info.adopted ? 'adopt' : 'attach', iface: info.ifname, hook: hook.hook, mode: hook.mode, ...info.adopted },
+            `${info.adopted ? 'adopted' : 'attached'} ${hook.text} on ${info.ifname}`, info.adopted ? 'adopt' : 'attach');
           if (metrics) process.stdout.write(`spak server: metrics on http://${hostPort(metrics.address, metrics.port)}/metrics\n`);
           if (knock) process.stdout.write(`spak server: knock port ${knock.addresses().map((a) => hostPort(a.address, a.port)).join(', ')}\n`);
           for (const w of scopeWarnings(opts.protect)) process.stderr.write(`spak: warning: ${w}\n`);

@@ -71,6 +71,8 @@ export const knockSchema = z.strictObject({
 export const serverSchema = z.strictObject({
   interface: z.string().min(1).max(15),
   xdpMode: z.enum(['native', 'generic', 'auto']).default('native'),
+  /** Where the server program runs: XDP, or TC ingress (tcx) where XDP cannot. */
+  enforcement: z.enum(['xdp', 'tc']).default('xdp'),
   stepSeconds: z.number().int().min(1).max(3600).default(30),
   stepWindow: z.number().int().min(0).max(10).default(1),
   flowIdleSeconds: z.number().int().min(1).default(3600),

@@ -750,6 +750,19 @@ export class SpakProcess {
  * Starts `spak <role>` in a host: with a config object (written to a temp file, interface
  * defaults to eth0) or positional args (key in SECRET_KEY). Resolves once it has attached.
  */
+/**
+ * The enforcement mode spak servers started here run in: SPAK_ENFORCEMENT ('xdp' or 'tc'; the test
+ * runner sets it for the e2e files it runs in both modes), default xdp.
+ */
+export function labEnforcement(): 'xdp' | 'tc' {
+  const e = process.env.SPAK_ENFORCEMENT ?? 'xdp';
+  if (e !== 'xdp' && e !== 'tc') throw new Error(`SPAK_ENFORCEMENT="${e}": xdp or tc`);
+  return e;
+}
+
+/** What the server's banner says of its hook in the lab's mode: "XDP (native)"-like, or "TC ingress". */
+export const serverHookPattern = (): string => (labEnforcement() === 'tc' ? 'TC ingress' : 'XDP \\((?:native|generic)\\)');
+
 export async function startSpak(
   lab: Lab,
   host: string,
@@ -770,9 +783,10 @@ export async function startSpak(
     argv = [process.execPath, SPAK_BIN, role, ...how.args, ...extraArgs];
     env.SECRET_KEY = how.secret;
   }
+  if (role === 'server' && labEnforcement() === 'tc' && !extraArgs.includes('--enforcement')) argv.push('--enforcement', 'tc');
   // nsenter, not `ip netns exec`: the server's bpffs pins must outlive the process.
   const proc = lab.spawn(host, argv, env, `spak ${role} on ${host}`, 'nsenter');
-  const banner = role === 'server' ? /spak server: XDP/ : /spak client: TC egress/;
+  const banner = role === 'server' ? /spak server: (XDP|TC ingress)/ : /spak client: TC egress/;
   try {
     const line = await proc.waitForLine(banner, timeoutMs);
     return new SpakProcess(role, proc, line);
@@ -786,6 +800,19 @@ export async function startSpak(
 export async function hasXdp(lab: Lab, host: string): Promise<boolean> {
   const r = await run(['ip', '-n', lab.host(host).ns, 'link', 'show', 'eth0'], { check: true });
   return /\bxdp(generic|drv|offload)?\b/.test(r.stdout) || /prog\/xdp/.test(r.stdout);
+}
+
+/** Programs attached at TC ingress of a host's eth0 through tcx (read inside its namespace). */
+export async function tcxIngress(lab: Lab, host: string, iface = 'eth0'): Promise<number[]> {
+  const lib = path.join(REPO_ROOT, 'dist', 'src', 'bpf', 'libbpf.js');
+  const script = `import(${JSON.stringify(lib)}).then((m) => console.log(JSON.stringify(m.queryTcxIngress(m.ifIndex(${JSON.stringify(iface)})))))`;
+  const r = await lab.execNet(host, [process.execPath, '-e', script], { check: true });
+  return JSON.parse(r.stdout) as number[];
+}
+
+/** Is the server's hook of the lab's mode (XDP, or a tcx program at TC ingress) attached to the host's eth0? */
+export async function hasServerHook(lab: Lab, host: string): Promise<boolean> {
+  return labEnforcement() === 'tc' ? (await tcxIngress(lab, host)).length > 0 : hasXdp(lab, host);
 }
 
 /** Removes namespaces named spak-<pid>-... whose pid no longer runs (left by a SIGKILLed run). */

@@ -113,8 +113,8 @@ function readLink(linkPath: string): InterfaceStatus['link'] {
     const info = link.info();
     const hook = info.type === LINK_TYPE_XDP ? 'xdp' : info.type === LINK_TYPE_TCX ? 'tcx' : `link type ${info.type}`;
     const mode = info.type === LINK_TYPE_XDP ? link.xdpMode() : null;
-    // An XDP link whose interface went away reports ifindex 0 (defunct).
-    const attached = info.type === LINK_TYPE_XDP ? info.ifindex !== 0 : true;
+    // An XDP or tcx link whose interface went away (or that was detached) reports ifindex 0 (defunct).
+    const attached = info.type === LINK_TYPE_XDP || info.type === LINK_TYPE_TCX ? info.ifindex !== 0 : true;
     return { id: info.id, programId: info.progId, hook, mode, attached };
   } finally {
     link.close();

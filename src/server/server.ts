@@ -1,15 +1,17 @@
 // The SYN-mode server daemon: loads server.bpf.o, writes its configuration maps, and
-// attaches it at XDP through a pinned bpf_link, so that protection outlives the daemon.
+// attaches it at XDP (or TC ingress, through tcx) as a pinned bpf_link, so that protection outlives the daemon.
 // A new daemon adopts what an earlier one (stopped, crashed or older) left pinned: it
 // keeps the state maps (flows, replay, knock rates, allowlist, counters), writes fresh configuration maps and
 // swaps the program in atomically. The port is never open in between.
-import { readdirSync, rmSync } from 'node:fs';
+import { readdirSync, renameSync, rmSync } from 'node:fs';
 import type { Logger } from 'pino';
 import {
   BpfLink,
   BpfMap,
   BpfObject,
   type BpfProgram,
+  linkKind,
+  type LinkInfo,
   ensureBpffs,
   ifIndex,
   mkdirPins,
@@ -46,8 +48,18 @@ export type { ProtectedDest, ServerKey } from './destinations.js';
 export type { KnockOptions } from '../knock/clientmap.js';
 export type { DestinationCounters } from './destcounters.js';
 
+/** Where the server program runs: XDP (the default, cheapest), or TC ingress for interfaces or drivers where XDP cannot. */
+export type Enforcement = 'xdp' | 'tc';
+export const ENFORCEMENTS: readonly Enforcement[] = ['xdp', 'tc'];
+
+/** The program of server.bpf.o for each enforcement mode. */
+export const SERVER_PROGRAMS: Record<Enforcement, string> = { xdp: 'spak_server', tc: 'spak_server_tc' };
+
 export interface ServerOptions {
   iface: string;
+  /** Default 'xdp'. */
+  enforcement?: Enforcement | undefined;
+  /** XDP mode (enforcement 'xdp' only). */
   xdpMode: XdpMode;
   keys: ServerKey[];
   protect: ProtectedDest[];
@@ -105,9 +117,14 @@ export type ServerMapName = (typeof SERVER_MAPS)[number];
 export interface StartedServer {
   ifname: string;
   ifindex: number;
-  mode: 'native' | 'generic';
-  /** Set when an earlier daemon's pinned program was replaced. */
-  adopted: { oldProgId: number; newProgId: number } | null;
+  enforcement: Enforcement;
+  /** The XDP mode, or 'tc' for TC ingress. */
+  mode: 'native' | 'generic' | 'tc';
+  /**
+   * Set when an earlier daemon's pinned program was replaced; switchedFrom when that one ran in the other
+   * mode (the new link was attached before the old one was detached).
+   */
+  adopted: { oldProgId: number; newProgId: number; switchedFrom?: Enforcement } | null;
   seededFlows: number;
   pinDir: string;
 }
@@ -145,7 +162,11 @@ export class SpakServer {
     writeTimeConfig(obj.map('spak_config'), o);
     this.#writeKnock();
     writeAlwaysAllow(obj.map('spak_always'), o.alwaysAllow ?? []);
-    return obj.program('spak_server');
+    return obj.program(SERVER_PROGRAMS[this.enforcement]);
+  }
+
+  get enforcement(): Enforcement {
+    return this.#opts.enforcement ?? 'xdp';
   }
 
   /** Writes the protected destinations and their keys (no attach: for BPF_PROG_TEST_RUN). */
@@ -190,11 +211,14 @@ export class SpakServer {
     if (!lock.acquired) throw new Error(`a spak server already runs on ${o.iface} (pid ${lock.heldBy ?? 'unknown'})`);
     this.#lock = lock;
     try {
+      // A mode switch interrupted between pinning the new link and moving it into place: that link
+      // goes (the one pinned as "link" was still attached then, and is adopted below).
+      removePin(stagedLinkPin(paths));
       const old = openPinnedLink(paths.link);
       const info = old?.info();
       let started: StartedServer;
-      if (old && info && info.ifindex === ifindex) {
-        started = this.#adopt(paths, old, info.progId, ifindex);
+      if (old && info && info.ifindex === ifindex && linkKind(info) !== null) {
+        started = this.#adopt(paths, old, info, ifindex);
       } else {
         old?.close();
         // A link whose interface is gone (or another's) protects nothing: start afresh.
@@ -216,7 +240,7 @@ export class SpakServer {
     // moment where a connection that existed before protection is gated.
     let seeded = o.seedExisting ? this.#seedFlows() : 0;
     this.protectWithoutAttaching();
-    const { link, mode } = BpfLink.createXdp(prog, o.iface, o.xdpMode, (msg: string) => o.logger?.warn(msg));
+    const { link, mode } = this.#attach(prog);
     this.#link = link;
     try {
       // Connections completed between the first scan and the attach: still before protection.
@@ -231,11 +255,20 @@ export class SpakServer {
       removePins(paths.dir, o.bpffs ?? DEFAULT_BPFFS);
       throw err;
     }
-    return { ifname: o.iface, ifindex, mode, adopted: null, seededFlows: seeded, pinDir: paths.dir };
+    return { ifname: o.iface, ifindex, enforcement: this.enforcement, mode, adopted: null, seededFlows: seeded, pinDir: paths.dir };
   }
 
-  #adopt(paths: PinPaths, old: BpfLink, oldProgId: number, ifindex: number): StartedServer {
+  /** A new link for prog on the interface, in this server's enforcement mode. */
+  #attach(prog: BpfProgram): { link: BpfLink; mode: StartedServer['mode'] } {
     const o = this.#opts;
+    if (this.enforcement === 'tc') return { link: BpfLink.createTcx(prog, o.iface), mode: 'tc' };
+    return BpfLink.createXdp(prog, o.iface, o.xdpMode, (msg: string) => o.logger?.warn(msg));
+  }
+
+  #adopt(paths: PinPaths, old: BpfLink, oldInfo: LinkInfo, ifindex: number): StartedServer {
+    const o = this.#opts;
+    const oldProgId = oldInfo.progId;
+    const oldKind = linkKind(oldInfo)!;
     this.#link = old;
     const want: Record<string, number> = {
       spak_flows: o.flowCapacity ?? SPAK_DEFAULT_FLOW_CAPACITY,
@@ -272,7 +305,13 @@ export class SpakServer {
     for (const [name, from] of copy) copyEntries(from, this.#obj!.map(name));
     if (widenFlows) copyEntries(widenFlows, this.#obj!.map('spak_flows'), widenFlowKey);
     const newProgId = prog.id;
-    old.update(prog, oldProgId);
+    let mode: StartedServer['mode'];
+    if (oldKind === this.enforcement) {
+      old.update(prog, oldProgId);
+      mode = this.enforcement === 'tc' ? 'tc' : old.xdpMode() ?? (o.xdpMode === 'generic' ? 'generic' : 'native');
+    } else {
+      mode = this.#switchLink(paths, old);
+    }
     // Entries the old program added while we copied.
     for (const [name, from] of copy) copyEntries(from, this.#obj!.map(name));
     if (widenFlows) copyEntries(widenFlows, this.#obj!.map('spak_flows'), widenFlowKey);
@@ -281,8 +320,31 @@ export class SpakServer {
       removePin(paths.map(name));
       this.#obj!.map(name).pin(paths.map(name));
     }
-    const mode = old.xdpMode() ?? (o.xdpMode === 'generic' ? 'generic' : 'native');
-    return { ifname: o.iface, ifindex, mode, adopted: { oldProgId, newProgId }, seededFlows: 0, pinDir: paths.dir };
+    const adopted = { oldProgId, newProgId, ...(oldKind === this.enforcement ? {} : { switchedFrom: oldKind }) };
+    return { ifname: o.iface, ifindex, enforcement: this.enforcement, mode, adopted, seededFlows: 0, pinDir: paths.dir };
+  }
+
+  /**
+   * The pinned link is of the other kind (the configuration went from XDP to TC or back): the new link
+   * is attached and pinned in its place before the old one is detached, so both run for a moment and
+   * the port is never open. Fails with the old link still attached and pinned.
+   */
+  #switchLink(paths: PinPaths, old: BpfLink): StartedServer['mode'] {
+    const { link, mode } = this.#attach(this.#obj!.program(SERVER_PROGRAMS[this.enforcement]));
+    const staged = stagedLinkPin(paths);
+    try {
+      removePin(staged);
+      link.pin(staged);
+      renameSync(staged, paths.link); // atomic on bpffs: the pin never names no link
+    } catch (err) {
+      removePin(staged);
+      link.close(); // unpinned: closing our fd detaches it; the old link stays in force
+      throw err;
+    }
+    this.#link = link;
+    old.detach();
+    old.close();
+    return mode;
   }
 
   /** A map of the loaded object, for tests and benchmarks. */
@@ -394,9 +456,10 @@ export class SpakServer {
     const link = openPinnedLink(paths.link);
     if (link) {
       const info = link.info();
+      const kind = linkKind(info) === 'tc' ? 'TC ingress (tcx)' : 'XDP';
       link.detach();
       link.close();
-      done.push(info.ifindex ? `detached XDP link ${info.id} (program id ${info.progId}) from ${iface}` : `removed XDP link ${info.id} (its interface is gone)`);
+      done.push(info.ifindex ? `detached ${kind} link ${info.id} (program id ${info.progId}) from ${iface}` : `removed ${kind} link ${info.id} (its interface is gone)`);
     }
     removePins(paths.dir, bpffs);
     done.push(`removed ${pins.length} pin(s) and ${paths.dir}`);
@@ -422,6 +485,11 @@ function openPinnedLink(path: string): BpfLink | null {
   } catch {
     return null;
   }
+}
+
+/** Where a mode switch pins the new link before it renames it over the old one's pin (bpffs refuses dotted names). */
+function stagedLinkPin(paths: PinPaths): string {
+  return `${paths.link}-new`;
 }
 
 function removePin(path: string): void {

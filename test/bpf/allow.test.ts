@@ -1,4 +1,5 @@
 // spak-test-timeout: 600
+// spak-test-modes: xdp tc
 // The second and third ways into a protected destination (bpf/spak_allow.h): the knock allowlist
 // and the always-allow list, for TCP and for protected UDP destinations (bpf/spak_udp.h), through
 // BPF_PROG_TEST_RUN. Entries are written by the daemon's own writer (src/server/allowlist.ts);

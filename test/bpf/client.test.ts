@@ -1,3 +1,4 @@
+// spak-test-modes: xdp tc
 // The TC egress client (build/client.bpf.o, spak_client) through BPF_PROG_TEST_RUN: the exact
 // bytes it emits, its reason counters, and end to end: its output verified by the XDP server.
 // Needs root and `make bpf`.

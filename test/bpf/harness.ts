@@ -9,7 +9,8 @@ import { writeTimeConfig } from '../../src/bpf/clock.js';
 import { readCounters } from '../../src/bpf/counters.js';
 import { objectPath } from '../../src/bpf/objects.js';
 import { writeTargets } from '../../src/client/client.js';
-import { SpakServer } from '../../src/server/server.js';
+import { SpakServer, type Enforcement } from '../../src/server/server.js';
+import { testEnforcement } from '../enforcement.js';
 import { CLIENT_REASON_NAMES, SERVER_REASON_NAMES, type ClientReason, type ServerReason } from '../../src/wire/layout.js';
 import { computeTag, encodeOption, timeStepAt, type SpakOption, type TagInputFields } from '../../src/wire/option.js';
 import { buildTcp, linuxSynOptions, type TcpParams } from '../../src/wire/packet.js';
@@ -19,6 +20,7 @@ export const XDP_DROP = 1;
 export const XDP_PASS = 2;
 export const XDP_TX = 3;
 export const TC_ACT_OK = 0;
+export const TC_ACT_SHOT = 2;
 export const TC_ACT_UNSPEC = -1;
 
 export const NS_PER_S = 1_000_000_000n;
@@ -111,6 +113,7 @@ export interface ServerSetup {
 }
 
 export interface ServerRun {
+  /** XDP_PASS or XDP_DROP in either mode: the TC program's TC_ACT_OK / TC_ACT_SHOT are reported as these. */
   verdict: number;
   reason: ServerReason;
 }
@@ -118,10 +121,12 @@ export interface ServerRun {
 /**
  * server.bpf.o loaded once through the daemon's own code (SpakServer.load), configured
  * through its own writer (SpakServer.configure): the maps hold exactly what the daemon
- * would write, the per-port fast path included.
+ * would write, the per-port fast path included. The program is the one of the file's
+ * enforcement mode (test/enforcement.ts): spak_server (XDP) or spak_server_tc (sched_cls).
  */
 export class ServerHarness {
   readonly server: SpakServer;
+  readonly enforcement: Enforcement;
   readonly prog: BpfProgram;
   readonly config: BpfMap;
   readonly flows: BpfMap;
@@ -129,9 +134,10 @@ export class ServerHarness {
   readonly counters: BpfMap;
   #stepSeconds = 30;
 
-  constructor(capacity: { replay?: number; flows?: number } = {}) {
+  constructor(capacity: { replay?: number; flows?: number } = {}, enforcement: Enforcement = testEnforcement()) {
+    this.enforcement = enforcement;
     this.server = new SpakServer({
-      iface: 'none', xdpMode: 'native', keys: [{ id: 1, key: KEY1 }], protect: [{ address: '198.51.100.1', port: 22 }],
+      iface: 'none', enforcement, xdpMode: 'native', keys: [{ id: 1, key: KEY1 }], protect: [{ address: '198.51.100.1', port: 22 }],
       stepSeconds: 30, stepWindow: 1, flowIdleSeconds: 300, flowFinSeconds: 10, seedExisting: false,
       replayCapacity: capacity.replay, flowCapacity: capacity.flows,
     });
@@ -168,12 +174,16 @@ export class ServerHarness {
     clearHash(this.replay);
   }
 
-  /** One frame through spak_server. The server never rewrites: the output must equal the input. */
+  /**
+   * One frame through the server program. The server never rewrites: the output must equal the input.
+   * At TC the verdict must be TC_ACT_OK or TC_ACT_SHOT, at XDP XDP_PASS or XDP_DROP.
+   */
   run(frame: Buffer): ServerRun {
     const { retval, reason, dataOut } = runCounted(this.prog, this.counters, SERVER_REASON_NAMES, frame);
-    assert.ok(dataOut.equals(frame), 'the XDP server must not modify the frame');
-    assert.ok(retval === XDP_PASS || retval === XDP_DROP, `unexpected XDP verdict ${retval}`);
-    return { verdict: retval, reason };
+    assert.ok(dataOut.equals(frame), `the ${this.enforcement} server must not modify the frame`);
+    const [pass, drop] = this.enforcement === 'tc' ? [TC_ACT_OK, TC_ACT_SHOT] : [XDP_PASS, XDP_DROP];
+    assert.ok(retval === pass || retval === drop, `unexpected ${this.enforcement} verdict ${retval}`);
+    return { verdict: retval === pass ? XDP_PASS : XDP_DROP, reason };
   }
 
   /** Asserts the verdict follows from the reason (pass_* -> XDP_PASS, drop_* -> XDP_DROP) and equals the expected one. */

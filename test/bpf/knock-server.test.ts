@@ -1,4 +1,5 @@
 // spak-test-timeout: 300
+// spak-test-modes: xdp tc
 // The knock receiver (src/knock/server.ts) end to end in one process: real knocks over UDP on
 // 127.0.0.1 and [::1], the XDP knock client map of a loaded server.bpf.o (written through
 // clientmap.ts), and an allowlist map with the server's structs (spak_maps.h) but a small capacity,

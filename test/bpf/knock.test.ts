@@ -1,4 +1,5 @@
 // spak-test-timeout: 600
+// spak-test-modes: xdp tc
 // The knock port of the XDP server (build/server.bpf.o) through BPF_PROG_TEST_RUN: knocks sealed with
 // real keys (src/knock/), maps written by the daemon's own writer (SpakServer.configure -> writeKnock),
 // every case asserting the verdict and the one reason counter that moved. Needs root and `make bpf`.

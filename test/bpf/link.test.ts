@@ -1,4 +1,4 @@
-// XDP bpf_links and tc queries on a veth pair in a throwaway network namespace. The children run with
+// XDP and tcx (TC ingress) bpf_links and tc queries on a veth pair in a throwaway network namespace. The children run with
 // `nsenter --net` (not `ip netns exec`, which remounts /sys and would hide our bpffs), so pins they make
 // are visible here and outlive them. Needs root, clang-16, iproute2, util-linux and `make bpf`.
 import { after, before, describe, test } from 'node:test';
@@ -98,6 +98,38 @@ report.tcAfter = lib.queryTc('spak0', 'egress', 7, 7);
 console.log(JSON.stringify(report));
 `;
 
+// A tcx link at TC ingress (what --enforcement tc attaches): created, pinned, reopened, swapped from the
+// expected program only, detached. Two loads of the baseline object give two sched_cls programs.
+const TCX_CHILD = `${COMMON}
+const a = load(baselinePath).program('baseline_tc_ok');
+const b = load(baselinePath).program('baseline_tc_ok');
+const ifindex = lib.ifIndex('spak0');
+report.ifindex = ifindex;
+report.aId = a.id;
+report.bId = b.id;
+report.queryBefore = lib.queryTcxIngress(ifindex);
+const link = lib.BpfLink.createTcx(a, 'spak0');
+report.info = link.info();
+report.kind = lib.linkKind(report.info);
+report.xdpMode = link.xdpMode();
+report.query = lib.queryTcxIngress(ifindex);
+link.pin(linkPin + '-tcx');
+link.close();
+const again = lib.BpfLink.openPinned(linkPin + '-tcx');
+report.pinned = again.info();
+report.wrongExpected = errorOf(() => again.update(b, a.id + 100000));
+again.update(b, a.id);
+report.afterSwap = again.info().progId;
+report.queryAfterSwap = lib.queryTcxIngress(ifindex);
+again.detach();
+report.afterDetach = again.info();
+report.queryAfterDetach = lib.queryTcxIngress(ifindex);
+again.unpin(linkPin + '-tcx');
+again.close();
+report.noDevice = errorOf(() => lib.BpfLink.createTcx(a, 'nosuch0'));
+console.log(JSON.stringify(report));
+`;
+
 const xdpOf = (dev: string) => {
   const out = execFileSync('ip', ['-n', netns, '-j', 'link', 'show', 'dev', dev], { encoding: 'utf8' });
   return (JSON.parse(out)[0]?.xdp ?? null) as { mode: number; prog?: { id: number; name: string } } | null;
@@ -118,6 +150,7 @@ describe('XDP bpf_link in a fresh network namespace', () => {
   let afterExit: ReturnType<typeof xdpOf>;
   let adopted: any;
   let afterAdopt: ReturnType<typeof xdpOf>;
+  let tcx: any;
 
   before(() => {
     assert.ok(fs.existsSync(baselinePath), `${baselinePath} is missing: run \`make bpf\` first`);
@@ -138,6 +171,7 @@ describe('XDP bpf_link in a fresh network namespace', () => {
     afterExit = xdpOf('spak0');
     adopted = runChild('adopt', ADOPT_CHILD);
     afterAdopt = xdpOf('spak0');
+    tcx = runChild('tcx', TCX_CHILD);
   });
 
   after(() => {
@@ -190,6 +224,24 @@ describe('XDP bpf_link in a fresh network namespace', () => {
   test('generic links, and an unpinned link dies with its fd', () => {
     assert.deepEqual(adopted.generic, { mode: 'generic', xdpMode: 'generic' });
     assert.equal(xdpOf('spak1'), null);
+  });
+
+  test('createTcx: a tcx link at TC ingress, pinnable, swapped only from the expected program, detached', () => {
+    assert.deepEqual(tcx.queryBefore, []);
+    assert.equal(tcx.info.type, 11); // BPF_LINK_TYPE_TCX
+    assert.equal(tcx.kind, 'tc');
+    assert.equal(tcx.info.ifindex, tcx.ifindex);
+    assert.equal(tcx.info.attachType, 46); // BPF_TCX_INGRESS
+    assert.equal(tcx.info.progId, tcx.aId);
+    assert.equal(tcx.xdpMode, null);
+    assert.deepEqual(tcx.query, [tcx.aId]);
+    assert.deepEqual(tcx.pinned, tcx.info, 'the pin keeps the link attached after its creating fd is closed');
+    assert.match(tcx.wrongExpected?.message ?? '', /no longer exists|no longer runs/);
+    assert.equal(tcx.afterSwap, tcx.bId);
+    assert.deepEqual(tcx.queryAfterSwap, [tcx.bId]);
+    assert.equal(tcx.afterDetach.ifindex, 0);
+    assert.deepEqual(tcx.queryAfterDetach, []);
+    assert.match(tcx.noDevice?.message ?? '', /nosuch0/);
   });
 
   test('queryTc sees a filter at a fixed handle/priority; replace overwrites it', () => {

@@ -1,5 +1,7 @@
-// The XDP server (build/server.bpf.o, spak_server) through BPF_PROG_TEST_RUN: every case asserts
-// the verdict (XDP_PASS / XDP_DROP) and the one reason counter that moved. Needs root and `make bpf`.
+// spak-test-modes: xdp tc
+// The server (build/server.bpf.o: spak_server at XDP, spak_server_tc at TC in the tc run) through
+// BPF_PROG_TEST_RUN: every case asserts the verdict (XDP_PASS / XDP_DROP, or TC_ACT_OK / TC_ACT_SHOT)
+// and the one reason counter that moved. Needs root and `make bpf`.
 // Setup and shapes: see server-fixtures.ts.
 // This file: flow gating and the capacity of the flow and replay tables.
 import { beforeEach, describe, test } from 'node:test';

@@ -1,4 +1,5 @@
 // spak-test-timeout: 900
+// spak-test-modes: xdp tc
 // The adversarial tester's holes (issue 5, section 2), each as an end-to-end test in the lab.
 // Hosts: server .1/::1, client .2/::2 (spak client), third host .3/::3 (no key), and .4/::4 that
 // sends through four stacked 802.1Q VLAN-ID-0 devices. Nothing here asserts a timing.
@@ -6,10 +7,11 @@ import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Lab, REPO_ROOT, run, sleep, startSpak, type LabProcess, type SpakProcess } from '../../src/lab/lab.js';
+import { Lab, labEnforcement, REPO_ROOT, run, sleep, startSpak, type LabProcess, type SpakProcess } from '../../src/lab/lab.js';
 import {
   ADDR,
   assertBlocked,
+  BLOCKED_MS,
   assertStillEchoes,
   attackPy,
   capture,
@@ -59,6 +61,25 @@ describe('spak against an adversary on the LAN', { skip }, () => {
 
   const cleanup = (...procs: (SpakProcess | LabProcess | null | undefined)[]) => cleanupHosts(lab, ...procs);
 
+  /** The keyless VLAN host's egress: every untagged frame leaves in n VID-0 tags (a TC program; replaces an earlier one). */
+  async function pushVid0Tags(n: number): Promise<void> {
+    const ns = lab.host(VL).ns;
+    const obj = path.join(lab.dir, `vlan${n}.bpf.o`);
+    let compiled = false;
+    for (const cc of CLANG) {
+      const r = await run([cc, '-O2', '-g', '-Wall', '-Werror', '-target', 'bpf', `-I/usr/include/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu`,
+        `-DSPAK_VID0_TAGS=${n}`, '-c', VLAN4_SRC, '-o', obj], { timeoutMs: 60_000 }).catch(() => null);
+      if (r?.code === 0) {
+        compiled = true;
+        break;
+      }
+    }
+    assert.ok(compiled, `compiled ${VLAN4_SRC}`);
+    await run(['tc', '-n', ns, 'qdisc', 'del', 'dev', 'eth0', 'clsact']); // an earlier test's, if any
+    await run(['tc', '-n', ns, 'qdisc', 'add', 'dev', 'eth0', 'clsact'], { check: true });
+    await run(['tc', '-n', ns, 'filter', 'add', 'dev', 'eth0', 'egress', 'bpf', 'da', 'obj', obj, 'sec', 'tc'], { check: true });
+  }
+
   async function nmapOpen(host: string, addr: string, port: number): Promise<{ open: boolean; out: string }> {
     const argv = ['nmap', '-n', '-Pn', '-sS', '-p', String(port), '--max-retries', '1', '--host-timeout', '30s'];
     if (addr.includes(':')) argv.push('-6');
@@ -71,24 +92,13 @@ describe('spak against an adversary on the LAN', { skip }, () => {
     attackPy(lab, VL, ['syn', '--iface', 'eth0', '--src', lab.host(VL)[f], '--dst', ADDR[f], '--dst-mac', srvMac,
       '--dport', String(PORT), '--vlan-tags', '4', '--timeout', '3']);
 
-  it('1: four stacked VLAN-ID-0 tags: curl, nmap and a crafted 4-tag SYN do not get through (v4, v6, native and generic); drop_unparsed', { timeout: 400_000 }, async () => {
+  // At TC ingress the kernel has already moved the outer tag into skb metadata: three are left in the frame.
+  const hooks = labEnforcement() === 'tc' ? ['tc'] : ['native', 'generic'];
+  it(`1: four stacked VLAN-ID-0 tags: curl, nmap and a crafted 4-tag SYN do not get through (v4, v6, ${labEnforcement() === 'tc' ? 'TC ingress' : 'XDP native and generic'}); drop_unparsed`, { timeout: 400_000 }, async () => {
     // Four 802.1Q VID-0 tags on everything the keyless host sends. Four stacked "type vlan id 0"
     // devices do this where the kernel has 802.1Q (the lab VM's has not): a TC egress program pushing
     // four VID-0 tags does the same (the outermost as the skb's tag, as a vlan device on veth does).
-    const ns = lab.host(VL).ns;
-    const obj = path.join(lab.dir, 'vlan4.bpf.o');
-    let compiled = false;
-    for (const cc of CLANG) {
-      const r = await run([cc, '-O2', '-g', '-Wall', '-Werror', '-target', 'bpf', `-I/usr/include/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu`,
-        '-c', VLAN4_SRC, '-o', obj], { timeoutMs: 60_000 }).catch(() => null);
-      if (r?.code === 0) {
-        compiled = true;
-        break;
-      }
-    }
-    assert.ok(compiled, `compiled ${VLAN4_SRC}`);
-    await run(['tc', '-n', ns, 'qdisc', 'add', 'dev', 'eth0', 'clsact'], { check: true });
-    await run(['tc', '-n', ns, 'filter', 'add', 'dev', 'eth0', 'egress', 'bpf', 'da', 'obj', obj, 'sec', 'tc'], { check: true });
+    await pushVid0Tags(4);
 
     // The frames really carry four tags: tcpdump on the server sees one with four nested VLAN headers.
     const dump = lab.spawn(SRV, ['tcpdump', '-i', 'eth0', '-n', '-e', '--immediate-mode', '-c', '1',
@@ -111,8 +121,8 @@ describe('spak against an adversary on the LAN', { skip }, () => {
       assert.equal((await vlanSyn(f)).answer, 'synack', `without spak, the crafted 4-tag SYN is answered (${f})`);
     }
 
-    for (const mode of ['native', 'generic']) {
-      const server = await startSpak(lab, SRV, 'server', { config: serverConfig([PORT], { xdpMode: mode }) });
+    for (const mode of hooks) {
+      const server = await startSpak(lab, SRV, 'server', { config: serverConfig([PORT], mode === 'tc' ? {} : { xdpMode: mode }) });
       try {
         const before = await server.counters();
         for (const f of FAMILIES) {
@@ -128,6 +138,33 @@ describe('spak against an adversary on the LAN', { skip }, () => {
       } finally {
         await cleanup(server);
       }
+    }
+  });
+
+  it('1b: two VLAN-ID-0 tags (as deep as the parser follows) are read through: the unprotected port answers, a keyless SYN to the protected one is dropped for its missing tag, not as unparsed', { timeout: 120_000 }, async () => {
+    await pushVid0Tags(2);
+    const dump = lab.spawn(SRV, ['tcpdump', '-i', 'eth0', '-n', '-e', '--immediate-mode', '-c', '1', 'vlan and vlan'], {}, 'tcpdump 2 tags');
+    try {
+      await dump.waitForLine(/listening on/, 10_000);
+      await lab.tcpConnect(VL, ADDR.v4, ECHO_PORT);
+      await Promise.race([dump.exited, sleep(10_000)]);
+    } finally {
+      await dump.stop(1_000);
+    }
+    assert.match(dump.stdout, /vlan 0.*vlan 0/, `two VID-0 tags on the wire: ${dump.output}`);
+    const server = await startSpak(lab, SRV, 'server', { config: serverConfig([PORT]) });
+    try {
+      const before = await server.counters();
+      for (const f of FAMILIES) {
+        assert.deepEqual(await lab.tcpConnect(VL, ADDR[f], ECHO_PORT, 5_000), { ok: true }, `the unprotected port through two tags (${f})`);
+        assert.deepEqual(await lab.tcpConnect(VL, ADDR[f], PORT, BLOCKED_MS), { ok: false, error: 'timeout' }, `keyless, protected port, two tags (${f})`);
+      }
+      const after = await server.counters();
+      assert.ok(delta(before, after, 'drop_no_option') >= 2, `drop_no_option: ${JSON.stringify(after)}`);
+      assert.equal(delta(before, after, 'drop_unparsed'), 0, `nothing unparsed: ${JSON.stringify(after)}`);
+    } finally {
+      await cleanup(server);
+      await run(['tc', '-n', lab.host(VL).ns, 'qdisc', 'del', 'dev', 'eth0', 'clsact']);
     }
   });
 

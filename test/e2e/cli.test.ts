@@ -1,9 +1,15 @@
+// spak-test-modes: xdp tc
 // The CLI as a user meets it: --help everywhere, one-line errors with a non-zero exit for bad
 // input, and nothing left attached after a failed start.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import { Lab, SPAK_BIN as SPAK } from '../../src/lab/lab.js';
+import { Lab, labEnforcement, REPO_ROOT, SPAK_BIN as SPAK } from '../../src/lab/lab.js';
+import path from 'node:path';
+
+/** In the tc run, every server here is started with --enforcement tc (the lo test is XDP's only in the xdp run). */
+const TC = labEnforcement() === 'tc';
+const MODE_ARGS = TC ? ['--enforcement', 'tc'] : [];
 
 const KEY = '112233445566778899aabbccddeeff00';
 // The lab removes its namespaces at exit and on SIGINT/SIGTERM, also when a test fails.
@@ -33,6 +39,13 @@ function inNetns(): string[] {
 
 function xdpAttached(dev: string): boolean {
   return /prog\/xdp|xdpgeneric|xdpdrv|\bxdp\b/.test(ip('-n', NS, '-d', 'link', 'show', 'dev', dev));
+}
+
+/** Programs at TC ingress of dev through tcx, read inside the namespace (tc(8) of Debian 12 does not show tcx). */
+function tcxIngress(dev: string): number[] {
+  const lib = path.join(REPO_ROOT, 'dist', 'src', 'bpf', 'libbpf.js');
+  const script = `import(${JSON.stringify(lib)}).then((m) => console.log(JSON.stringify(m.queryTcxIngress(m.ifIndex(${JSON.stringify(dev)})))))`;
+  return JSON.parse(execFileSync('nsenter', [`--net=/run/netns/${NS}`, process.execPath, '-e', script], { encoding: 'utf8' })) as number[];
 }
 
 function tcFilters(dev: string): string {
@@ -85,7 +98,8 @@ test('bad input: one clear line, non-zero exit, nothing attached', () => {
     { args: ['server', '198.51.100.1', '22', '1', 'spk0'], env: { SECRET_KEY: KEY, SPAK_BPF_DIR: '/nonexistent' }, re: /eBPF object \/nonexistent\/server\.bpf\.o not found: run make build/ },
     { args: ['client', '198.51.100.1', '22', '1', 'spk0'], env: { SECRET_KEY: KEY, SPAK_BPF_DIR: '/nonexistent' }, re: /client\.bpf\.o not found/ },
     // Loopback has no native XDP: the missing feature is named, nothing is attached.
-    { args: ['server', '198.51.100.1', '22', '1', 'lo'], re: /attaching XDP link to lo: .*not supported/i },
+    ...(TC ? [] : [{ args: ['server', '198.51.100.1', '22', '1', 'lo'], re: /attaching XDP link to lo: .*not supported/i }]),
+    { args: ['server', '198.51.100.1', '22', '1', 'spk0', '--enforcement', 'ebpf'], re: /ebpf.*invalid|Allowed choices/i },
     { args: ['server', '*', '22', '1', 'spk0', '--dial-address', '203.0.113.1'], re: /dial address needs one protected address/ },
     { args: ['server', '198.51.100.1', '22', '1', 'spk0', '--replay-capacity', '10'], re: /bad replay capacity 10/ },
     { args: ['client', '*', '22', '1', 'spk0'], re: /bad address "\*"/ },
@@ -93,7 +107,8 @@ test('bad input: one clear line, non-zero exit, nothing attached', () => {
     { args: ['server', '198.51.100.1', '22', '1', 'spk0', '--log-file', '/nonexistent/dir/spak.log'], re: /cannot open log file \/nonexistent\/dir\/spak\.log: ENOENT/ },
   ];
   for (const c of cases) {
-    const r = spak(c.args, c.env ?? { SECRET_KEY: KEY });
+    const args = c.args[0] === 'server' && !c.args.includes('--enforcement') ? [...c.args, ...MODE_ARGS] : c.args;
+    const r = spak(args, c.env ?? { SECRET_KEY: KEY });
     const what = `spak ${c.args.join(' ')}`;
     assert.notEqual(r.status, 0, `${what} should fail`);
     assert.equal(r.errLines.length, 1, `${what}: one error line, got ${JSON.stringify(r.errLines)}`);
@@ -102,6 +117,7 @@ test('bad input: one clear line, non-zero exit, nothing attached', () => {
     assert.equal(xdpAttached('spk0'), false, `${what} left XDP attached`);
     assert.equal(xdpAttached('lo'), false, `${what} left XDP attached`);
     assert.equal(tcFilters('spk0').trim(), '', `${what} left a tc filter`);
+    assert.deepEqual(tcxIngress('spk0'), [], `${what} left a tcx program`);
   }
 });
 
@@ -122,9 +138,20 @@ test('under `ip netns exec` (a private mount namespace, where pins would vanish)
   assert.equal(xdpAttached('spk0'), false);
 });
 
-test('--xdp-mode auto falls back to generic XDP with a warning; SIGTERM leaves it in force, server stop removes it', async () => {
+// The XDP variant (auto falls back to generic on lo) runs only in the xdp run; the tc run attaches at TC ingress of lo.
+const LO = TC
+  ? {
+    name: 'TC ingress on lo (--enforcement tc): a tcx link; SIGTERM leaves it in force, server stop removes it',
+    args: ['--enforcement', 'tc'], banner: /TC ingress attached to lo/, attached: () => tcxIngress('lo').length > 0, kind: 'TC ingress \\(tcx\\)',
+  }
+  : {
+    name: 'XDP only: --xdp-mode auto falls back to generic XDP with a warning; SIGTERM leaves it in force, server stop removes it',
+    args: ['--xdp-mode', 'auto'], banner: /XDP \(generic\) attached to lo/, attached: () => xdpAttached('lo'), kind: 'XDP',
+  };
+
+test(LO.name, async () => {
   const { spawn } = await import('node:child_process');
-  const child = spawn('nsenter', [`--net=/run/netns/${NS}`, SPAK, 'server', '198.51.100.1', '22', '1', 'lo', '--xdp-mode', 'auto'], {
+  const child = spawn('nsenter', [`--net=/run/netns/${NS}`, SPAK, 'server', '198.51.100.1', '22', '1', 'lo', ...LO.args], {
     env: { ...process.env, SECRET_KEY: KEY },
   });
   let out = '';
@@ -133,21 +160,22 @@ test('--xdp-mode auto falls back to generic XDP with a warning; SIGTERM leaves i
   child.stderr.on('data', (d) => (err += d));
   try {
     const deadline = Date.now() + 15_000;
-    while (!/XDP \(generic\) attached to lo/.test(out) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    assert.match(out, /XDP \(generic\) attached to lo/);
-    assert.match(err, /generic/i, 'a warning says native XDP was not possible');
-    assert.equal(xdpAttached('lo'), true);
+    while (!LO.banner.test(out) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.match(out, LO.banner);
+    if (!TC) assert.match(err, /generic/i, 'a warning says native XDP was not possible');
+    assert.equal(LO.attached(), true);
+    if (TC) assert.equal(xdpAttached('lo'), false, 'no XDP in tc mode');
   } finally {
     child.kill('SIGTERM');
     await new Promise((r) => child.once('exit', r));
   }
   assert.match(out, /spak server counters:/);
   assert.match(out, /protection stays in force on lo \(spak server stop lo removes it\)/);
-  assert.equal(xdpAttached('lo'), true, 'SIGTERM leaves the program in force');
+  assert.equal(LO.attached(), true, 'SIGTERM leaves the program in force');
   const stop = spak(['server', 'stop', 'lo']);
   assert.equal(stop.status, 0, stop.stderr);
-  assert.match(stop.stdout, /^spak server stop: detached XDP link \d+ \(program id \d+\) from lo$/m);
+  assert.match(stop.stdout, new RegExp(`^spak server stop: detached ${LO.kind} link \\d+ \\(program id \\d+\\) from lo$`, 'm'));
   assert.match(stop.stdout, /^spak server stop: removed \d+ pin\(s\) and \/sys\/fs\/bpf\/spak\/netns-\d+\/lo$/m);
-  assert.equal(xdpAttached('lo'), false);
+  assert.equal(LO.attached(), false);
   assert.match(spak(['server', 'stop', 'lo']).stdout, /nothing of spak's on lo/);
 });

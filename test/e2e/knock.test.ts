@@ -1,4 +1,5 @@
 // spak-test-timeout: 900
+// spak-test-modes: xdp tc
 // Knock mode end to end (issue 6, section 4): real `spak server` with a knock section and real
 // `spak knock` clients in namespaces. Hosts: server .1/::1, client .2/::2 (holds the bundles),
 // third host .3/::3 (no key). Protected: tcp/8080 (http), tcp/9090 (echo), udp/5300 (echo).

@@ -1,9 +1,12 @@
 // spak-test-timeout: 900
+// spak-test-modes: xdp tc
 // Low-severity holes of issue 5, section 2: a second spak client on the same interface, flags
 // combined with --config, and a bad option choice. Hosts: server .1/::1, client .2/::2.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { hasXdp, Lab, sleep, startSpak, type LabProcess, type SpakProcess } from '../../src/lab/lab.js';
+import { hasServerHook, hasXdp, Lab, labEnforcement, sleep, startSpak, tcxIngress, type LabProcess, type SpakProcess } from '../../src/lab/lab.js';
+
+const TC = labEnforcement() === 'tc';
 import { ADDR, cleanupHosts, CLI, clientConfig, FAMILIES, serverConfig, skip, SRV, threeHosts } from './common.js';
 
 const PORT = 8080;
@@ -63,14 +66,21 @@ describe('spak options and a second client', { skip }, () => {
     }
   });
 
-  it('7a: --config with --xdp-mode generic, --step-window and --flow-idle: the flags win over the file', { timeout: 120_000 }, async () => {
+  // The xdp run checks --xdp-mode (XDP only); the tc run checks --enforcement tc over "enforcement": "xdp" in the file.
+  it(`7a: --config with ${TC ? '--enforcement tc' : '--xdp-mode generic (XDP only)'}, --step-window and --flow-idle: the flags win over the file`, { timeout: 120_000 }, async () => {
     let server: SpakProcess | null = null;
     try {
-      server = await startSpak(lab, SRV, 'server', { config: serverConfig([PORT]) },
-        ['--xdp-mode', 'generic', '--step-window', '2', '--flow-idle', '100']);
-      assert.match(server.banner, /^spak server: XDP \(generic\) /, `the flag wins over the file's default: ${server.banner}`);
-      const link = await lab.exec(SRV, ['ip', 'link', 'show', 'eth0'], { check: true });
-      assert.match(link.stdout, /xdpgeneric/, `ip link show eth0:\n${link.stdout}`);
+      server = await startSpak(lab, SRV, 'server', { config: serverConfig([PORT], TC ? { enforcement: 'xdp' } : {}) },
+        [...(TC ? ['--enforcement', 'tc'] : ['--xdp-mode', 'generic']), '--step-window', '2', '--flow-idle', '100']);
+      if (TC) {
+        assert.match(server.banner, /^spak server: TC ingress /, `the flag wins over the file's "xdp": ${server.banner}`);
+        assert.equal((await tcxIngress(lab, SRV)).length, 1, 'one tcx program at TC ingress of eth0');
+        assert.equal(await hasXdp(lab, SRV), false, 'no XDP');
+      } else {
+        assert.match(server.banner, /^spak server: XDP \(generic\) /, `the flag wins over the file's default: ${server.banner}`);
+        const link = await lab.exec(SRV, ['ip', 'link', 'show', 'eth0'], { check: true });
+        assert.match(link.stdout, /xdpgeneric/, `ip link show eth0:\n${link.stdout}`);
+      }
     } finally {
       await cleanup(server);
     }
@@ -84,7 +94,7 @@ describe('spak options and a second client', { skip }, () => {
       const lines = r.stderr.trim().split('\n').filter(Boolean);
       assert.equal(lines.length, 1, `one line: ${r.stderr}`);
       assert.match(lines[0]!, /bogus/);
-      assert.equal(await hasXdp(lab, SRV), false, 'nothing attached');
+      assert.equal(await hasServerHook(lab, SRV), false, 'nothing attached');
     } finally {
       await cleanup();
     }

@@ -1,11 +1,12 @@
 // spak-test-timeout: 900
+// spak-test-modes: xdp tc
 // Restarts and crashes never open the door (issue 5, section 2, "restart opens the door"): the
 // program and its maps stay pinned and in force while no daemon runs; a new daemon adopts them.
 // Hosts: server .1/::1, client .2/::2 (spak client), third host .3/::3 (no key).
 // Nothing here asserts a timing: the sleeps only give a prober time to knock.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Lab, sleep, startSpak, type SpakProcess } from '../../src/lab/lab.js';
+import { hasXdp, Lab, labEnforcement, serverHookPattern, sleep, startSpak, tcxIngress, type SpakProcess } from '../../src/lab/lab.js';
 import {
   ADDR,
   assertBlocked,
@@ -73,7 +74,7 @@ describe('spak restarts and crashes never open the door', { skip }, () => {
       assert.ok(probe.attempts >= 10, `the prober tried: ${JSON.stringify(probe)}`);
       assert.equal(probe.successes, 0, `keyless connects during the restarts: ${JSON.stringify(probe)}`);
       assert.equal(probe.alive, 0, `keyless connections kept: ${JSON.stringify(probe)}`);
-      for (const b of banners) assert.match(b, /^spak server: XDP \((native|generic)\) adopted on eth0/, 'a restart adopts');
+      for (const b of banners) assert.match(b, new RegExp(`^spak server: ${serverHookPattern()} adopted on eth0`), 'a restart adopts');
       // Still protected, and still working for the client.
       await assertBlocked(lab, OTH, FAMILIES.map((f) => ({ addr: ADDR[f], port: ECHO_PORT })), 'after the restarts');
     } finally {
@@ -122,7 +123,7 @@ describe('spak restarts and crashes never open the door', { skip }, () => {
       prober = await startProber(lab, OTH, [ADDR.v4, ADDR.v6], ECHO_PORT);
       await sleep(1_500); // the crashed daemon's absence: the prober knocks meanwhile
       server = await startServer();
-      assert.match(server.banner, /^spak server: XDP \((native|generic)\) adopted on eth0/, 'the new server adopts');
+      assert.match(server.banner, new RegExp(`^spak server: ${serverHookPattern()} adopted on eth0`), 'the new server adopts');
       await sleep(500);
       const probe = await prober.stop();
       prober = null;
@@ -136,6 +137,45 @@ describe('spak restarts and crashes never open the door', { skip }, () => {
         assert.ok(r.ok, `a new authenticated connection after the restart (${f}): ${r.error}`);
       }
       await assertBlocked(lab, OTH, FAMILIES.map((f) => ({ addr: ADDR[f], port: PORT })), 'keyless after the restart');
+    } finally {
+      await prober?.stop().catch(() => undefined);
+      for (const c of conns) await c.proc.stop(1_000);
+      await cleanup(client, server);
+    }
+  });
+
+  // The configuration changes mode: the new daemon attaches its link before it detaches the old one.
+  const mode = labEnforcement();
+  const other = mode === 'tc' ? 'xdp' : 'tc';
+  it(`2d: restarts that switch ${other} -> ${mode} -> ${other} -> ${mode}, while a keyless prober knocks: zero connects, old connections live on, one hook at a time after each`, { timeout: 180_000 }, async () => {
+    const start = (m: string) => startSpak(lab, SRV, 'server', { config: serverConfig([PORT, ECHO_PORT]) }, ['--enforcement', m]);
+    const hooks = async () => ({ xdp: await hasXdp(lab, SRV), tcx: (await tcxIngress(lab, SRV)).length });
+    let server: SpakProcess | null = await start(other);
+    let client: SpakProcess | null = null;
+    let prober: Awaited<ReturnType<typeof startProber>> | null = null;
+    const conns: Awaited<ReturnType<typeof longLived>>[] = [];
+    try {
+      client = await startClient();
+      for (const f of FAMILIES) conns.push(await longLived(lab, CLI, ADDR[f], ECHO_PORT));
+      prober = await startProber(lab, OTH, [ADDR.v4, ADDR.v6], ECHO_PORT);
+      for (const m of [mode, other, mode]) {
+        await server.stop();
+        assert.equal(server.proc.exitCode, 0, server.proc.output);
+        server = null;
+        await sleep(500);
+        server = await start(m);
+        const banner = m === 'tc' ? 'TC ingress' : 'XDP \\((?:native|generic)\\)';
+        assert.match(server.banner, new RegExp(`^spak server: ${banner} adopted on eth0 .*replaced program id`), `${m}: adopts`);
+        assert.deepEqual(await hooks(), m === 'tc' ? { xdp: false, tcx: 1 } : { xdp: true, tcx: 0 }, `${m}: only its own hook is left`);
+        await sleep(500);
+      }
+      const probe = await prober.stop();
+      prober = null;
+      assert.ok(probe.attempts >= 5, `the prober tried: ${JSON.stringify(probe)}`);
+      assert.equal(probe.successes, 0, `keyless connects across the switches: ${JSON.stringify(probe)}`);
+      assert.equal(probe.alive, 0, `keyless connections kept: ${JSON.stringify(probe)}`);
+      for (const [i, c] of conns.entries()) await assertStillEchoes(c.proc, 5, `authenticated ${FAMILIES[i]} connection across the switches`);
+      await assertBlocked(lab, OTH, FAMILIES.map((f) => ({ addr: ADDR[f], port: PORT })), 'keyless after the switches');
     } finally {
       await prober?.stop().catch(() => undefined);
       for (const c of conns) await c.proc.stop(1_000);

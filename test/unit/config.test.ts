@@ -37,6 +37,7 @@ test('a full config loads with defaults filled in', () => {
   });
   const cfg = loadConfigFile(file);
   assert.equal(cfg.server?.xdpMode, 'native');
+  assert.equal(cfg.server?.enforcement, 'xdp');
   assert.equal(cfg.server?.stepSeconds, 30);
   assert.equal(cfg.server?.stepWindow, 1);
   assert.equal(cfg.server?.protect[1]?.dialPort, 2222);
@@ -83,6 +84,11 @@ test('protocol per protected destination and the always-allow list', () => {
     })), (err: Error) => re.test(err.message) && /server\.alwaysAllow\[0\]/.test(err.message));
 });
 
+test('enforcement: xdp (default) or tc', () => {
+  const file = write('tc.json', { server: { interface: 'eth0', enforcement: 'tc', keys: [{ id: 1, secret: KEY }], protect: [{ address: '198.51.100.1', port: 22 }] } });
+  assert.equal(loadConfigFile(file).server?.enforcement, 'tc');
+});
+
 test('errors name the field', () => {
   const cases: [unknown, RegExp][] = [
     [{ server: { interface: 'eth0', keys: [{ id: 1, secret: KEY }], protect: [{ address: '198.51.100.1', port: 70000 }] } }, /server\.protect\[0\]\.port/],
@@ -91,6 +97,7 @@ test('errors name the field', () => {
     [{ server: { interface: 'eth0', keys: [], protect: [{ address: '198.51.100.1', port: 22 }] } }, /server\.keys/],
     [{ client: { interface: 'eth0', destinations: [{ address: '198.51.100.1', port: 22, keyId: 70000, secret: KEY }] } }, /client\.destinations\[0\]\.keyId/],
     [{ client: { interface: 'eth0', destinations: [], bogus: 1 } }, /client/],
+    [{ server: { interface: 'eth0', enforcement: 'ebpf', keys: [{ id: 1, secret: KEY }], protect: [{ address: '198.51.100.1', port: 22 }] } }, /server\.enforcement/],
     [{ servre: {} }, /servre|top level|Unrecognized/i],
   ];
   cases.forEach(([body, re], i) => {
