@@ -50,9 +50,10 @@ static __always_inline int is_tunnel_proto(__u8 p)
 
 /*
  * The verdict on one frame, for both hooks: XDP_PASS or XDP_DROP (pass() and drop() count the
- * reason). max_tags: how many VLAN tags the frame itself may still carry (see spak_parse_eth_tags).
+ * reason). ctx: the hook's context (xdp_md or __sk_buff), for the socket lookups of stealth.
+ * max_tags: how many VLAN tags the frame itself may still carry (see spak_parse_eth_tags).
  */
-static __always_inline int spak_verdict(void *data, void *end, int max_tags)
+static __always_inline int spak_verdict(void *ctx, void *data, void *end, int max_tags)
 {
 	struct spak_flow_key fk;
 	struct iphdr *ip4 = NULL;
@@ -163,7 +164,7 @@ static __always_inline int spak_verdict(void *data, void *end, int max_tags)
 SEC("xdp")
 int spak_server(struct xdp_md *ctx)
 {
-	return spak_verdict((void *)(long)ctx->data, (void *)(long)ctx->data_end, SPAK_MAX_VLANS);
+	return spak_verdict(ctx, (void *)(long)ctx->data, (void *)(long)ctx->data_end, SPAK_MAX_VLANS);
 }
 
 /*
@@ -193,7 +194,7 @@ int spak_server_tc(struct __sk_buff *skb)
 		data = (void *)(long)skb->data;
 		end = (void *)(long)skb->data_end;
 	}
-	if (spak_verdict(data, end, skb->vlan_present ? SPAK_MAX_VLANS - 1 : SPAK_MAX_VLANS) == XDP_PASS)
+	if (spak_verdict(skb, data, end, skb->vlan_present ? SPAK_MAX_VLANS - 1 : SPAK_MAX_VLANS) == XDP_PASS)
 		return TC_ACT_OK;
 	return TC_ACT_SHOT;
 }

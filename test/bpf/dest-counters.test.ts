@@ -1,3 +1,4 @@
+// spak-test-modes: xdp tc
 // Per-destination counters of new-connection decisions (spak_dest_counters, bpf/spak_destcount.h)
 // through BPF_PROG_TEST_RUN: packets to several destinations, then each destination's counts
 // (SpakServer.destinationCounters, the daemon's own reader) must have moved by exactly what was

@@ -1,3 +1,4 @@
+// spak-test-modes: xdp tc
 // The XDP server (build/server.bpf.o) through BPF_PROG_TEST_RUN: stealth for closed ports
 // (bpf/spak_stealth.h). Every case asserts the verdict and the one reason counter that moved.
 // The program asks the kernel's socket tables of the netns it runs in (BPF_PROG_TEST_RUN runs

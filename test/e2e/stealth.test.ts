@@ -1,4 +1,5 @@
 // spak-test-timeout: 900
+// spak-test-modes: xdp tc
 // Stealth (issue 7 §1) end to end: a keyless host scans the server with nmap over a range holding
 // one protected port, one open unprotected port and closed ports, TCP (SYN scan) and UDP, v4 and
 // v6. Without stealth the protected port is the one silent ("filtered") port among "closed" ones;
