@@ -27,10 +27,11 @@ export class GrantTable {
   #grants = new Map<string, Grant>();
   #fd: number | null = null;
 
-  private constructor(private readonly file: string, private readonly map: BpfMap) {}
+  private constructor(private readonly file: string, private readonly maps: () => BpfMap[]) {}
 
-  static open(file: string, map: BpfMap): GrantTable {
-    const t = new GrantTable(file, map);
+  /** `map`: the allowlist, or a function giving every interface's allowlist (one daemon, several interfaces). */
+  static open(file: string, map: BpfMap | (() => BpfMap[])): GrantTable {
+    const t = new GrantTable(file, typeof map === 'function' ? map : () => [map]);
     mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
     let text = '';
     try {
@@ -67,7 +68,9 @@ export class GrantTable {
     for (const [hex, g] of this.#grants) {
       if (!g.clients.delete(clientId) || g.clients.size > 0) continue;
       this.#grants.delete(hex);
-      if (revokeSource(this.map, g.key)) n++;
+      let had = false;
+      for (const m of this.maps()) if (revokeSource(m, g.key)) had = true;
+      if (had) n++;
     }
     return n;
   }
@@ -79,7 +82,8 @@ export class GrantTable {
   prune(nowNs: bigint | null): void {
     for (const [hex, g] of this.#grants) {
       if (nowNs !== null && g.expiresNs >= nowNs) continue;
-      if (this.map.lookup(Buffer.from(hex, 'hex')) === null) this.#grants.delete(hex);
+      const raw = Buffer.from(hex, 'hex');
+      if (this.maps().every((m) => m.lookup(raw) === null)) this.#grants.delete(hex);
     }
     const lines: string[] = [];
     for (const [hex, g] of this.#grants) for (const id of g.clients) lines.push(`${hex} ${id.toString(16)} ${g.expiresNs}\n`);

@@ -67,6 +67,8 @@ export interface ServerOptions {
   allowCapacity?: number | undefined;
   /** Where bpffs is (mounted there when missing). */
   bpffs?: string | undefined;
+  /** Where verdicts are enforced: xdp (default) or tc (TC ingress). */
+  enforcement?: 'xdp' | 'tc' | undefined;
   logger?: Logger | undefined;
 }
 
@@ -93,6 +95,10 @@ const STATE_MAPS = ['spak_flows', 'spak_replay', 'spak_knock_rate', 'spak_allow'
 export const SERVER_MAPS = [...CONFIG_MAPS, ...STATE_MAPS] as const;
 export type ServerMapName = (typeof SERVER_MAPS)[number];
 
+/** What a reload may change (see SpakServer.reload). */
+export type ReloadableOptions = Pick<ServerOptions,
+  'keys' | 'protect' | 'stepSeconds' | 'stepWindow' | 'flowIdleSeconds' | 'flowFinSeconds' | 'knock' | 'alwaysAllow' | 'seedExisting'>;
+
 export interface StartedServer {
   ifname: string;
   ifindex: number;
@@ -110,9 +116,14 @@ export class SpakServer {
   #lock: { release(): void } | null = null;
   #timers: NodeJS.Timeout[] = [];
   #adoptedMaps: BpfMap[] = [];
+  #paths: PinPaths | null = null;
+  /** This daemon attached the link (rather than adopting one an earlier daemon left). */
+  #attachedHere = false;
 
   constructor(opts: ServerOptions) {
     this.#opts = opts;
+    // TC-ingress enforcement lands with its own change; until then it is refused, never silently XDP.
+    if (opts.enforcement === 'tc') throw new Error(`${opts.iface}: enforcement "tc" is not available in this build`);
     checkDestinations(opts.protect, opts.keys);
     if (opts.knock) checkKnock(opts.knock);
     checkAlwaysAllow(opts.alwaysAllow);
@@ -185,7 +196,9 @@ export class SpakServer {
         // A link whose interface is gone (or another's) protects nothing: start afresh.
         removePins(paths.dir, o.bpffs ?? DEFAULT_BPFFS);
         started = this.#fresh(paths, ifindex);
+        this.#attachedHere = true;
       }
+      this.#paths = paths;
       this.#runTimers();
       return started;
     } catch (err) {
@@ -252,22 +265,86 @@ export class SpakServer {
         probe.close();
       }
     }
+    const { newProgId } = this.#swapProgram(paths, old, oldProgId, reuse, copy, widenFlows);
+    const mode = old.xdpMode() ?? (o.xdpMode === 'generic' ? 'generic' : 'native');
+    return { ifname: o.iface, ifindex, mode, adopted: { oldProgId, newProgId }, seededFlows: 0, pinDir: paths.dir };
+  }
+
+  /**
+   * Loads a fresh program instance whose state maps are `reuse` (shared with the running
+   * program) and whose configuration maps hold this.#opts, copies the `copy` tables, and swaps
+   * it in on `link` with bpf_link_update + BPF_F_REPLACE against oldProgId: a packet sees the
+   * old program with the old configuration or the new one with the new, never a mix. Then
+   * re-pins the maps that are new. Adoption and reload both come through here.
+   */
+  #swapProgram(
+    paths: PinPaths, link: BpfLink, oldProg: number | BpfProgram, reuse: Partial<Record<ServerMapName, BpfMap>>,
+    copy: [ServerMapName, BpfMap][], widenFlows: BpfMap | null,
+  ): { newProgId: number } {
     const prog = this.load(reuse);
     this.protectWithoutAttaching();
     for (const [name, from] of copy) copyEntries(from, this.#obj!.map(name));
     if (widenFlows) copyEntries(widenFlows, this.#obj!.map('spak_flows'), widenFlowKey);
     const newProgId = prog.id;
-    old.update(prog, oldProgId);
+    link.update(prog, oldProg);
     // Entries the old program added while we copied.
     for (const [name, from] of copy) copyEntries(from, this.#obj!.map(name));
     if (widenFlows) copyEntries(widenFlows, this.#obj!.map('spak_flows'), widenFlowKey);
     for (const name of SERVER_MAPS) {
       if (reuse[name]) continue;
-      removePin(paths.map(name));
-      this.#obj!.map(name).pin(paths.map(name));
+      try {
+        removePin(paths.map(name));
+        this.#obj!.map(name).pin(paths.map(name));
+      } catch (err) {
+        // The new program is in force already; a stale pin only misleads readers of the pins
+        // (the next daemon writes fresh configuration maps anyway).
+        this.#opts.logger?.warn(`re-pinning ${name} failed: ${(err as Error).message}`);
+      }
     }
-    const mode = old.xdpMode() ?? (o.xdpMode === 'generic' ? 'generic' : 'native');
-    return { ifname: o.iface, ifindex, mode, adopted: { oldProgId, newProgId }, seededFlows: 0, pinDir: paths.dir };
+    return { newProgId };
+  }
+
+  /**
+   * Reload: the running program is replaced by a fresh instance configured with `update`
+   * (keys, destinations, timing, knock clients, always-allow), sharing every state map with it
+   * (flows, replay, knock rates, allowlist, counters), so no established connection is lost
+   * and no tag can be replayed. Everything is checked before anything changes; on failure the
+   * old program and configuration stay in force. Capacities, the XDP mode and the interface
+   * are fixed for the daemon's life (a restart changes them).
+   */
+  reload(update: ReloadableOptions): { oldProgId: number; newProgId: number } {
+    const prevOpts = this.#opts;
+    const next: ServerOptions = { ...prevOpts, ...update };
+    checkDestinations(next.protect, next.keys);
+    if (next.knock) checkKnock(next.knock);
+    checkAlwaysAllow(next.alwaysAllow);
+    const oldObj = this.#obj;
+    const link = this.#link;
+    const paths = this.#paths;
+    if (!oldObj || !link || !paths) throw new Error(`the server on ${prevOpts.iface} is not running`);
+    // The running instance's program fd, not its id: after a privilege drop an id lookup is refused.
+    const oldProg = oldObj.program('spak_server');
+    const oldProgId = oldProg.id;
+    const reuse: Partial<Record<ServerMapName, BpfMap>> = {};
+    for (const name of STATE_MAPS) reuse[name] = oldObj.map(name);
+    this.#opts = next;
+    this.#obj = null;
+    let newProgId: number;
+    try {
+      ({ newProgId } = this.#swapProgram(paths, link, oldProg, reuse, [], null));
+    } catch (err) {
+      // Nothing after link.update throws (re-pinning only warns), so the swap did not happen:
+      // the old instance stays in force with the old configuration.
+      (this.#obj as BpfObject | null)?.close(); // the instance load() made, if it got that far
+      this.#obj = oldObj;
+      this.#opts = prevOpts;
+      throw err;
+    }
+    oldObj.close();
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [];
+    this.#runTimers(); // the clock refresh writes the new spak_config
+    return { oldProgId, newProgId };
   }
 
   /** A map of the loaded object, for tests and benchmarks. */
@@ -284,6 +361,30 @@ export class SpakServer {
     this.#closeAll();
   }
 
+  /**
+   * Undoes start() when a daemon serving several interfaces cannot start them all: a link this
+   * daemon attached is detached and its pins removed; an adopted one stays in force (as after
+   * SIGTERM), with the configuration this daemon swapped in.
+   */
+  abandon(): void {
+    const paths = this.#paths;
+    if (this.#attachedHere && this.#link && paths) {
+      try {
+        this.#link.detach();
+      } finally {
+        this.#closeAll();
+        removePins(paths.dir, this.#opts.bpffs ?? DEFAULT_BPFFS);
+      }
+      return;
+    }
+    this.#closeAll();
+  }
+
+  /** The pin directory of a started server (the daemon hands it to the unprivileged user). */
+  get pinDir(): string | null {
+    return this.#paths?.dir ?? null;
+  }
+
   #closeAll(): void {
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
@@ -295,6 +396,8 @@ export class SpakServer {
     this.#obj = null;
     this.#lock?.release();
     this.#lock = null;
+    this.#paths = null;
+    this.#attachedHere = false;
   }
 
   /** Verdict counters summed over CPUs. */
@@ -316,7 +419,8 @@ export class SpakServer {
     this.#timers.push(keepClockCurrent(this.map('spak_config'), o, (err) => o.logger?.error({ err }, 'clock refresh failed')));
     const sweep = setInterval(() => {
       try {
-        this.sweep();
+        const r = this.sweep();
+        o.logger?.debug({ iface: o.iface, ...r }, 'sweep');
       } catch (err) {
         o.logger?.error({ err }, 'sweep failed');
       }
