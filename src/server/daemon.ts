@@ -298,20 +298,18 @@ export class SpakDaemon {
         }
         this.stop();
         const names = this.interfaces.join(', ');
-        process.stdout.write(`${summary}\nspak server: ${signal}: exiting; protection stays in force on ${names} (spak server stop IFACE removes it)\n`);
+        const how = this.interfaces.map((i) => `spak server stop ${i}`).join(', ');
+        process.stdout.write(`${summary}\nspak server: ${signal}: exiting; protection stays in force on ${names} (${how} removes it)\n`);
         resolve();
       };
       process.on('SIGINT', () => finish('SIGINT'));
       process.on('SIGTERM', () => finish('SIGTERM'));
       process.on('SIGHUP', () => {
+        // One line either way; a rejected reload changes nothing and the daemon runs on.
         try {
-          const line = this.reload();
-          this.#opts.logger.info(line);
-          process.stdout.write(`spak server: ${line}\n`);
+          process.stdout.write(`spak server: ${this.reload()}\n`);
         } catch (err) {
-          const reason = (err as Error).message;
-          this.#opts.logger.error({ reason }, 'reload rejected');
-          process.stderr.write(`spak server: reload rejected, the old configuration stays in force: ${reason}\n`);
+          process.stderr.write(`spak server: reload rejected, the old configuration stays in force: ${(err as Error).message}\n`);
         }
       });
       process.on('SIGUSR1', () => process.stdout.write(`${report()}\n`));
