@@ -85,6 +85,8 @@ describe('one daemon, two interfaces', { skip }, () => {
       farClient = await clientFor(FAR, [eth1.v4, eth1.v6]);
       await connects(CLI, [ADDR.v4, ADDR.v6], 'tagged over eth0');
       await connects(FAR, [eth1.v4, eth1.v6], 'tagged over eth1');
+      await farClient.stop(); // the far host is keyless again
+      farClient = null;
 
       const { output } = await server.stop();
       assert.equal(server.proc.exitCode, 0, output);
@@ -98,11 +100,10 @@ describe('one daemon, two interfaces', { skip }, () => {
       assert.match(server.proc.stdout, /^spak server: XDP \(native\) adopted on eth0 /m);
       assert.match(server.proc.stdout, /^spak server: XDP \(generic\) adopted on eth1 /m);
       await assertBlocked(lab, OTH, eth0Targets, 'keyless over eth0 after the restart');
+      await assertBlocked(lab, FAR, eth1Targets(), 'keyless over eth1 after the restart');
       await connects(CLI, [ADDR.v4, ADDR.v6], 'tagged over eth0 after the restart');
+      farClient = await clientFor(FAR, [eth1.v4, eth1.v6]);
       await connects(FAR, [eth1.v4, eth1.v6], 'tagged over eth1 after the restart');
-      await farClient.stop();
-      farClient = null;
-      await assertBlocked(lab, FAR, eth1Targets(), 'the far host once its client stopped');
     } finally {
       await cleanup(cli, farClient, server);
     }
