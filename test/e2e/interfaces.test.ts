@@ -4,15 +4,16 @@
 // eth0 is served in native XDP mode, eth1 in generic mode, from one config. Starting is all or
 // nothing. Nothing here asserts a timing.
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { hasXdp, Lab, netnsInode, run, SPAK_BPFFS_DIR, startSpak, type SpakProcess } from '../../src/lab/lab.js';
+import { hasXdp, Lab, netnsInode, run, sleep, SPAK_BPFFS_DIR, startSpak, type SpakProcess } from '../../src/lab/lab.js';
 import { ADDR, assertBlocked, CLI, FAMILIES, KEY, KEY_ID, OTH, skip, SRV, threeHosts } from './common.js';
 import { startDaemon } from './daemon-helpers.js';
 
 const PORT = 8080;
 const FAR = 'far';
+const KNOCK_PORT = 62203;
 
 describe('one daemon, two interfaces', { skip }, () => {
   let lab: Lab;
@@ -38,9 +39,22 @@ describe('one daemon, two interfaces', { skip }, () => {
   const eth0Targets = FAMILIES.map((f) => ({ addr: ADDR[f], port: PORT }));
   const eth1Targets = () => [eth1.v4, eth1.v6].map((addr) => ({ addr, port: PORT }));
 
-  function writeConfig(interfaces: { name: string; xdpMode?: string }[]): void {
+  function writeConfig(interfaces: { name: string; xdpMode?: string }[], extra: Record<string, unknown> = {}): void {
     const protect = [ADDR.v4, ADDR.v6, eth1.v4, eth1.v6].map((address) => ({ address, port: PORT }));
-    writeFileSync(configFile, JSON.stringify({ server: { interfaces, keys: [{ id: KEY_ID, secret: KEY }], protect } }, null, 2));
+    writeFileSync(configFile, JSON.stringify({ server: { interfaces, keys: [{ id: KEY_ID, secret: KEY }], protect, ...extra } }, null, 2));
+  }
+
+  /** Polls a connect from host to addr until it succeeds (a knock is acted on asynchronously), bounded. */
+  async function opensWithin(host: string, addr: string, what: string, ms = 10_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    let last = '';
+    while (Date.now() < deadline) {
+      const r = await lab.tcpConnect(host, addr, PORT, 500);
+      if (r.ok) return;
+      last = r.error ?? '';
+      await sleep(100);
+    }
+    assert.fail(`${what}: no connect within ${ms} ms (last: ${last})`);
   }
 
   const clientFor = (host: string, addrs: string[]) =>
@@ -106,6 +120,40 @@ describe('one daemon, two interfaces', { skip }, () => {
       await connects(FAR, [eth1.v4, eth1.v6], 'tagged over eth1 after the restart');
     } finally {
       await cleanup(cli, farClient, server);
+    }
+  });
+
+  it('knock mode on both: clients reach either interface\'s XDP, grants open on the interface the knocker uses', { timeout: 240_000 }, async () => {
+    const keys = path.join(lab.dir, 'knock-keys');
+    const clientsDir = path.join(lab.dir, 'knock-clients');
+    const home = path.join(lab.dir, 'knock-home');
+    mkdirSync(clientsDir, { recursive: true });
+    const spakOk = async (host: string, args: string[]) => {
+      const r = await lab.spak(host, args);
+      assert.equal(r.code, 0, `spak ${args.join(' ')}: ${r.stderr}${r.stdout}`);
+    };
+    await spakOk(SRV, ['keygen', 'server', '--out', keys]);
+    await spakOk(SRV, ['keygen', 'client', '--name', 'roamer', '--server-pub', path.join(keys, 'server.pub'), '--out', home]);
+    copyFileSync(path.join(home, 'roamer.pub'), path.join(clientsDir, 'roamer.pub'));
+    writeFileSync(path.join(clientsDir, 'roamer.json'), JSON.stringify({ allow: [`tcp/${PORT}`] }));
+    const knock = { port: KNOCK_PORT, serverKeyFile: path.join(keys, 'server.key'), clientsDir, stateDir: path.join(lab.dir, 'knock-state') };
+    writeConfig([{ name: 'eth0', xdpMode: 'native' }, { name: 'eth1', xdpMode: 'generic' }], { knock });
+    let server: SpakProcess | null = null;
+    try {
+      server = await startDaemon(lab, SRV, configFile);
+      await server.proc.waitForLine(/spak server: knock port/, 10_000);
+      await assertBlocked(lab, OTH, eth0Targets, 'the third host before its knock');
+      await assertBlocked(lab, FAR, eth1Targets(), 'the far host before its knock');
+      const bundle = path.join(home, 'roamer.spak');
+      // The same client knocks from both sides: over eth0 at the LAN address, over eth1 at eth1's.
+      await spakOk(OTH, ['knock', ADDR.v4, '--port', String(KNOCK_PORT), '--bundle', bundle, '--open', `tcp/${PORT}`]);
+      await opensWithin(OTH, ADDR.v4, 'the third host after its knock over eth0');
+      await spakOk(FAR, ['knock', eth1.v4, '--port', String(KNOCK_PORT), '--bundle', bundle, '--open', `tcp/${PORT}`]);
+      await opensWithin(FAR, eth1.v4, 'the far host after its knock over eth1');
+      const counters = await server.counters();
+      assert.equal(counters.knock_accepted, 2, `both knocks accepted: ${JSON.stringify(counters)}`);
+    } finally {
+      await cleanup(server);
     }
   });
 
