@@ -1,6 +1,7 @@
 // The `spak server` runtime: one SpakServer per interface, all configured from one config, the
 // knock receiver writing to every interface's maps, SIGHUP reload, and the privilege drop after
 // everything is attached and bound. The CLI parses; this runs.
+import type { KeyObject } from 'node:crypto';
 import { chownSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -100,9 +101,16 @@ function restartNeeded(old: DaemonPlan, next: DaemonPlan): string | null {
   for (const k of ['replayCapacity', 'flowCapacity', 'allowCapacity'] as const)
     if (old.server[k] !== next.server[k]) return `${k} changed (${old.server[k]} -> ${next.server[k]})`;
   if (JSON.stringify(old.knockConfig ?? null) !== JSON.stringify(next.knockConfig ?? null)) return 'the knock section changed';
+  // The same file may hold another key now: the knock receiver would still open with the old one.
+  if (old.server.knock && next.server.knock && keyBytes(old.server.knock.serverKey) !== keyBytes(next.server.knock.serverKey))
+    return `the knock server key in ${next.knockConfig?.serverKeyFile} changed`;
   const who = (a?: Account) => (a ? `${a.uid}:${a.gid}` : 'root');
   if (who(old.account) !== who(next.account)) return `user/group changed (${who(old.account)} -> ${who(next.account)})`;
   return null;
+}
+
+function keyBytes(k: KeyObject | string): string {
+  return typeof k === 'string' ? k : k.export({ format: 'der', type: 'pkcs8' }).toString('hex');
 }
 
 function reloadable(p: DaemonPlan): ReloadableOptions {
