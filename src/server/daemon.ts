@@ -196,6 +196,7 @@ export class SpakDaemon {
       if (!dir) continue;
       own(dir); // reload re-pins the configuration maps here
       for (const name of readdirSync(dir)) own(path.join(dir, name));
+      s.keepPinDirOpen();
     }
     if (this.#plan.knockConfig) {
       const dir = this.#plan.knockConfig.stateDir ?? path.join(DEFAULT_STATE_ROOT, this.#plan.interfaces[0]!.name);

@@ -3,7 +3,7 @@
 // A new daemon adopts what an earlier one (stopped, crashed or older) left pinned: it
 // keeps the state maps (flows, replay, knock rates, allowlist, counters), writes fresh configuration maps and
 // swaps the program in atomically. The port is never open in between.
-import { readdirSync, rmSync } from 'node:fs';
+import { closeSync, constants, openSync, readdirSync, rmSync } from 'node:fs';
 import type { Logger } from 'pino';
 import {
   BpfLink,
@@ -119,6 +119,7 @@ export class SpakServer {
   #paths: PinPaths | null = null;
   /** This daemon attached the link (rather than adopting one an earlier daemon left). */
   #attachedHere = false;
+  #pinDirFd: number | null = null;
 
   constructor(opts: ServerOptions) {
     this.#opts = opts;
@@ -380,6 +381,19 @@ export class SpakServer {
     this.#closeAll();
   }
 
+  /**
+   * Before a privilege drop: from now on the pin directory is reached through an fd held open
+   * (/proc/self/fd/N/NAME), so that re-pinning on reload needs no search permission on bpffs's
+   * root-only ancestors (/sys/fs/bpf is 0700), only write permission on the directory itself.
+   */
+  keepPinDirOpen(): void {
+    const p = this.#paths;
+    if (!p || this.#pinDirFd !== null) return;
+    const fd = openSync(p.dir, constants.O_RDONLY | constants.O_DIRECTORY);
+    this.#pinDirFd = fd;
+    this.#paths = { ...p, map: (name) => `/proc/self/fd/${fd}/${name}` };
+  }
+
   /** The pin directory of a started server (the daemon hands it to the unprivileged user). */
   get pinDir(): string | null {
     return this.#paths?.dir ?? null;
@@ -398,6 +412,8 @@ export class SpakServer {
     this.#lock = null;
     this.#paths = null;
     this.#attachedHere = false;
+    if (this.#pinDirFd !== null) closeSync(this.#pinDirFd);
+    this.#pinDirFd = null;
   }
 
   /** Verdict counters summed over CPUs. */

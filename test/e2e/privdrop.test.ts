@@ -162,8 +162,14 @@ describe('privilege drop after attach', { skip }, () => {
       giveToNobody(clientsDir);
       writeConfig([{ id: KEY_B.id, secretFile: path.join(etc, 'key-b') }]);
       const fromOutput = server.proc.output.length;
+      const configPin = path.join(pinDir, 'spak_config');
+      const pinBefore = statSync(configPin).ino;
       const swaps = await reloadOk(server, 'reload after the drop');
       assert.ok(swaps.eth0 && swaps.eth0.to !== swaps.eth0.from, `a new program went in: ${JSON.stringify(swaps)}`);
+      // The new configuration maps are pinned in place of the old ones, by nobody.
+      assert.doesNotMatch(server.proc.output, /re-pinning/);
+      assert.notEqual(statSync(configPin).ino, pinBefore, 'spak_config was pinned anew');
+      assert.equal(statSync(configPin).uid, NOBODY, 'the new pin belongs to nobody');
       await assertBlocked(lab, CLI, FAMILIES.map((f) => ({ addr: ADDR[f], port: PORT })), 'key A after its removal');
       await client.stop();
       client = await sigClient(KEY_B);
