@@ -205,7 +205,7 @@ export function buildProgram(): Command {
     .argument('[port]', 'protected TCP port')
     .argument('[key_id]', 'key id clients tag with (0-65535)')
     .argument('[iface]', 'interface to attach the XDP program to')
-    .option('-c, --config <file>', 'JSON config with many destinations and keys (see README)')
+    .option('-c, --config <file>', 'JSON config: interfaces, destinations, keys, knock, user (see README); SIGHUP reloads it')
     .addOption(new Option('--xdp-mode <mode>', 'XDP attach mode').choices(['native', 'generic', 'auto']).default('native'))
     .option('--step-seconds <n>', 'length of a time step', '30')
     .option('--step-window <n>', 'accept time steps within +-n of ours', '1')
