@@ -3,11 +3,10 @@
 // Kept like the replay cache: one line appended per grant ("<key hex> <client id hex>
 // <expires ns>"), rewritten atomically by prune(); on load, a line counts only while its entry is
 // still in the map (after a reboot the map is empty and so is this).
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
-import path from 'node:path';
 import type { BpfMap } from '../bpf/libbpf.js';
 import { revokeSource } from '../server/allowlist.js';
 import { decodeAllowKey, encodeAllowKey } from '../wire/layout.js';
+import { Journal } from './journal.js';
 
 export type AllowKey = Parameters<typeof revokeSource>[1];
 
@@ -25,21 +24,14 @@ const LINE = /^([0-9a-f]{40}) ([0-9a-f]{1,8}) (\d{1,20})$/;
 
 export class GrantTable {
   #grants = new Map<string, Grant>();
-  #fd: number | null = null;
 
-  private constructor(private readonly file: string, private readonly maps: () => BpfMap[]) {}
+  private constructor(private readonly journal: Journal, private readonly maps: () => BpfMap[]) {}
 
   /** `map`: the allowlist, or a function giving every interface's allowlist (one daemon, several interfaces). */
   static open(file: string, map: BpfMap | (() => BpfMap[])): GrantTable {
-    const t = new GrantTable(file, typeof map === 'function' ? map : () => [map]);
-    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-    let text = '';
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`${file}: ${(err as Error).message}`);
-    }
-    for (const line of text.split('\n')) {
+    const { journal, lines } = Journal.open(file);
+    const t = new GrantTable(journal, typeof map === 'function' ? map : () => [map]);
+    for (const line of lines) {
       const m = LINE.exec(line);
       const key = m && allowKeyFrom(Buffer.from(m[1]!, 'hex'));
       if (key) t.#record(m![1]!, key, parseInt(m![2]!, 16), BigInt(m![3]!));
@@ -59,7 +51,7 @@ export class GrantTable {
   add(key: AllowKey, clientId: number, expiresNs: bigint): void {
     const hex = encodeAllowKey(key).toString('hex');
     this.#record(hex, key, clientId, expiresNs);
-    if (this.#fd !== null) writeSync(this.#fd, `${hex} ${clientId.toString(16)} ${expiresNs}\n`);
+    this.journal.append(`${hex} ${clientId.toString(16)} ${expiresNs}`);
   }
 
   /** Revokes the entries only this client holds; returns how many were in the map. */
@@ -86,12 +78,8 @@ export class GrantTable {
       if (this.maps().every((m) => m.lookup(raw) === null)) this.#grants.delete(hex);
     }
     const lines: string[] = [];
-    for (const [hex, g] of this.#grants) for (const id of g.clients) lines.push(`${hex} ${id.toString(16)} ${g.expiresNs}\n`);
-    const tmp = path.join(path.dirname(this.file), `.${path.basename(this.file)}.${process.pid}.tmp`);
-    writeFileSync(tmp, lines.join(''), { mode: 0o600 });
-    renameSync(tmp, this.file);
-    if (this.#fd !== null) closeSync(this.#fd);
-    this.#fd = openSync(this.file, 'a', 0o600);
+    for (const [hex, g] of this.#grants) for (const id of g.clients) lines.push(`${hex} ${id.toString(16)} ${g.expiresNs}`);
+    this.journal.rewrite(lines);
   }
 
   get size(): number {
@@ -99,7 +87,6 @@ export class GrantTable {
   }
 
   close(): void {
-    if (this.#fd !== null) closeSync(this.#fd);
-    this.#fd = null;
+    this.journal.close();
   }
 }
