@@ -297,8 +297,10 @@ export class SpakServer {
         removePin(paths.map(name));
         this.#obj!.map(name).pin(paths.map(name));
       } catch (err) {
-        // The new program is in force already; a stale pin only misleads readers of the pins
-        // (the next daemon writes fresh configuration maps anyway).
+        // A state table the next daemon must find: the failure is the caller's. A configuration
+        // map only misleads readers of the pins (the next daemon writes fresh ones anyway), and
+        // the new program is in force already: say so and go on.
+        if ((STATE_MAPS as readonly string[]).includes(name)) throw err;
         this.#opts.logger?.warn(`re-pinning ${name} failed: ${(err as Error).message}`);
       }
     }
