@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Lab, startSpak, type SpakProcess } from '../../src/lab/lab.js';
-import { ADDR, assertBlocked, assertStillEchoes, FAMILIES, longLived, skip, SRV } from './common.js';
+import { ADDR, assertBlocked, assertStillEchoes, delta, FAMILIES, longLived, skip, SRV } from './common.js';
 import { reloadOk, sighup, startDaemon, xdpProgId } from './daemon-helpers.js';
 
 const ECHO_PORT = 9090;
@@ -87,6 +87,7 @@ describe('SIGHUP reload', { skip }, () => {
       for (const f of FAMILIES) conns.push(await longLived(lab, CLA, ADDR[f], ECHO_PORT));
 
       // Overlap: [A, B].
+      const before = await server.counters();
       writeConfig([KEY_A, keyB()]);
       const prog0 = await xdpProgId(lab, SRV);
       const swap1 = await reloadOk(server, 'reload to [A, B]');
@@ -108,9 +109,12 @@ describe('SIGHUP reload', { skip }, () => {
       await refused(NOK, 'keyless after the rotation');
       for (const c of conns) await assertStillEchoes(c.proc, 3, `${c.proc.name} across both reloads`);
 
-      // The counters live in a state map: the reloads kept them.
+      // The counters live in a state map: the reloads kept them. The flows did too: no packet
+      // of an established connection missed its flow.
       const counters = await server.counters();
       assert.ok((counters.pass_valid_syn ?? 0) >= 6, `valid SYNs counted across the reloads: ${JSON.stringify(counters)}`);
+      assert.ok((counters.pass_valid_syn ?? 0) >= (before.pass_valid_syn ?? 0), 'the counters were not reset');
+      assert.equal(delta(before, counters, 'drop_flow_miss'), 0, `no flow lost across the reloads: ${JSON.stringify(counters)}`);
       assert.ok(server.running, 'the daemon runs');
     } finally {
       for (const c of conns) await c.proc.stop(1_000);
@@ -139,6 +143,7 @@ describe('SIGHUP reload', { skip }, () => {
           ['a changed interface', JSON.stringify({ server: { ...good.server, interface: 'eth1' } }), /restart needed/],
         ];
         for (const [what, text, reason] of bad) {
+          // Each must fail for its own reason: the line names it.
           writeFileSync(configFile, text);
           const line = await sighup(server);
           assert.match(line, /^spak server: reload rejected, the old configuration stays in force: /, what);
@@ -159,6 +164,21 @@ describe('SIGHUP reload', { skip }, () => {
       }
     } finally {
       await cleanup(a, server);
+    }
+  });
+
+  it('a server started without --config has nothing to reload: SIGHUP says so and changes nothing', { timeout: 120_000 }, async () => {
+    let server: SpakProcess | null = null;
+    try {
+      server = await startSpak(lab, SRV, 'server', { args: [ADDR.v4, String(HTTP_PORT), String(KEY_A.id), 'eth0'], secret: KEY_A.secret });
+      const prog = await xdpProgId(lab, SRV);
+      const line = await sighup(server);
+      assert.match(line, /reload rejected, the old configuration stays in force: started without --config: nothing to reload/);
+      assert.ok(server.running, 'the daemon runs on');
+      assert.equal(await xdpProgId(lab, SRV), prog, 'the program was not replaced');
+      await assertBlocked(lab, NOK, [{ addr: ADDR.v4, port: HTTP_PORT }], 'keyless after the SIGHUP');
+    } finally {
+      await cleanup(server);
     }
   });
 });
