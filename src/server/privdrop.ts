@@ -6,8 +6,11 @@
 //     thread of the process;
 //   - then capset narrows the main thread's permitted and effective sets to what is kept, clears
 //     its inheritable set; the ambient set is cleared and the bounding set holds only what is kept;
-//   - no_new_privs last: nothing this process executes can gain privileges again.
-import { readFileSync } from 'node:fs';
+//   - no_new_privs last, on every thread: prctl sets it on the main thread, then an allow-all
+//     seccomp filter installed with SECCOMP_FILTER_FLAG_TSYNC carries it to every other thread
+//     (the kernel sets no_new_privs on each thread it synchronises). Nothing any thread executes
+//     can gain privileges again.
+import { readdirSync, readFileSync } from 'node:fs';
 import koffi from 'koffi';
 
 /** Capability numbers (linux/capability.h) of those the daemon may keep. */
@@ -20,6 +23,12 @@ const PR_SET_NO_NEW_PRIVS = 38;
 const PR_CAP_AMBIENT = 47;
 const PR_CAP_AMBIENT_CLEAR_ALL = 4;
 const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
+const SECCOMP_SET_MODE_FILTER = 1;
+const SECCOMP_FILTER_FLAG_TSYNC = 1;
+const BPF_RET_K = 0x06;
+const SECCOMP_RET_ALLOW = 0x7fff0000;
+/** seccomp(2) by architecture (glibc has no wrapper). */
+const SYS_SECCOMP: Record<string, number> = { x64: 317, arm64: 277 };
 
 type Ptr = unknown;
 let bound: ReturnType<typeof bind> | undefined;
@@ -30,9 +39,12 @@ function bind() {
     pw_name: 'char *', pw_passwd: 'char *', pw_uid: 'uint32_t', pw_gid: 'uint32_t', pw_gecos: 'char *', pw_dir: 'char *', pw_shell: 'char *',
   });
   const group = koffi.struct('spak_group', { gr_name: 'char *', gr_passwd: 'char *', gr_gid: 'uint32_t', gr_mem: 'void *' });
+  const sockFilter = koffi.struct('spak_sock_filter', { code: 'uint16_t', jt: 'uint8_t', jf: 'uint8_t', k: 'uint32_t' });
+  koffi.struct('spak_sock_fprog', { len: 'unsigned short', filter: koffi.pointer(sockFilter) });
   return {
     passwd,
     group,
+    syscall: lib.func('long syscall(long number, ...)') as (...args: unknown[]) => number,
     prctl: lib.func('int prctl(int option, ...)') as (...args: unknown[]) => number,
     capset: lib.func('int capset(void *hdr, void *data)') as (hdr: Buffer, data: Buffer) => number,
     getpwnam: lib.func('void *getpwnam(const char *name)') as (name: string) => Ptr | null,
@@ -124,7 +136,24 @@ export function dropPrivileges(to: Account, keep: readonly CapName[]): void {
   if (L.capset(hdr, data) !== 0) throw new Error(`dropping privileges: capset: ${L.strerror(koffi.errno())}`);
   prctl('PR_SET_KEEPCAPS off', PR_SET_KEEPCAPS, 0);
   prctl('PR_SET_NO_NEW_PRIVS', PR_SET_NO_NEW_PRIVS, 1);
+  noNewPrivsEverywhere();
   checkDropped(to, kept);
+}
+
+/**
+ * no_new_privs is per thread and Node's other threads run no code of ours: an allow-all seccomp
+ * filter installed with TSYNC makes the kernel set it on every thread of the process.
+ */
+function noNewPrivsEverywhere(): void {
+  const L = libc();
+  const nr = SYS_SECCOMP[process.arch];
+  if (nr === undefined) throw new Error(`dropping privileges: no seccomp syscall number for ${process.arch}`);
+  const prog = { len: 1, filter: [{ code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_ALLOW }] };
+  const ret = L.syscall(nr, 'unsigned int', SECCOMP_SET_MODE_FILTER, 'unsigned int', SECCOMP_FILTER_FLAG_TSYNC, 'spak_sock_fprog *', prog);
+  if (ret !== 0) {
+    const why = ret > 0 ? `thread ${ret} could not be synchronised` : L.strerror(koffi.errno());
+    throw new Error(`dropping privileges: seccomp (no_new_privs on every thread): ${why}`);
+  }
 }
 
 /** Reads back what the kernel says of the main thread; throws when it is not what was asked. */
@@ -139,5 +168,9 @@ function checkDropped(to: Account, kept: number[]): void {
   for (const set of ['CapEff', 'CapPrm']) if (BigInt(`0x${field(set)}`) !== want) problems.push(`${set} ${field(set)}`);
   if (BigInt(`0x${field('CapAmb')}`) !== 0n) problems.push(`CapAmb ${field('CapAmb')}`);
   if (field('NoNewPrivs') !== '1') problems.push(`NoNewPrivs ${field('NoNewPrivs')}`);
+  for (const tid of readdirSync('/proc/self/task')) {
+    const t = readFileSync(`/proc/self/task/${tid}/status`, 'utf8');
+    if (!/^NoNewPrivs:\s*1$/m.test(t)) problems.push(`NoNewPrivs unset on thread ${tid}`);
+  }
   if (problems.length > 0) throw new Error(`dropping privileges to ${to.label}: the kernel reports ${problems.join(', ')}`);
 }

@@ -133,7 +133,8 @@ describe('privilege drop after attach', { skip }, () => {
       assert.equal(hex(main.CapInh), 0n, `CapInh ${main.CapInh}`);
       assert.equal(hex(main.CapAmb), 0n, `CapAmb ${main.CapAmb}`);
       assert.equal(main.NoNewPrivs, '1');
-      // Every other thread (V8 and libuv workers): the user too, and no capabilities at all.
+      // Every other thread (V8 and libuv workers): the user too, no capabilities at all, and
+      // no_new_privs (carried there by the daemon's seccomp TSYNC).
       const tasks = readdirSync(`/proc/${pid}/task`).filter((t) => Number(t) !== pid);
       assert.ok(tasks.length > 0, 'node runs other threads');
       for (const t of tasks) {
@@ -141,6 +142,7 @@ describe('privilege drop after attach', { skip }, () => {
         assert.deepEqual(s.Uid?.split(/\s+/).map(Number), [NOBODY, NOBODY, NOBODY, NOBODY], `thread ${t} Uid: ${s.Uid}`);
         assert.equal(hex(s.CapEff), 0n, `thread ${t} CapEff ${s.CapEff}`);
         assert.equal(hex(s.CapPrm), 0n, `thread ${t} CapPrm ${s.CapPrm}`);
+        assert.equal(s.NoNewPrivs, '1', `thread ${t} NoNewPrivs`);
       }
       // What it writes later is its own: the pins it replaces on reload, the knock state.
       const pinDir = /pinned at (\S+)/.exec(server.banner)?.[1];
