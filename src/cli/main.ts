@@ -152,6 +152,7 @@ function serverPlan(pos: Positionals | null, o: Record<string, unknown>, cmd: Co
     allAddresses: o.allAddresses === true,
     seed: o.seed !== false,
   };
+  if (!loadConfigFile(file).server) throw new UsageError(`${file}: no "server" section`);
   return { plan: planFromConfig(file, overrides), overrides };
 }
 
