@@ -1,11 +1,12 @@
 // spak command line: server, client, keygen, stats. Errors are one line and a non-zero exit.
 import { isIP } from 'node:net';
 import { Command, CommanderError, Option } from 'commander';
-import { pino, type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { BpfMap } from '../bpf/libbpf.js';
 import { formatCounters, readCounters } from '../bpf/counters.js';
-import { newHexKey, parseHexKey } from '../config/keys.js';
-import { loadConfigFile, resolveSecret } from '../config/schema.js';
+import { newHexKey } from '../config/keys.js';
+import { resolveSecret, type ServerConfig } from '../config/schema.js';
+import { configPath, loadConfig, secretKeyFromEnv, type ConfigPath } from '../config/load.js';
 import { SpakClient, type ClientOptions } from '../client/client.js';
 import { SpakServer } from '../server/server.js';
 import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
@@ -14,6 +15,10 @@ import { DEFAULT_BPFFS, pinPaths } from '../server/pins.js';
 import type { XdpMode } from '../bpf/libbpf.js';
 import { SERVER_REASON_NAMES } from '../wire/layout.js';
 import { registerKnock } from './knock.js';
+import { registerDoctor } from './doctor.js';
+import { registerStatus } from './status.js';
+import { createLogger } from '../observe/log.js';
+import { metricsArg, observeSettings } from '../observe/setup.js';
 
 /** A mistake in what the user typed: reported as one line, exit status 2. */
 export class UsageError extends Error {}
@@ -31,8 +36,10 @@ function parsePositionals(args: (string | undefined)[], config: string | undefin
     if (given.length > 0) throw new UsageError(`give either <ip> <port> <key_id> <iface> or --config, not both`);
     return null;
   }
+  // Nothing given: the configuration file ($SPAK_CONFIG or /etc/spak/spak.json).
+  if (given.length === 0) return null;
   if (given.length !== 4)
-    throw new UsageError(`spak ${role} needs <ip> <port> <key_id> <iface> (or --config <file>); see spak ${role} --help`);
+    throw new UsageError(`spak ${role} needs <ip> <port> <key_id> <iface>, or --config <file>, or nothing (then $SPAK_CONFIG or /etc/spak/spak.json); see spak ${role} --help`);
   const [ip, port, keyId, iface] = given as [string, string, string, string];
   if (isIP(ip) === 0 && !(role === 'server' && ip === ALL_ADDRESSES))
     throw new UsageError(`bad address "${ip}": not an IPv4 or IPv6 address${role === 'server' ? ' (or "*")' : ''}`);
@@ -47,10 +54,8 @@ function parseIntIn(text: string, what: string, min: number, max: number): numbe
 }
 
 function secretFromEnv(): Buffer {
-  const hex = process.env.SECRET_KEY;
-  if (hex === undefined || hex === '') throw new UsageError('SECRET_KEY is not set: export SECRET_KEY=<32 hex characters> (spak keygen makes one)');
   try {
-    return parseHexKey(hex, 'SECRET_KEY');
+    return secretKeyFromEnv();
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
@@ -62,7 +67,7 @@ function requireRoot(role: string): void {
 }
 
 function makeLogger(level: string): Logger {
-  return pino({ name: 'spak', level }, pino.destination(2));
+  return createLogger({ level });
 }
 
 /**
@@ -108,7 +113,9 @@ function fromCli(cmd: Command, name: string): boolean {
  * What `spak server` runs. The positional form is read here; --config is read by the daemon
  * (which reads it again on SIGHUP), with the flags given on the command line winning over it.
  */
-function serverPlan(pos: Positionals | null, o: Record<string, unknown>, cmd: Command): { plan: DaemonPlan; overrides: DaemonOverrides } {
+function serverPlan(
+  pos: Positionals | null, o: Record<string, unknown>, cmd: Command,
+): { plan: DaemonPlan; overrides: DaemonOverrides; where?: ConfigPath; cfg?: ServerConfig } {
   const int = (name: string, what: string, min: number, max: number) => parseIntIn(String(o[name]), what, min, max);
   if (pos) {
     const dialAddress = o.dialAddress as string | undefined;
@@ -139,7 +146,7 @@ function serverPlan(pos: Positionals | null, o: Record<string, unknown>, cmd: Co
     };
     return { plan, overrides: {} };
   }
-  const file = o.config as string;
+  const where = configPath(o.config as string | undefined);
   for (const flag of ['dialAddress', 'dialPort', 'bindSource'])
     if (fromCli(cmd, flag)) throw new UsageError(`--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} goes with the positional form; in --config set it per destination`);
   const overrides: DaemonOverrides = {
@@ -152,8 +159,9 @@ function serverPlan(pos: Positionals | null, o: Record<string, unknown>, cmd: Co
     allAddresses: o.allAddresses === true,
     seed: o.seed !== false,
   };
-  if (!loadConfigFile(file).server) throw new UsageError(`${file}: no "server" section`);
-  return { plan: planFromConfig(file, overrides), overrides };
+  const cfg = loadConfig(where).server;
+  if (!cfg) throw new UsageError(`${where.file}: no "server" section`);
+  return { plan: planFromConfig(where, overrides), overrides, where, cfg };
 }
 
 /** Runs fn; what it throws becomes a usage error (exit 2). */
@@ -173,8 +181,9 @@ function clientOptions(pos: Positionals | null, o: Record<string, unknown>, logg
       stepSeconds: parseIntIn(String(o.stepSeconds), 'step seconds', 1, 3600),
       logger,
     };
-  const file = o.config as string;
-  const cfg = loadConfigFile(file).client;
+  const where = configPath(o.config as string | undefined);
+  const file = where.file;
+  const cfg = loadConfig(where).client;
   if (!cfg) throw new UsageError(`${file}: no "client" section`);
   return {
     iface: cfg.interface,
@@ -201,7 +210,7 @@ export function buildProgram(): Command {
 
   program
     .command('server')
-    .description('protect <ip>:<port>: drop every SYN without a valid tag at XDP on <iface> (key in $SECRET_KEY); `spak server stop <iface>` removes it')
+    .description('protect <ip>:<port>: drop every SYN without a valid tag at XDP on <iface> (key in $SECRET_KEY or the file $SECRET_KEY_FILE); with no arguments, the config file $SPAK_CONFIG or /etc/spak/spak.json; `spak server stop <iface>` removes it')
     .argument('[ip]', 'protected destination address (IPv4 or IPv6; 0.0.0.0 or :: for every address of a family, * for all)')
     .argument('[port]', 'protected TCP port')
     .argument('[key_id]', 'key id clients tag with (0-65535)')
@@ -221,26 +230,27 @@ export function buildProgram(): Command {
     .option('--bpffs <dir>', 'where bpffs is (mounted there if missing)', DEFAULT_BPFFS)
     .option('--stats-interval <seconds>', 'print the counters every n seconds (0: only on SIGUSR1 and exit)', '0')
     .option('--log-level <level>', 'pino log level for events on stderr', 'info')
+    .option('--log-file <file>', 'also append JSON log lines to this file')
+    .option('--metrics <addr:port|off>', 'Prometheus endpoint (default 127.0.0.1:9862)', metricsArg)
     .action(async (ip, port, keyId, iface, o: Record<string, unknown>, cmd: Command) => {
       if (ip === 'stop') return serverStop([port, keyId, iface], o);
       const pos = parsePositionals([ip, port, keyId, iface], o.config as string | undefined, 'server');
-      const logger = makeLogger(String(o.logLevel));
-      const { plan, overrides } = serverPlan(pos, o, cmd);
+      const { plan, overrides, where, cfg } = serverPlan(pos, o, cmd);
+      const obs = observeSettings(o, (n) => fromCli(cmd, n), cfg);
+      const logger = createLogger(obs.log);
       requireRoot('server');
-      const daemon = await SpakDaemon.start(plan, {
-        logger, bpffs: o.bpffs as string, configFile: pos ? undefined : (o.config as string), overrides,
-      });
+      const daemon = await SpakDaemon.start(plan, { logger, bpffs: o.bpffs as string, config: where, overrides, metrics: obs.metrics });
       await daemon.run(Number(o.statsInterval) || 0);
     });
 
   program
     .command('client')
-    .description('tag every SYN to <ip>:<port> leaving <iface> (key in $SECRET_KEY)')
+    .description('tag every SYN to <ip>:<port> leaving <iface> (key in $SECRET_KEY or the file $SECRET_KEY_FILE); with no arguments, the config file $SPAK_CONFIG or /etc/spak/spak.json')
     .argument('[ip]', 'server address (IPv4 or IPv6)')
     .argument('[port]', 'server TCP port')
     .argument('[key_id]', 'key id the server knows the key by')
     .argument('[iface]', 'interface to attach the TC egress program to')
-    .option('-c, --config <file>', 'JSON config with many destinations and keys (see README)')
+    .option('-c, --config <file>', 'JSON config with many destinations and keys (see README; SPAK_* variables override it)')
     .option('--step-seconds <n>', 'length of a time step (must match the server)', '30')
     .option('--bind-source', 'cover the source address in the tag (the server must require it too)')
     .option('--stats-interval <seconds>', 'print the counters every n seconds', '0')
@@ -297,6 +307,8 @@ export function buildProgram(): Command {
     });
 
   registerKnock(program);
+  registerStatus(program);
+  registerDoctor(program);
 
   // Usage mistakes exit 2 (commander's own errors included); --help and --version exit 0.
   program.exitOverride();

@@ -4,6 +4,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseHexKey } from './keys.js';
 import { parseCidr } from '../server/allowlist.js';
+import { describeIssue, formatPath } from './hints.js';
 
 const address = z.string().refine((s) => isIP(s) !== 0, { message: 'not an IPv4 or IPv6 address' });
 /** A protected address may also be "*": every address of both families. */
@@ -67,7 +68,7 @@ export const knockSchema = z.strictObject({
   message: 'defaultDurationSeconds is above maxDurationSeconds', path: ['defaultDurationSeconds'],
 });
 
-const ifname = z.string().regex(/^[\w.@:-]{1,15}$/, { message: 'not an interface name (1-15 characters)' });
+const ifname = z.string().min(1).max(15).regex(/^[\w.@:-]+$/, { message: 'not an interface name (letters, digits, _ . @ : -)' });
 const xdpMode = z.enum(['native', 'generic', 'auto']);
 
 /** One interface a daemon serves; xdpMode defaults to the section's. */
@@ -103,6 +104,17 @@ export const serverSchema = z.strictObject({
   alwaysAllow: z.array(cidr).max(16384).default([]),
   allowCapacity: capacity.default(65536),
   knock: knockSchema.optional(),
+  /** Prometheus endpoint (src/observe/metrics.ts); on 127.0.0.1:9862 unless told otherwise. */
+  metrics: z.strictObject({
+    enabled: z.boolean().default(true),
+    listen: address.default('127.0.0.1'),
+    port: z.number().int().min(0).max(65535).default(9862),
+  }).optional(),
+  /** Logs (src/observe/log.ts): JSON lines to `file` as well as stderr; `level` unless --log-level is given. */
+  log: z.strictObject({
+    file: z.string().min(1).optional(),
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+  }).optional(),
 }).superRefine((s, ctx) => {
   if ((s.interface === undefined) === (s.interfaces === undefined))
     ctx.addIssue({ code: 'custom', path: ['interfaces'], message: 'give exactly one of "interface" (one) or "interfaces" (a list)' });
@@ -139,33 +151,48 @@ export type KnockConfig = z.infer<typeof knockSchema>;
 export type ClientConfig = z.infer<typeof clientSchema>;
 export type SpakConfigFile = z.infer<typeof configSchema>;
 
-/** One line naming the first bad field, e.g. "server.protect[0].port: too big". */
-export function formatZodError(file: string, err: z.ZodError): string {
+/**
+ * One line naming the first bad field, what is wrong and, for the common mistakes, the fix, e.g.
+ * "spak.json: server.protect[0].port: Too big: expected number to be <=65535; a port is 1-65535".
+ * `root` (the schema that failed) lets an unknown key be matched against the known ones; `setBy`
+ * (dotted path -> variable) names the SPAK_* variable instead of the file when one set the field.
+ */
+export function formatZodError(file: string, err: z.ZodError, root?: z.ZodType, setBy?: ReadonlyMap<string, string>): string {
   const first = err.issues[0];
   if (!first) return `${file}: invalid configuration`;
-  const where = first.path
-    .map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`))
-    .join('');
-  return `${file}: ${where || '(top level)'}: ${first.message}`;
+  const where = formatPath(first.path);
+  const { message, hint } = describeIssue(first, root);
+  const what = `${message}${hint ? `; ${hint}` : ''}`;
+  const variable = setBy?.get(first.path.join('.'));
+  if (variable) return `${variable} (${where}): ${what}`;
+  return `${file}: ${where || '(top level)'}: ${what}`;
 }
 
-/** Reads and validates a config file; throws one-line errors. */
-export function loadConfigFile(file: string): SpakConfigFile {
+/** Reads a JSON file; throws one-line errors. */
+export function readConfigJson(file: string): unknown {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     throw new Error(`cannot read config ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
-  let json: unknown;
   try {
-    json = JSON.parse(text);
+    return JSON.parse(text);
   } catch (err) {
     throw new Error(`${file}: not valid JSON: ${(err as Error).message}`);
   }
+}
+
+/** Validates a parsed configuration; `file` and `setBy` name where a bad value came from. */
+export function validateConfig(json: unknown, file: string, setBy?: ReadonlyMap<string, string>): SpakConfigFile {
   const parsed = configSchema.safeParse(json);
-  if (!parsed.success) throw new Error(formatZodError(file, parsed.error));
+  if (!parsed.success) throw new Error(formatZodError(file, parsed.error, configSchema, setBy));
   return parsed.data;
+}
+
+/** Reads and validates a config file (no environment: see load.ts); throws one-line errors. */
+export function loadConfigFile(file: string): SpakConfigFile {
+  return validateConfig(readConfigJson(file), file);
 }
 
 /** The key bytes of an entry with secret or secretFile. */

@@ -86,7 +86,7 @@ export function parsePolicy(json: string | null, defaults: PolicyDefaults, file 
       throw new Error(`${file}: not valid JSON: ${(err as Error).message}`);
     }
     const parsed = policySchema.safeParse(raw);
-    if (!parsed.success) throw new Error(formatZodError(file, parsed.error));
+    if (!parsed.success) throw new Error(formatZodError(file, parsed.error, policySchema));
     given = parsed.data;
   }
   const p = { ...defaults, ...given };

@@ -4,13 +4,15 @@
  * 0700 directory, the bundle embedded (a profile holds a private key). The environment can define
  * or override any field, for CI runners and containers: SPAK_PROFILE_<NAME>_HOST, _PORT, _BUNDLE
  * (a bundle file, or the bundle's JSON itself), _OPEN (tcp/22,udp/51820) and _ADDRESS; <NAME> is
- * the profile name upper-cased with '-' as '_'. The environment wins over the file, field by field.
+ * the profile name upper-cased with '-' as '_'; each also as <VAR>_FILE, naming a file that holds the
+ * value. The environment wins over the file, field by field.
  */
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { bundleText, loadBundle, parseBundle, type Bundle } from './bundle.js';
 import { writeFileMode } from './keys.js';
+import { readEnv } from '../config/env.js';
 
 export interface Profile {
   name: string;
@@ -72,7 +74,8 @@ function readFileProfile(name: string, env: NodeJS.ProcessEnv): Omit<Profile, 's
 export function getProfile(name: string, env: NodeJS.ProcessEnv = process.env): Profile | undefined {
   checkProfileName(name);
   const fromFile = readFileProfile(name, env);
-  const e = (f: string): string | undefined => env[envKey(name, f)];
+  // Each variable may also come from a file: SPAK_PROFILE_<NAME>_<FIELD>_FILE (config/env.ts).
+  const e = (f: string): string | undefined => readEnv(envKey(name, f), env);
   const anyEnv = FIELDS.some((f) => e(f) !== undefined);
   if (!fromFile && !anyEnv) return undefined;
   const p: Profile = { ...(fromFile ?? { name }), source: fromFile ? (anyEnv ? 'file+env' : 'file') : 'env' };
@@ -94,7 +97,7 @@ export function listProfiles(env: NodeJS.ProcessEnv = process.env): string[] {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
   for (const k of Object.keys(env)) {
-    const m = /^SPAK_PROFILE_([A-Z0-9_]+)_(HOST|PORT|BUNDLE|OPEN|ADDRESS)$/.exec(k);
+    const m = /^SPAK_PROFILE_([A-Z0-9_]+)_(HOST|PORT|BUNDLE|OPEN|ADDRESS)(_FILE)?$/.exec(k);
     if (m) names.add(m[1]!.toLowerCase());
   }
   return [...names].sort();

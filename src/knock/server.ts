@@ -19,6 +19,7 @@ import { writeKnock, type KnockMaps, type KnockOptions } from './clientmap.js';
 import { KNOCK_REJECTS, KnockOpener, type Access } from './datagram.js';
 import { loadPrivateKey } from './keys.js';
 import { ReplayStore } from './replaystore.js';
+import { RateLimitedLog } from '../observe/limiter.js';
 
 /** Reasons the daemon adds to the datagram's own (KNOCK_REJECTS). */
 export const KNOCK_POLICY_REJECTS = [
@@ -35,6 +36,11 @@ export const KNOCK_REJECT_REASONS: readonly KnockRejectReason[] = [...KNOCK_REJE
 export type KnockCounterName = 'knock_accepted' | `knock_rejected_${KnockRejectReason}`;
 export const KNOCK_COUNTER_NAMES: readonly KnockCounterName[] = ['knock_accepted', ...KNOCK_REJECT_REASONS.map((r) => `knock_rejected_${r}` as const)];
 export type KnockCounters = Record<KnockCounterName, number>;
+/** A knock's outcome: accepted, or the reason it was rejected. */
+export type KnockResult = 'accepted' | KnockRejectReason;
+export interface KnockClientCount { client: string; result: KnockResult; count: number }
+/** The client label of knocks that identified no known client (bad datagram, unknown id). */
+export const UNKNOWN_CLIENT = '(unknown)';
 
 export interface KnockServiceMaps extends KnockMaps { spak_allow: BpfMap }
 
@@ -51,6 +57,8 @@ export interface KnockServiceOptions {
 export interface KnockService {
   stop(): void;
   counters(): KnockCounters;
+  /** Knocks by client name (UNKNOWN_CLIENT when none was identified) and result, since the service started. */
+  clientCounters(): KnockClientCount[];
   /** The bound sockets' addresses (tests use the port when the config asks for port 0). */
   addresses(): { address: string; port: number }[];
   /** Rescans the clients directory now (SIGHUP, tests). */
@@ -65,30 +73,6 @@ export interface KnockService {
 
 export const DEFAULT_STATE_ROOT = '/var/lib/spak';
 const NS = 1_000_000_000n;
-
-/** At most `perSecond` lines a second; what is held back is counted and reported once. */
-export class LogLimiter {
-  #second = 0;
-  #lines = 0;
-  #suppressed = 0;
-  constructor(private readonly log: Logger, private readonly perSecond: number) {}
-
-  write(level: 'info' | 'warn' | 'error', obj: object, msg: string): void {
-    const s = Math.floor(Date.now() / 1000);
-    if (s !== this.#second) {
-      this.flush();
-      this.#second = s;
-      this.#lines = 0;
-    }
-    if (this.#lines++ < this.perSecond) this.log[level](obj, msg);
-    else this.#suppressed++;
-  }
-
-  flush(): void {
-    if (this.#suppressed > 0) this.log.warn({ suppressed: this.#suppressed }, `knock: ${this.#suppressed} log line(s) suppressed`);
-    this.#suppressed = 0;
-  }
-}
 
 /** Addresses an allowlist entry must never name. */
 function unusableAllowAddress(a16: Buffer): boolean {
@@ -167,7 +151,15 @@ export async function startKnockService(
     throw err;
   }
   const counts = Object.fromEntries(KNOCK_COUNTER_NAMES.map((n) => [n, 0])) as KnockCounters;
-  const log = new LogLimiter(logger, opts.logLinesPerSecond ?? 20);
+  // Per client name and result; knocks that name no known client count under UNKNOWN_CLIENT.
+  const byClient = new Map<string, Map<KnockResult, number>>();
+  const countClient = (client: LoadedClient | null, result: KnockResult): void => {
+    const name = client?.name ?? UNKNOWN_CLIENT;
+    let m = byClient.get(name);
+    if (!m) byClient.set(name, (m = new Map()));
+    m.set(result, (m.get(result) ?? 0) + 1);
+  };
+  const log = new RateLimitedLog(logger, { perSecond: opts.logLinesPerSecond ?? 20, name: 'knock' });
   const writeClients = (now: Map<number, LoadedClient>): void => {
     const o = { port: cfg.port, clients: [...now.values()].map((c) => c.publicKey), serverKey, rate: cfg.rate, burst: cfg.burst };
     for (const m of sets) writeKnock(m, o);
@@ -208,8 +200,9 @@ export async function startKnockService(
 
   const reject = (reason: KnockRejectReason, src: string, client: LoadedClient | null, detail?: string): void => {
     counts[`knock_rejected_${reason}`]++;
+    countClient(client, reason);
     log.write('warn', { reason, src, ...(client ? { client: client.name } : {}), ...(detail ? { detail } : {}) },
-      `knock from ${src}${client ? ` (client ${client.name})` : ''} rejected: ${reason}${detail ? `: ${detail}` : ''}`);
+      `knock from ${src}${client ? ` (client ${client.name})` : ''} rejected: ${reason}${detail ? `: ${detail}` : ''}`, 'knock_rejected');
   };
 
   const handle = async (msg: Buffer, rinfo: RemoteInfo): Promise<void> => {
@@ -282,8 +275,9 @@ export async function startKnockService(
         logger.error({ err, client: client.name }, 'knock: saving the grant record failed');
       }
       counts.knock_accepted++;
+      countClient(client, 'accepted');
       const opens = unique.map((a) => `${a.proto}/${a.port}`).join(',');
-      log.write('info', { client: client.name, src, addr, open: opens, durationS }, `knock: client ${client.name} from ${src}: ${addr} may open ${opens} for ${durationS} s`);
+      log.write('info', { client: client.name, src, addr, open: opens, durationS }, `knock: client ${client.name} from ${src}: ${addr} may open ${opens} for ${durationS} s`, 'knock_accepted');
     } catch (err) {
       reject('internal_error', src, client, (err as Error)?.message ?? String(err));
     }
@@ -332,6 +326,7 @@ export async function startKnockService(
       grants.close();
     },
     counters: () => ({ ...counts }),
+    clientCounters: () => [...byClient].flatMap(([client, m]) => [...m].map(([result, count]) => ({ client, result, count }))),
     addresses: () => sockets.map((s) => ({ address: s.address().address, port: s.address().port })),
     rescan: () => dir.rescan(),
     setMaps(next) {

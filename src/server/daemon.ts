@@ -7,11 +7,15 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { XdpMode } from '../bpf/libbpf.js';
 import { formatCounters } from '../bpf/counters.js';
-import { loadConfigFile, resolveSecret, type KnockConfig } from '../config/schema.js';
+import { resolveSecret, type KnockConfig } from '../config/schema.js';
+import { loadConfig, type ConfigPath } from '../config/load.js';
 import { DEFAULT_STATE_ROOT, knockOptionsFromConfig, startKnockService, type KnockService, type KnockServiceMaps } from '../knock/server.js';
 import { ALL_ADDRESSES, type ProtectedDest } from './destinations.js';
 import { dropPrivileges, resolveAccount, type Account, type CapName } from './privdrop.js';
 import { scopeWarnings } from './scope.js';
+import { decisionLog } from '../observe/log.js';
+import type { MetricsEndpoint } from '../observe/metrics.js';
+import { startDaemonMetrics, type MetricsSetting } from '../observe/setup.js';
 import { SpakServer, type ReloadableOptions, type ServerOptions, type StartedServer } from './server.js';
 
 /** Command-line options: they win over the file, at start and at every reload. */
@@ -51,9 +55,14 @@ export interface DaemonPlan {
  */
 export const KEPT_CAPABILITIES: readonly CapName[] = ['BPF', 'NET_ADMIN', 'PERFMON'];
 
-/** Reads the config file and everything it names (key files, knock keys and clients); throws one line. */
-export function planFromConfig(file: string, ov: DaemonOverrides = {}): DaemonPlan {
-  const cfg = loadConfigFile(file).server;
+/**
+ * Reads the config file (with the SPAK_* overrides) and everything it names (key files, knock
+ * keys and clients); throws one line.
+ */
+export function planFromConfig(config: ConfigPath | string, ov: DaemonOverrides = {}): DaemonPlan {
+  const where: ConfigPath = typeof config === 'string' ? { file: config, from: '--config' } : config;
+  const file = where.file;
+  const cfg = loadConfig(where).server;
   if (!cfg) throw new Error(`${file}: no "server" section`);
   const mode = ov.xdpMode ?? cfg.xdpMode;
   const interfaces: DaemonInterface[] = cfg.interfaces
@@ -128,9 +137,11 @@ function hostPort(address: string, port: number): string {
 export interface DaemonOptions {
   logger: Logger;
   bpffs: string;
-  /** The file SIGHUP reads again; without one there is nothing to reload. */
-  configFile?: string | undefined;
+  /** The configuration SIGHUP reads again; without one there is nothing to reload. */
+  config?: ConfigPath | undefined;
   overrides?: DaemonOverrides | undefined;
+  /** The Prometheus endpoint (src/observe), bound before the privilege drop; null or absent: none. */
+  metrics?: MetricsSetting | null | undefined;
 }
 
 export class SpakDaemon {
@@ -140,6 +151,7 @@ export class SpakDaemon {
   #started: StartedServer[];
   #knock: KnockService | null;
   #dropped: string | null = null;
+  #metrics: MetricsEndpoint | null = null;
 
   private constructor(plan: DaemonPlan, opts: DaemonOptions, servers: SpakServer[], started: StartedServer[], knock: KnockService | null) {
     this.#plan = plan;
@@ -159,6 +171,7 @@ export class SpakDaemon {
     const running: SpakServer[] = [];
     const started: StartedServer[] = [];
     let knock: KnockService | null = null;
+    let metricsOf: MetricsEndpoint | null = null;
     try {
       for (const [n, s] of servers.entries()) {
         try {
@@ -170,12 +183,20 @@ export class SpakDaemon {
       }
       if (plan.knockConfig)
         knock = await startKnockService(knockMaps(servers), plan.knockConfig, opts.logger, { iface: plan.interfaces.map((i) => i.name) });
-      // Metrics (src/observe) bind their port here, before the privilege drop, with the live
-      // servers and the knock service as sources.
       const daemon = new SpakDaemon(plan, opts, servers, started, knock);
+      // The metrics port is bound before the privilege drop; the sources are read at scrape time,
+      // so after a reload they are the new programs' maps.
+      daemon.#metrics = await startDaemonMetrics(opts.metrics ?? null, {
+        servers: () => daemon.#servers.map((server, i) => ({
+          iface: daemon.#started[i]!.ifname, enforcement: { hook: 'xdp', mode: daemon.#started[i]!.mode }, server,
+        })),
+        knock: () => daemon.#knock,
+      }, opts.logger);
+      metricsOf = daemon.#metrics;
       if (plan.account) daemon.#dropPrivileges(plan.account);
       return daemon;
     } catch (err) {
+      void metricsOf?.close();
       knock?.stop();
       for (const s of running.reverse()) {
         try {
@@ -213,9 +234,10 @@ export class SpakDaemon {
    * and rescans the knock clients. A bad config changes nothing. Returns a summary line.
    */
   reload(): string {
-    const file = this.#opts.configFile;
-    if (file === undefined) throw new Error('started without --config: nothing to reload');
-    const next = planFromConfig(file, this.#opts.overrides);
+    const where = this.#opts.config;
+    if (where === undefined) throw new Error('started without --config: nothing to reload');
+    const file = where.file;
+    const next = planFromConfig(where, this.#opts.overrides);
     const why = restartNeeded(this.#plan, next);
     if (why) throw new Error(`${why}: restart needed`);
     for (const i of next.interfaces) new SpakServer(serverOptions(next, i, this.#opts)); // the same checks a start makes
@@ -249,6 +271,8 @@ export class SpakDaemon {
 
   /** The daemon goes; protection stays in force (the pinned links keep it). */
   stop(): void {
+    void this.#metrics?.close();
+    this.#metrics = null;
     this.#knock?.stop();
     this.#knock = null;
     for (const s of this.#servers) s.stop();
@@ -273,6 +297,7 @@ export class SpakDaemon {
       return `spak server: XDP (${info.mode}) ${how}; protecting ${dests}; key ids ${s.keys.map((k) => k.id).join(',')}; ` +
         `step ${s.stepSeconds}s +-${s.stepWindow}; ${info.seededFlows} existing connection(s) kept; pinned at ${info.pinDir}`;
     });
+    if (this.#metrics) lines.push(`spak server: metrics on http://${hostPort(this.#metrics.address, this.#metrics.port)}/metrics`);
     if (this.#knock) lines.push(`spak server: knock port ${this.#knock.addresses().map((a) => hostPort(a.address, a.port)).join(', ')}`);
     if (this.#dropped) lines.push(`spak server: running as ${this.#dropped}`);
     return lines;
@@ -323,6 +348,12 @@ export class SpakDaemon {
       });
       process.on('SIGUSR1', () => process.stdout.write(`${report()}\n`));
       process.stdout.write(this.banner().map((l) => `${l}\n`).join(''));
+      const decisions = decisionLog(this.#opts.logger);
+      for (const info of this.#started) {
+        const event = info.adopted ? 'adopt' : 'attach';
+        decisions.write('info', { event, iface: info.ifname, hook: 'xdp', mode: info.mode, ...info.adopted },
+          `${info.adopted ? 'adopted' : 'attached'} XDP (${info.mode}) on ${info.ifname}`, event);
+      }
       for (const w of this.warnings()) process.stderr.write(`spak: warning: ${w}\n`);
     });
   }

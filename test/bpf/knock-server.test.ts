@@ -16,7 +16,9 @@ import { BpfObject, type BpfMap } from '../../src/bpf/libbpf.js';
 import { knockSchema } from '../../src/config/schema.js';
 import { knockTag, KnockSealer, type KnockPlain } from '../../src/knock/datagram.js';
 import { clientIdOf, generateX25519, prefilterKey, privatePem, publicPem, type X25519Pair } from '../../src/knock/keys.js';
-import { KNOCK_COUNTER_NAMES, startKnockService, type KnockCounterName, type KnockService } from '../../src/knock/server.js';
+import { KNOCK_COUNTER_NAMES, startKnockService, UNKNOWN_CLIENT, type KnockCounterName, type KnockService } from '../../src/knock/server.js';
+import { startMetrics } from '../../src/observe/metrics.js';
+import { parsePromText, sampleValue, type Sample } from '../../src/observe/promtext.js';
 import { addrFrom16 } from '../../src/wire/layout.js';
 import * as W from '../../src/knock/wire.js';
 import { ServerHarness } from './harness.js';
@@ -268,5 +270,34 @@ describe('the clients directory while running', () => {
     unlinkSync(path.join(clientsDir, 'carol2.pub'));
     await until(() => inClientMap('carol'), 'carol back');
     assert.equal(await outcome(await seal('carol')), 'knock_accepted');
+  });
+});
+
+describe('knocks by client and result (metrics)', () => {
+  test('spak_knocks_total moves by one for the client and result of each knock; totals agree with the counters', async () => {
+    const m = await startMetrics({ listen: '127.0.0.1', port: 0, sources: { servers: () => [], knock: () => svc } });
+    try {
+      const scrape = async () => parsePromText(await (await fetch(`http://127.0.0.1:${m.port}/metrics`)).text());
+      const knocks = (s: Sample[], client: string, result: string) => sampleValue(s, 'spak_knocks_total', { client, result }) ?? 0;
+      clearAllow();
+      const before = await scrape();
+      assert.equal(await outcome(await seal('alice', { open: [{ proto: 'tcp', port: 22 }] })), 'knock_accepted');
+      assert.equal(await outcome(await seal('mallory')), 'knock_rejected_unknown_client');
+      assert.equal(await outcome(await seal('bob')), 'knock_rejected_source_not_allowed');
+      const now = await scrape();
+      assert.equal(knocks(now, 'alice', 'accepted') - knocks(before, 'alice', 'accepted'), 1);
+      assert.equal(knocks(now, UNKNOWN_CLIENT, 'unknown_client') - knocks(before, UNKNOWN_CLIENT, 'unknown_client'), 1);
+      assert.equal(knocks(now, 'bob', 'source_not_allowed') - knocks(before, 'bob', 'source_not_allowed'), 1);
+      const moved = now.filter((s) => s.name === 'spak_knocks_total' && s.value !== knocks(before, s.labels.client!, s.labels.result!));
+      assert.equal(moved.length, 3, `only those three moved: ${JSON.stringify(moved)}`);
+      // The per-client counts add up to the service's counters (both since this service started).
+      const c = svc.counters();
+      const sum = (pred: (r: string) => boolean) => svc.clientCounters().filter((x) => pred(x.result)).reduce((a, x) => a + x.count, 0);
+      assert.equal(sum((r) => r === 'accepted'), c.knock_accepted);
+      assert.equal(sum((r) => r !== 'accepted'), Object.entries(c).filter(([k]) => k !== 'knock_accepted').reduce((a, [, v]) => a + v, 0));
+    } finally {
+      clearAllow();
+      await m.close();
+    }
   });
 });

@@ -51,7 +51,7 @@ after(async () => {
 });
 
 test('--help works for the tool and every command', () => {
-  for (const args of [['--help'], ['server', '--help'], ['client', '--help'], ['keygen', '--help'], ['stats', '--help']]) {
+  for (const args of [['--help'], ['server', '--help'], ['client', '--help'], ['keygen', '--help'], ['stats', '--help'], ['status', '--help'], ['doctor', '--help']]) {
     const r = spak(args);
     assert.equal(r.status, 0, args.join(' '));
     assert.match(r.stdout, /Usage: spak/);
@@ -67,7 +67,9 @@ test('keygen prints a fresh 128-bit key', () => {
 
 test('bad input: one clear line, non-zero exit, nothing attached', () => {
   const cases: { args: string[]; env?: Record<string, string | undefined>; re: RegExp }[] = [
-    { args: ['server'], re: /needs <ip> <port> <key_id> <iface>/ },
+    { args: ['server', '198.51.100.1'], re: /needs <ip> <port> <key_id> <iface>/ },
+    { args: ['server'], env: { SPAK_CONFIG: '/nonexistent/spak.json' }, re: /cannot read config \/nonexistent\/spak\.json: ENOENT/ },
+    { args: ['server', '198.51.100.1', '22', '1', 'spk0'], env: { SECRET_KEY_FILE: '/nonexistent/key' }, re: /SECRET_KEY_FILE: cannot read \/nonexistent\/key: ENOENT/ },
     { args: ['server', '198.51.100.1', '22', '1', 'spk0'], env: {}, re: /SECRET_KEY is not set/ },
     { args: ['server', '198.51.100.1', '22', '1', 'spk0'], env: { SECRET_KEY: 'xyz' }, re: /SECRET_KEY is not hexadecimal/ },
     { args: ['server', '198.51.100.1', '22', '1', 'spk0'], env: { SECRET_KEY: 'abcd' }, re: /SECRET_KEY has 4 hex characters/ },
@@ -87,6 +89,8 @@ test('bad input: one clear line, non-zero exit, nothing attached', () => {
     { args: ['server', '*', '22', '1', 'spk0', '--dial-address', '203.0.113.1'], re: /dial address needs one protected address/ },
     { args: ['server', '198.51.100.1', '22', '1', 'spk0', '--replay-capacity', '10'], re: /bad replay capacity 10/ },
     { args: ['client', '*', '22', '1', 'spk0'], re: /bad address "\*"/ },
+    { args: ['server', '198.51.100.1', '22', '1', 'spk0', '--metrics', 'localhost:80'], re: /--metrics.*bad metrics address "localhost:80"/ },
+    { args: ['server', '198.51.100.1', '22', '1', 'spk0', '--log-file', '/nonexistent/dir/spak.log'], re: /cannot open log file \/nonexistent\/dir\/spak\.log: ENOENT/ },
   ];
   for (const c of cases) {
     const r = spak(c.args, c.env ?? { SECRET_KEY: KEY });

@@ -37,7 +37,8 @@ test('interfaces: bad lists are refused with the field named', () => {
   assert.throws(() => planFromConfig(config({ interface: 'eth0', interfaces: [{ name: 'eth1' }] })), /exactly one of/);
   assert.throws(() => planFromConfig(config({ interfaces: [] })), /server\.interfaces/);
   assert.throws(() => planFromConfig(config({ interfaces: [{ name: 'eth0' }, { name: 'eth0' }] })), /server\.interfaces\[1\]\.name: eth0 is listed twice/);
-  assert.throws(() => planFromConfig(config({ interfaces: [{ name: 'an-interface-name-too-long' }] })), /server\.interfaces\[0\]\.name: not an interface name/);
+  assert.throws(() => planFromConfig(config({ interfaces: [{ name: 'an-interface-name-too-long' }] })), /server\.interfaces\[0\]\.name: Too big/);
+  assert.throws(() => planFromConfig(config({ interfaces: [{ name: 'eth 0' }] })), /server\.interfaces\[0\]\.name: not an interface name/);
   assert.throws(() => planFromConfig(config({ interfaces: [{ name: 'eth0', enforcement: 'nft' }] })), /server\.interfaces\[0\]\.enforcement/);
   assert.throws(() => planFromConfig(config({ interfaces: [{ name: 'eth0', mode: 'native' }] })), /server\.interfaces\[0\]/);
 });

@@ -11,7 +11,7 @@ import { configSchema, formatZodError, knockSchema } from '../../src/config/sche
 import { inNetwork, parseNetwork, parsePolicy, scanClientsDir, type PolicyDefaults } from '../../src/knock/clients.js';
 import { clientIdOf, generateX25519, privatePem, publicPem } from '../../src/knock/keys.js';
 import { ReplayStore } from '../../src/knock/replaystore.js';
-import { knockOptionsFromConfig, LogLimiter } from '../../src/knock/server.js';
+import { knockOptionsFromConfig } from '../../src/knock/server.js';
 import { addrTo16 } from '../../src/wire/layout.js';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'spak-kclients-'));
@@ -149,16 +149,4 @@ describe('the replay store', () => {
     s.close();
     assert.throws(() => s.cache.seen(9, randomBytes(16), NOW, NOW), /closed/);
   });
-});
-
-test('log rate limit: N lines a second, then one line with the count', () => {
-  const lines: [string, string][] = [];
-  const fake = { info: (_o: object, m: string) => lines.push(['info', m]), warn: (o: object, m: string) => lines.push(['warn', `${m} ${JSON.stringify(o)}`]), error: () => undefined };
-  const l = new LogLimiter(fake as never, 3);
-  for (let i = 0; i < 10; i++) l.write('info', {}, `line ${i}`);
-  l.flush();
-  assert.ok(lines.some(([lvl, m]) => lvl === 'warn' && /log line\(s\) suppressed/.test(m)));
-  const shown = lines.filter(([lvl]) => lvl === 'info').length;
-  const suppressed = lines.filter(([lvl]) => lvl === 'warn').reduce((a, [, m]) => a + Number(/"suppressed":(\d+)/.exec(m)![1]), 0);
-  assert.equal(shown + suppressed, 10);
 });

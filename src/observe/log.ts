@@ -1,0 +1,92 @@
+// The daemons' logger (pino). Where lines go:
+//   - a file (config `log.file` / --log-file): JSON lines, appended;
+//   - stderr: JSON lines when stderr is not a terminal (systemd's journal captures them as
+//     they are), one readable line per event on a terminal.
+// The terminal format is written here (a dozen lines) rather than taken from pino-pretty:
+// pino-pretty runs as a transport in a worker thread and brings its own dependency tree, for
+// what is a time, a level, the message and the remaining fields as key=value.
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { pino, type DestinationStream, type Level, type Logger, type StreamEntry } from 'pino';
+import { RateLimitedLog, type LogSink } from './limiter.js';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
+
+export interface LogSettings {
+  level: string;
+  /** JSON lines appended to this file as well. */
+  file?: string | undefined;
+  /** How stderr gets lines: 'auto' (readable on a terminal, JSON otherwise), 'json', 'pretty' or 'off'. */
+  stderr?: 'auto' | 'json' | 'pretty' | 'off';
+  /** Where "stderr" lines go (tests); default fd 2. */
+  stderrStream?: { write(s: string): unknown; isTTY?: boolean };
+}
+
+const LEVEL_NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
+const OMIT = new Set(['level', 'time', 'msg', 'pid', 'hostname', 'name']);
+
+function fieldText(v: unknown): string {
+  if (typeof v === 'string') return /^[^\s"=]+$/.test(v) ? v : JSON.stringify(v);
+  if (v !== null && typeof v === 'object' && 'message' in v && 'type' in v) return JSON.stringify((v as { message: unknown }).message);
+  return JSON.stringify(v);
+}
+
+/** One pino JSON line as "HH:MM:SS.mmm LEVEL message key=value ...". Lines that are not JSON pass through. */
+export function prettyLine(json: string): string {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    return json.endsWith('\n') ? json : `${json}\n`;
+  }
+  const t = typeof o.time === 'number' ? new Date(o.time).toISOString().slice(11, 23) : '';
+  const level = LEVEL_NAMES[o.level as number] ?? String(o.level);
+  const rest = Object.entries(o).filter(([k]) => !OMIT.has(k)).map(([k, v]) => `${k}=${fieldText(v)}`);
+  return `${[t, level.padEnd(5), String(o.msg ?? ''), ...rest].filter((x) => x !== '').join(' ')}\n`;
+}
+
+/** A pino destination that writes prettyLine() of each record to `out`. */
+export function prettyStream(out: { write(s: string): unknown }): DestinationStream {
+  return { write: (line: string) => void out.write(prettyLine(line)) };
+}
+
+export function checkLevel(level: string): Level {
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new Error(`bad log level "${level}": one of ${LOG_LEVELS.join(', ')}`);
+  return level as Level;
+}
+
+/** The logger for a daemon. A log file that cannot be opened is an error (one line, before anything is attached). */
+export function createLogger(s: LogSettings): Logger {
+  const level = checkLevel(s.level);
+  const streams: StreamEntry[] = [];
+  const err = s.stderrStream ?? process.stderr;
+  const mode = s.stderr ?? 'auto';
+  if (mode !== 'off') {
+    const pretty = mode === 'pretty' || (mode === 'auto' && err.isTTY === true);
+    streams.push({ level, stream: pretty ? prettyStream(err) : s.stderrStream ? { write: (l: string) => void err.write(l) } : pino.destination(2) });
+  }
+  if (s.file !== undefined) {
+    try {
+      // Only the file's own directory is made (e.g. /var/log/spak); never a recursive mkdir,
+      // which spins on some special filesystems.
+      try {
+        mkdirSync(path.dirname(s.file), { mode: 0o750 });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+      // sync: a decision is on disk when the call returns, also if the daemon is killed right after.
+      streams.push({ level, stream: pino.destination({ dest: s.file, append: true, sync: true }) });
+    } catch (e) {
+      throw new Error(`cannot open log file ${s.file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    }
+  }
+  return pino({ name: 'spak', level }, pino.multistream(streams));
+}
+
+/**
+ * The limiter for a daemon's decisions (attach, adopt, reload; the knock service keeps its own
+ * for knocks): `perSecond` lines a second, the rest counted and reported.
+ */
+export function decisionLog(logger: LogSink, perSecond = 20): RateLimitedLog {
+  return new RateLimitedLog(logger, { perSecond, name: 'decisions' });
+}

@@ -1,0 +1,200 @@
+// Prometheus metrics over HTTP (prom-client), on 127.0.0.1 by default. Every value is read
+// when scraped: the verdict counters and table sizes from the kernel maps (through the live
+// SpakServer objects), the knock counts from the running knock service. Nothing is cached.
+//
+// API the daemon calls (one call once the servers and the knock service run):
+//
+//   const m = await startMetrics({ listen: '127.0.0.1', port: 9862, sources, logger });
+//   ... m.address, m.port (the bound ones: port 0 picks a free port) ...
+//   await m.close();
+//
+// `sources` hands out the live objects at each scrape, so a reload that replaces them needs no
+// restart of the endpoint:
+//   sources.servers(): one { iface, enforcement: { hook, mode }, server } per protected
+//     interface; `server` is a SpakServer (counters(), map()), and its destinationCounters(),
+//     when it has one, feeds spak_destination_packets_total (see DestinationCount);
+//   sources.knock?(): the knock service or null.
+// GET /metrics answers the text format; anything else 404.
+import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { isIP } from 'node:net';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { Counter, Gauge, Registry } from 'prom-client';
+import type { BpfMap } from '../bpf/libbpf.js';
+import { REPO_ROOT } from '../bpf/objects.js';
+import type { KnockService } from '../knock/server.js';
+import { TABLES, tableFill } from './tables.js';
+
+export const DEFAULT_METRICS_LISTEN = '127.0.0.1';
+export const DEFAULT_METRICS_PORT = 9862;
+
+/**
+ * One count of the per-destination hook: packets to `destination` ("addr:port" or
+ * "[addr]:port", with "/udp" for UDP) that ended in `reason`.
+ */
+export interface DestinationCount { destination: string; reason: string; count: bigint | number }
+
+/** What the metrics read of a server: SpakServer has all of it. */
+export interface MetricsServerHandle {
+  counters(): Record<string, bigint>;
+  map(name: 'spak_flows' | 'spak_replay' | 'spak_allow'): BpfMap;
+  /** HOOK for per-destination counters: used when the server has it, else the metric stays empty. */
+  destinationCounters?: () => DestinationCount[];
+}
+
+export interface MetricsServerSource {
+  iface: string;
+  /** How the interface is enforced, e.g. { hook: 'xdp', mode: 'native' }. */
+  enforcement: { hook: string; mode: string };
+  server: MetricsServerHandle;
+}
+
+export interface MetricsSources {
+  servers(): MetricsServerSource[];
+  knock?: () => Pick<KnockService, 'clientCounters'> | null;
+}
+
+export interface MetricsOptions {
+  listen: string;
+  port: number;
+  sources: MetricsSources;
+  logger?: Logger | undefined;
+}
+
+export interface MetricsEndpoint {
+  address: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** The package version (package.json of this checkout or installed copy). */
+export function spakVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version?: string }).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+const num = (v: bigint | number): number => (typeof v === 'bigint' ? Number(v) : v);
+
+/** A registry whose collect callbacks read `sources` at each scrape. */
+export function metricsRegistry(sources: MetricsSources): Registry {
+  const registry = new Registry();
+  const registers = [registry];
+  const version = spakVersion();
+
+  new Gauge({
+    name: 'spak_info', help: 'The running spak daemon (always 1); the version is a label.', labelNames: ['version'], registers,
+    collect() {
+      this.reset();
+      this.set({ version }, 1);
+    },
+  });
+  new Gauge({
+    name: 'spak_enforcement_info', help: 'Protected interfaces (always 1): hook (xdp, tcx) and mode (native, generic) as labels.',
+    labelNames: ['interface', 'hook', 'mode'], registers,
+    collect() {
+      this.reset();
+      for (const s of sources.servers()) this.set({ interface: s.iface, hook: s.enforcement.hook, mode: s.enforcement.mode }, 1);
+    },
+  });
+  new Counter({
+    name: 'spak_verdicts_total', help: 'Packets the kernel program decided, by reason (per-CPU counters summed).',
+    labelNames: ['interface', 'reason'], registers,
+    collect() {
+      this.reset();
+      for (const s of sources.servers())
+        for (const [reason, n] of Object.entries(s.server.counters())) this.inc({ interface: s.iface, reason }, num(n));
+    },
+  });
+  new Counter({
+    name: 'spak_destination_packets_total', help: 'Packets to each protected destination, by reason.',
+    labelNames: ['interface', 'destination', 'reason'], registers,
+    collect() {
+      this.reset();
+      for (const s of sources.servers()) {
+        const hook = s.server.destinationCounters;
+        if (typeof hook !== 'function') continue;
+        for (const d of hook.call(s.server)) this.inc({ interface: s.iface, destination: d.destination, reason: d.reason }, num(d.count));
+      }
+    },
+  });
+  new Gauge({
+    name: 'spak_table_entries', help: 'Entries in use in the kernel tables (flows, replay, allowlist).',
+    labelNames: ['interface', 'table'], registers,
+    collect() {
+      this.reset();
+      for (const s of sources.servers())
+        for (const [table, map] of Object.entries(TABLES)) this.set({ interface: s.iface, table }, tableFill(s.server.map(map)).entries);
+    },
+  });
+  new Gauge({
+    name: 'spak_table_capacity', help: 'Capacity of the kernel tables (flows, replay, allowlist).',
+    labelNames: ['interface', 'table'], registers,
+    collect() {
+      this.reset();
+      for (const s of sources.servers())
+        for (const [table, map] of Object.entries(TABLES)) this.set({ interface: s.iface, table }, s.server.map(map).maxEntries);
+    },
+  });
+  new Counter({
+    name: 'spak_knocks_total', help: 'Knocks the daemon handled, by client and result (accepted or the rejection reason).',
+    labelNames: ['client', 'result'], registers,
+    collect() {
+      this.reset();
+      const k = sources.knock?.();
+      if (!k) return;
+      for (const c of k.clientCounters()) this.inc({ client: c.client, result: c.result }, c.count);
+    },
+  });
+  return registry;
+}
+
+/** "addr:port", "[v6]:port" or "off" (null). */
+export function parseListen(text: string): { listen: string; port: number } | null {
+  if (text === 'off') return null;
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:[\]]+):(\d+)$/.exec(text);
+  if (!m || isIP(m[1]!) === 0) throw new Error(`bad metrics address "${text}": expected ADDRESS:PORT ([v6]:PORT for IPv6) or off`);
+  const port = Number(m[2]);
+  if (port > 65535) throw new Error(`bad metrics port ${port}: at most 65535`);
+  return { listen: m[1]!, port };
+}
+
+/** Serves GET /metrics on listen:port until close(). */
+export async function startMetrics(o: MetricsOptions): Promise<MetricsEndpoint> {
+  const registry = metricsRegistry(o.sources);
+  const server: Server = createServer((req, res) => {
+    const url = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' || url !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: GET /metrics\n');
+      return;
+    }
+    registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+      (err: unknown) => {
+        o.logger?.error({ err }, 'metrics: reading the maps failed');
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`spak: metrics: ${(err as Error)?.message ?? String(err)}\n`);
+      },
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(o.port, o.listen, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.unref(); // the daemon's own lifetime decides, not the endpoint
+  const addr = server.address();
+  const bound = typeof addr === 'object' && addr ? { address: addr.address, port: addr.port } : { address: o.listen, port: o.port };
+  o.logger?.info({ address: bound.address, port: bound.port }, `metrics on http://${isIP(bound.address) === 6 ? `[${bound.address}]` : bound.address}:${bound.port}/metrics`);
+  return {
+    ...bound,
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+}

@@ -1,0 +1,19 @@
+// Sizes of the server's tables, read from the kernel when asked (never cached).
+import type { BpfMap } from '../bpf/libbpf.js';
+
+/** The tables whose fill the metrics and `spak status` report, by map name. */
+export const TABLES = { flows: 'spak_flows', replay: 'spak_replay', allowlist: 'spak_allow' } as const;
+export type TableName = keyof typeof TABLES;
+
+/** Entries in a hash map now (batch lookups, the way the sweep reads them). */
+export function countEntries(map: BpfMap): number {
+  let n = 0;
+  for (const c of map.lookupChunks()) n += c.count;
+  return n;
+}
+
+export interface TableFill { entries: number; capacity: number }
+
+export function tableFill(map: BpfMap): TableFill {
+  return { entries: countEntries(map), capacity: map.maxEntries };
+}
