@@ -8,6 +8,7 @@ import { BpfObject, testRun, type BpfProgram } from '../src/bpf/libbpf.js';
 import { objectPath } from '../src/bpf/objects.js';
 import { SpakServer } from '../src/server/server.js';
 import { randomBytes } from 'node:crypto';
+import { createServer, type AddressInfo, type Server } from 'node:net';
 import { KnockSealer } from '../src/knock/datagram.js';
 import { generateX25519 } from '../src/knock/keys.js';
 import { allowSource } from '../src/server/allowlist.js';
@@ -78,9 +79,50 @@ function frames(): Record<string, Buffer> {
   };
 }
 
+/**
+ * Stealth (bpf/spak_stealth.h): SYNs to ports of the protected address that no destination
+ * protects, to a port with a listener and to one without, on the SYN-mode server (stealth off)
+ * and on the same build with stealth on. The listener is a real socket of this process (the
+ * program asks the socket tables of the netns it runs in); the closed port had one a moment ago.
+ */
+async function stealthFrames(): Promise<{ frames: Record<string, Buffer>; listener: Server }> {
+  const listen = () => new Promise<Server>((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen({ host: '::', port: 0, ipv6Only: false }, () => resolve(s));
+  });
+  const gone = await listen();
+  const closed = (gone.address() as AddressInfo).port;
+  await new Promise<void>((r) => gone.close(() => r()));
+  const listener = await listen();
+  const open = (listener.address() as AddressInfo).port;
+  const syn = (dport: number) => buildTcp({ family: 4, saddr: CLIENT, daddr: SERVER, sport: 40002, dport, seq: 0x13579bdf, flags: { syn: true }, options: linuxSynOptions() });
+  return {
+    listener,
+    frames: {
+      [STEALTH_CASES.openOff]: syn(open),
+      [STEALTH_CASES.openOn]: syn(open),
+      [STEALTH_CASES.closedOff]: syn(closed),
+      [STEALTH_CASES.closedOn]: syn(closed),
+      [STEALTH_CASES.ackOn]: buildTcp({ family: 4, saddr: CLIENT, daddr: SERVER, sport: 40000, dport: 80, seq: 1, ack: 1, flags: { ack: true }, payload: Buffer.alloc(64) }),
+    },
+  };
+}
+
+/** Stealth case names; "... stealth on" runs on the stealth server, the rest on the SYN-mode one. */
+export const STEALTH_CASES = {
+  openOff: 'unprotected SYN to a listening port, stealth off',
+  openOn: 'unprotected SYN with stealth on (listening port: socket found, passes)',
+  closedOff: 'closed-port SYN, stealth off (passes: the kernel would RST)',
+  closedOn: 'stealth closed-port SYN (socket lookup misses, dropped)',
+  ackOn: 'unprotected packet (TCP ACK to :80), stealth on',
+} as const;
+const STEALTH_ON = new Set<string>([STEALTH_CASES.openOn, STEALTH_CASES.closedOn, STEALTH_CASES.ackOn]);
+
 /** Runs every case `rounds` times with `repeat` packets each, baseline interleaved. */
 export async function benchXdp(repeat = 10_000_000, rounds = 5): Promise<XdpCase[]> {
   const knockCases = await knockFrames();
+  const stealth = await stealthFrames();
   const baselineObj = BpfObject.open(objectPath('baseline'));
   const settings = {
     iface: 'none', xdpMode: 'native' as const, keys: [{ id: 1, key: KEY }], protect: [{ address: SERVER, port: 22 }],
@@ -95,6 +137,7 @@ export async function benchXdp(repeat = 10_000_000, rounds = 5): Promise<XdpCase
     knock: { port: KNOCK_PORT, clients: [KNOCK_CLIENT.publicKey], serverKey: KNOCK_SERVER.privateKey, rate: 1e9, burst: 1_000_000 },
     alwaysAllow: [ALWAYS_CIDR],
   });
+  const stealthServer = new SpakServer({ ...settings, stealth: true, stealthUdp: true });
   try {
     baselineObj.load();
     const baseline = baselineObj.program('baseline_xdp_pass');
@@ -103,8 +146,10 @@ export async function benchXdp(repeat = 10_000_000, rounds = 5): Promise<XdpCase
     const listProg = listServer.load();
     listServer.protectWithoutAttaching();
     allowSource(listServer.map('spak_allow'), { addr: ALLOWLISTED, proto: 'tcp', port: 22, expiresNs: process.hrtime.bigint() + 3_600_000_000_000n });
-    const cases = { ...frames(), ...knockCases };
-    const progOf = (name: string) => (name in knockCases ? listProg : synProg);
+    const stealthProg = stealthServer.load();
+    stealthServer.protectWithoutAttaching();
+    const cases = { ...frames(), ...knockCases, ...stealth.frames };
+    const progOf = (name: string) => (name in knockCases ? listProg : STEALTH_ON.has(name) ? stealthProg : synProg);
     const samples = new Map<string, { own: number[]; base: number[]; ownWall: number[]; baseWall: number[]; verdict: number }>();
     // The kernel reports whole ns per run; timing the whole call as well gives a finer figure
     // (the syscall itself is a few µs over millions of repeats).
@@ -127,6 +172,11 @@ export async function benchXdp(repeat = 10_000_000, rounds = 5): Promise<XdpCase
       'allowlisted SYN (knock allowlist hit)': XDP_PASS,
       'always-allow hit (SYN, LPM trie)': XDP_PASS,
       'protected port miss (untagged SYN, no allowlist, no always-allow)': XDP_DROP,
+      [STEALTH_CASES.openOff]: XDP_PASS,
+      [STEALTH_CASES.openOn]: XDP_PASS,
+      [STEALTH_CASES.closedOff]: XDP_PASS,
+      [STEALTH_CASES.closedOn]: XDP_DROP,
+      [STEALTH_CASES.ackOn]: XDP_PASS,
     };
     for (const [name, v] of Object.entries(want)) {
       const got = testRun(progOf(name), cases[name as keyof typeof cases]!).retval;
@@ -171,6 +221,8 @@ export async function benchXdp(repeat = 10_000_000, rounds = 5): Promise<XdpCase
   } finally {
     server.stop();
     listServer.stop();
+    stealthServer.stop();
     baselineObj.close();
+    await new Promise<void>((r) => stealth.listener.close(() => r()));
   }
 }

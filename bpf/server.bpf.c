@@ -73,7 +73,7 @@ int spak_server(struct xdp_md *ctx)
 			return drop(SPAK_SRV_DROP_MALFORMED);
 		if (ip4->protocol != IPPROTO_TCP) {
 			if (ip4->protocol == IPPROTO_UDP)
-				return handle_udp_v4(ip4, end);
+				return handle_udp_v4(ctx, ip4, end);
 			if (!is_tunnel_proto(ip4->protocol))
 				return pass(SPAK_SRV_PASS_OTHER);
 			spak_addr_v4(fk.daddr, ip4->daddr);
@@ -98,7 +98,7 @@ int spak_server(struct xdp_md *ctx)
 		} else {
 			r = spak_ipv6_skip_ext(data, end, ip6, &nexthdr, &l4off);
 			if (r == SPAK_V6_FRAGMENT && nexthdr == IPPROTO_UDP)
-				return handle_udp_v6(data, end, ip6, l4off, 1);
+				return handle_udp_v6(ctx, data, end, ip6, l4off, 1);
 			if (r == SPAK_V6_FRAGMENT && !may_be_protected_proto(nexthdr))
 				return pass(SPAK_SRV_PASS_OTHER);
 			if (r != SPAK_V6_OK) {
@@ -110,7 +110,7 @@ int spak_server(struct xdp_md *ctx)
 			}
 			if (nexthdr != IPPROTO_TCP) {
 				if (nexthdr == IPPROTO_UDP)
-					return handle_udp_v6(data, end, ip6, l4off, 0);
+					return handle_udp_v6(ctx, data, end, ip6, l4off, 0);
 				if (!is_tunnel_proto(nexthdr))
 					return pass(SPAK_SRV_PASS_OTHER);
 				spak_addr_v6(fk.daddr, &ip6->daddr);
@@ -135,7 +135,7 @@ int spak_server(struct xdp_md *ctx)
 	word_idx = port >> 6;
 	word = bpf_map_lookup_elem(&spak_ports, &word_idx);
 	if (!word || !(*word & (1ULL << (port & 63))))
-		return pass(SPAK_SRV_PASS_OTHER);
+		return tcp_unguarded(ctx, tcp, ip4, ip6); /* stealth: spak_stealth.h */
 
 	fk.sport = tcp->source;
 	fk.dport = tcp->dest;
@@ -153,7 +153,7 @@ int spak_server(struct xdp_md *ctx)
 
 	flags = ((__u8 *)tcp)[13];
 	if ((flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
-		return handle_syn(tcp, end, &fk, ip4 != NULL);
+		return handle_syn(ctx, tcp, end, &fk, ip4 != NULL);
 	return handle_segment(flags, &fk, ip4 != NULL);
 }
 

@@ -45,7 +45,7 @@ static __always_inline int handle_segment(__u8 flags, const struct spak_flow_key
 		/* A FIN or RST starts nothing: it passes without a flow. */
 		if (!cfg || (flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
 			return pass(SPAK_SRV_PASS_ALLOWLISTED);
-		return record_flow(fk, cfg, SPAK_SRV_PASS_ALLOWLISTED);
+		return record_flow(fk, cfg, SPAK_SRV_PASS_ALLOWLISTED, SPAK_DEST_UNCOUNTED);
 	}
 	cfg = bpf_map_lookup_elem(&spak_config, &zero);
 	if (cfg && flow->seen_s != cfg->flow_clock_s)

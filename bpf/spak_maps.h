@@ -16,7 +16,13 @@ struct spak_config {
 	__u64 step_ns;          /* length of one time step in ns (30 s by default) */
 	__u32 step_window;      /* accept steps within +-window of the server's */
 	__u32 flow_clock_s;     /* the daemon's CLOCK_MONOTONIC seconds, advanced at each refresh */
+	__u32 flags;            /* server: SPAK_CFG_STEALTH_* (client: 0) */
+	__u32 pad;
 };
+
+/* spak_config.flags: stealth for closed ports of protected addresses (spak_stealth.h). */
+#define SPAK_CFG_STEALTH_SYN 0x01  /* drop a SYN to a port with no socket instead of the RST */
+#define SPAK_CFG_STEALTH_UDP 0x02  /* drop a datagram to a port with no socket instead of the ICMP */
 
 /* A protected destination (server) or a target destination (client). */
 struct spak_dest {
@@ -46,7 +52,7 @@ struct spak_dest_key {
 
 struct spak_dest_info {
 	__u32 flags;
-	__u32 pad;
+	__u32 counter_idx;      /* the daemon's stable index into spak_dest_counters (< SPAK_MAX_DESTS) */
 	struct spak_dest_key keys[SPAK_MAX_KEYS];
 };
 

@@ -88,9 +88,10 @@ struct {
 } spak_udp_ports SEC(".maps");
 
 /*
- * (address, port) -> 1 for protected UDP destinations; a family's all-zero address stands
- * for every address of that family. UDP has no tags, so it needs no per-port slot or keys:
- * a port whose bit is set pays one or two lookups here.
+ * (address, port) -> the destination's counter index (spak_dest_counters) for protected UDP
+ * destinations; a family's all-zero address stands for every address of that family. UDP has
+ * no tags, so it needs no per-port slot or keys: a port whose bit is set pays one or two
+ * lookups here.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -150,6 +151,18 @@ struct {
 } spak_knock_rate SEC(".maps");
 
 SPAK_COUNTERS(spak_server_counters, SPAK_SRV_REASON_MAX)
+
+/*
+ * Per protected destination, per outcome of a new-connection decision (spak_dest_outcome):
+ * index counter_idx * SPAK_DOUT_MAX + outcome. Written afresh by each daemon, which assigns
+ * the counter indexes (src/server/destcounters.ts).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SPAK_MAX_DESTS * SPAK_DOUT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} spak_dest_counters SEC(".maps");
 
 static __always_inline int pass(__u32 reason)
 {

@@ -14,6 +14,8 @@
 #include "spak_siphash.h"
 #include "spak_dest.h"
 #include "spak_allow.h"
+#include "spak_destcount.h"
+#include "spak_stealth.h"
 
 #define SPAK_E2BIG 7
 #define SPAK_ENOMEM 12
@@ -37,15 +39,16 @@ static __always_inline int same_source(const struct spak_replay *r, const struct
 	return r->sport == fk->sport && spak_addr_eq(r->saddr, fk->saddr);
 }
 
+/* cidx: the destination's counter index, or SPAK_DEST_UNCOUNTED (not a new-connection decision). */
 static __always_inline int record_flow(const struct spak_flow_key *fk, const struct spak_config *cfg,
-				       __u32 reason)
+				       __u32 reason, __u32 cidx)
 {
 	struct spak_flow flow = { .seen_s = cfg->flow_clock_s, .state = SPAK_FLOW_OPEN };
 
 	/* BPF_ANY: a new connection on the 4-tuple of a closing one starts it afresh. */
 	if (bpf_map_update_elem(&spak_flows, fk, &flow, BPF_ANY))
-		return drop(SPAK_SRV_DROP_FLOW_FULL);
-	return pass(reason);
+		return dest_drop(cidx, SPAK_SRV_DROP_FLOW_FULL);
+	return dest_pass(cidx, reason);
 }
 
 /*
@@ -53,26 +56,28 @@ static __always_inline int record_flow(const struct spak_flow_key *fk, const str
  * are asked only where knock mode or always-allow is configured (SPAK_DEST_LISTS): a
  * SYN-only server pays nothing for them on its drop path.
  */
-static __always_inline int syn_refused(const struct spak_flow_key *fk, __u32 dest_flags, __u32 why)
+static __always_inline int syn_refused(const struct spak_flow_key *fk, const struct spak_dest_info *dest,
+				       __u32 why)
 {
+	__u32 cidx = dest->counter_idx;
 	struct spak_config *cfg;
 	__u32 zero = 0;
 	int how;
 
-	if (!(dest_flags & SPAK_DEST_LISTS))
-		return drop(why);
+	if (!(dest->flags & SPAK_DEST_LISTS))
+		return dest_drop(cidx, why);
 	how = admit(fk, 0);
 
 	if (how == SPAK_ADMIT_NO)
-		return drop(why);
+		return dest_drop(cidx, why);
 	cfg = bpf_map_lookup_elem(&spak_config, &zero);
 	if (!cfg)
-		return drop(why);
-	return record_flow(fk, cfg, how == SPAK_ADMIT_ALWAYS ? SPAK_SRV_PASS_ALWAYS : SPAK_SRV_PASS_ALLOWLISTED);
+		return dest_drop(cidx, why);
+	return record_flow(fk, cfg, how == SPAK_ADMIT_ALWAYS ? SPAK_SRV_PASS_ALWAYS : SPAK_SRV_PASS_ALLOWLISTED, cidx);
 }
 
-static __always_inline int handle_syn(struct tcphdr *tcp, void *end, const struct spak_flow_key *fk,
-				      int v4)
+static __always_inline int handle_syn(void *ctx, struct tcphdr *tcp, void *end,
+				      const struct spak_flow_key *fk, int v4)
 {
 	const struct spak_sip_state *state;
 	struct spak_dest_info *dest;
@@ -86,11 +91,11 @@ static __always_inline int handle_syn(struct tcphdr *tcp, void *end, const struc
 
 	dest = lookup_dest(fk->daddr, fk->dport, v4);
 	if (!dest)
-		return pass(SPAK_SRV_PASS_UNPROTECTED);
+		return stealth_syn(ctx, fk, v4, SPAK_SRV_PASS_UNPROTECTED);
 
 	hdr_len = tcp->doff * 4;
 	if (hdr_len < sizeof(*tcp) || (void *)tcp + hdr_len > end)
-		return drop(SPAK_SRV_DROP_MALFORMED);
+		return dest_drop(dest->counter_idx, SPAK_SRV_DROP_MALFORMED);
 	if (spak_linux_syn_layout((__u8 *)(tcp + 1), end, hdr_len - sizeof(*tcp))) {
 		found = SPAK_OPT_FOUND;
 		opt_off = 20;
@@ -125,7 +130,7 @@ static __always_inline int handle_syn(struct tcphdr *tcp, void *end, const struc
 
 	cfg = bpf_map_lookup_elem(&spak_config, &zero);
 	if (!cfg)
-		return drop(SPAK_SRV_DROP_MALFORMED);
+		return dest_drop(dest->counter_idx, SPAK_SRV_DROP_MALFORMED);
 	/* step_ns == 0 (not configured) divides to 0 in BPF: every step is then "future". */
 	now_step = (bpf_ktime_get_coarse_ns() + cfg->clock_offset_ns) / cfg->step_ns;
 	step = bpf_ntohl(opt->time_step);
@@ -154,7 +159,7 @@ static __always_inline int handle_syn(struct tcphdr *tcp, void *end, const struc
 	first.time_step = (__u32)step;
 	err = bpf_map_update_elem(&spak_replay, &got, &first, BPF_NOEXIST);
 	if (!err)
-		return record_flow(fk, cfg, SPAK_SRV_PASS_VALID_SYN);
+		return record_flow(fk, cfg, SPAK_SRV_PASS_VALID_SYN, dest->counter_idx);
 	/* Full: refusing is the only safe answer, a tag we cannot record could be replayed. */
 	why = SPAK_SRV_DROP_REPLAY_FULL;
 	if (err == -SPAK_E2BIG || err == -SPAK_ENOMEM)
@@ -171,13 +176,13 @@ static __always_inline int handle_syn(struct tcphdr *tcp, void *end, const struc
 	if (known && known->state == SPAK_FLOW_OPEN) {
 		if (known->seen_s != cfg->flow_clock_s)
 			known->seen_s = cfg->flow_clock_s;
-		return pass(SPAK_SRV_PASS_RETRANSMIT);
+		return dest_pass(dest->counter_idx, SPAK_SRV_PASS_RETRANSMIT);
 	}
-	return record_flow(fk, cfg, SPAK_SRV_PASS_RETRANSMIT);
+	return record_flow(fk, cfg, SPAK_SRV_PASS_RETRANSMIT, dest->counter_idx);
 
 refused:
 	/* No valid tag of its own: the allowlists are asked only now (spak_allow.h). */
-	return syn_refused(fk, dest->flags, why);
+	return syn_refused(fk, dest, why);
 }
 
 #endif /* SPAK_SYN_H */

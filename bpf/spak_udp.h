@@ -35,23 +35,27 @@ static __always_inline int udp_port_guarded(__be16 dport)
 	return word && (*word & (1ULL << (port & 63)));
 }
 
-static __always_inline int udp_protected(const __u8 daddr[16], __be16 dport, int v4)
+/* The protected UDP destination's counter index, or NULL when (daddr, dport) is not one. */
+static __always_inline __u32 *udp_protected(const __u8 daddr[16], __be16 dport, int v4)
 {
 	struct spak_dest d = { .port = dport };
+	__u32 *cidx;
 
 	__builtin_memcpy(d.addr, daddr, 16);
-	if (bpf_map_lookup_elem(&spak_udp_protected, &d))
-		return 1;
+	cidx = bpf_map_lookup_elem(&spak_udp_protected, &d);
+	if (cidx)
+		return cidx;
 	wildcard_of(d.addr, v4);
-	return bpf_map_lookup_elem(&spak_udp_protected, &d) != NULL;
+	return bpf_map_lookup_elem(&spak_udp_protected, &d);
 }
 
 /* A datagram (or first fragment) to a port guarded for UDP; fk holds both addresses. */
-static __always_inline int udp_gate(struct udphdr *udp, struct spak_flow_key *fk, int v4)
+static __always_inline int udp_gate(void *ctx, struct udphdr *udp, struct spak_flow_key *fk, int v4)
 {
 	struct spak_config *cfg;
 	struct spak_flow *flow;
-	__u32 zero = 0;
+	__u32 zero = 0, cidx;
+	__u32 *dest;
 	int how;
 
 	fk->sport = udp->source;
@@ -60,27 +64,30 @@ static __always_inline int udp_gate(struct udphdr *udp, struct spak_flow_key *fk
 	fk->pad[0] = 0;
 	fk->pad[1] = 0;
 	fk->pad[2] = 0;
-	if (!udp_protected(fk->daddr, fk->dport, v4))
-		return pass(SPAK_SRV_PASS_UNPROTECTED);
+	dest = udp_protected(fk->daddr, fk->dport, v4);
+	if (!dest)
+		return stealth_udp(ctx, fk, v4, SPAK_SRV_PASS_UNPROTECTED);
+	cidx = *dest;
 	cfg = bpf_map_lookup_elem(&spak_config, &zero);
 	if (!cfg)
-		return drop(SPAK_SRV_DROP_MALFORMED);
+		return dest_drop(cidx, SPAK_SRV_DROP_MALFORMED);
 	flow = bpf_map_lookup_elem(&spak_flows, fk);
 	if (flow) {
 		if (flow->seen_s != cfg->flow_clock_s)
 			flow->seen_s = cfg->flow_clock_s; /* once per daemon tick, not per packet */
 		return pass(SPAK_SRV_PASS_FLOW);
 	}
+	/* No flow: a new-connection decision, counted for the destination. */
 	how = admit(fk, 0);
 	if (how == SPAK_ADMIT_ALWAYS)
-		return pass(SPAK_SRV_PASS_ALWAYS);
+		return dest_pass(cidx, SPAK_SRV_PASS_ALWAYS);
 	if (how == SPAK_ADMIT_NO)
-		return drop(SPAK_SRV_DROP_UDP_NOT_ALLOWED);
-	return record_flow(fk, cfg, SPAK_SRV_PASS_ALLOWLISTED);
+		return dest_drop(cidx, SPAK_SRV_DROP_UDP_NOT_ALLOWED);
+	return record_flow(fk, cfg, SPAK_SRV_PASS_ALLOWLISTED, cidx);
 }
 
 /* UDP over IPv4. */
-static __always_inline int handle_udp_v4(struct iphdr *ip4, void *end)
+static __always_inline int handle_udp_v4(void *ctx, struct iphdr *ip4, void *end)
 {
 	struct spak_knock_config *kc = knock_config();
 	int knock = kc && kc->port;
@@ -103,15 +110,15 @@ static __always_inline int handle_udp_v4(struct iphdr *ip4, void *end)
 		return knock_judge(udp, end, fk.saddr, kc);
 	}
 	if (!udp_port_guarded(udp->dest))
-		return pass(SPAK_SRV_PASS_OTHER);
+		return udp_unguarded(ctx, udp, ip4, NULL);
 	spak_addr_v4(fk.saddr, ip4->saddr);
 	spak_addr_v4(fk.daddr, ip4->daddr);
-	return udp_gate(udp, &fk, 1);
+	return udp_gate(ctx, udp, &fk, 1);
 }
 
 /* UDP over IPv6: off is the UDP header, or with frag the fragment header naming UDP. */
-static __always_inline int handle_udp_v6(void *data, void *end, struct ipv6hdr *ip6, int off,
-					 int frag)
+static __always_inline int handle_udp_v6(void *ctx, void *data, void *end, struct ipv6hdr *ip6,
+					 int off, int frag)
 {
 	struct spak_knock_config *kc = knock_config();
 	int knock = kc && kc->port;
@@ -137,10 +144,10 @@ static __always_inline int handle_udp_v6(void *data, void *end, struct ipv6hdr *
 		return knock_judge(udp, end, fk.saddr, kc);
 	}
 	if (!udp_port_guarded(udp->dest))
-		return pass(SPAK_SRV_PASS_OTHER);
+		return udp_unguarded(ctx, udp, NULL, ip6);
 	spak_addr_v6(fk.saddr, &ip6->saddr);
 	spak_addr_v6(fk.daddr, &ip6->daddr);
-	return udp_gate(udp, &fk, 0);
+	return udp_gate(ctx, udp, &fk, 0);
 }
 
 #endif /* SPAK_UDP_H */

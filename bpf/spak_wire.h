@@ -146,7 +146,26 @@ enum spak_server_reason {
 	SPAK_SRV_PASS_ALLOWLISTED,   /* protected destination: source allowlisted by a knock for this protocol and port */
 	SPAK_SRV_PASS_ALWAYS,        /* protected destination: source in the always-allow list */
 	SPAK_SRV_DROP_UDP_NOT_ALLOWED, /* protected UDP destination: not allowlisted, not always-allowed, no UDP flow */
+	SPAK_SRV_DROP_STEALTH_SYN,   /* stealth: SYN to a protected address's port with no socket (no RST) */
+	SPAK_SRV_DROP_STEALTH_UDP,   /* stealth: datagram to a protected address's port with no socket (no ICMP) */
 	SPAK_SRV_REASON_MAX,
+};
+
+/*
+ * Per protected destination: the outcome of each new-connection decision (a SYN, or a UDP
+ * datagram with no flow), counted in spak_dest_counters at destination counter index *
+ * SPAK_DOUT_MAX + outcome. The established-flow path counts nothing here.
+ */
+enum spak_dest_outcome {
+	SPAK_DOUT_ADMIT_TAG = 0,     /* SYN with a valid tag (first sight or same-source retransmit) */
+	SPAK_DOUT_ADMIT_KNOCK,       /* admitted by a knock's allowlist entry */
+	SPAK_DOUT_ADMIT_ALWAYS,      /* admitted by the always-allow list */
+	SPAK_DOUT_REFUSE_TAG,        /* SYN with no option, a bad option, an unknown key, a step out of window or a bad tag */
+	SPAK_DOUT_REFUSE_REPLAY,     /* valid tag first used by another source */
+	SPAK_DOUT_REFUSE_NOT_ALLOWED, /* UDP datagram with no flow, allowlist entry or always-allow */
+	SPAK_DOUT_REFUSE_FULL,       /* replay or flow table full */
+	SPAK_DOUT_REFUSE_OTHER,      /* malformed headers */
+	SPAK_DOUT_MAX,
 };
 
 /* Client verdict reasons. */

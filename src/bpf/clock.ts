@@ -1,5 +1,5 @@
 import type { BpfMap } from './libbpf.js';
-import { encodeConfig } from '../wire/layout.js';
+import { encodeConfig, SPAK_CFG_STEALTH_SYN, SPAK_CFG_STEALTH_UDP } from '../wire/layout.js';
 
 // The eBPF programs read CLOCK_MONOTONIC (bpf_ktime_get_coarse_ns) and add an offset
 // to get unix time; user space keeps that offset current so NTP steps are followed.
@@ -24,6 +24,10 @@ export function monotonicSeconds(): number {
 export interface TimeSettings {
   stepSeconds: number;
   stepWindow?: number;
+  /** Server: drop SYNs to closed ports of protected addresses instead of the RST (bpf/spak_stealth.h). */
+  stealth?: boolean | undefined;
+  /** Server: drop UDP datagrams to closed ports of protected addresses instead of the ICMP error. */
+  stealthUdp?: boolean | undefined;
 }
 
 const NS = 1_000_000_000n;
@@ -37,6 +41,7 @@ export function writeTimeConfig(map: BpfMap, t: TimeSettings): void {
     stepNs: BigInt(t.stepSeconds) * NS,
     stepWindow: t.stepWindow ?? 0,
     flowClockS: monotonicSeconds(),
+    flags: (t.stealth ? SPAK_CFG_STEALTH_SYN : 0) | (t.stealthUdp ? SPAK_CFG_STEALTH_UDP : 0),
   });
   map.update(Buffer.alloc(4), value);
 }

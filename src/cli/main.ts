@@ -142,6 +142,8 @@ function serverPlan(
         replayCapacity: int('replayCapacity', 'replay capacity', 1024, 16_777_216),
         flowCapacity: int('flowCapacity', 'flow capacity', 1024, 16_777_216),
         seedExisting: o.seed !== false,
+        stealth: o.stealth === true,
+        stealthUdp: o.stealthUdp === true,
       },
     };
     return { plan, overrides: {} };
@@ -158,6 +160,8 @@ function serverPlan(
     flowCapacity: fromCli(cmd, 'flowCapacity') ? int('flowCapacity', 'flow capacity', 1024, 16_777_216) : undefined,
     allAddresses: o.allAddresses === true,
     seed: o.seed !== false,
+    stealth: o.stealth === true ? true : undefined,
+    stealthUdp: o.stealthUdp === true ? true : undefined,
   };
   const cfg = loadConfig(where).server;
   if (!cfg) throw new UsageError(`${where.file}: no "server" section`);
@@ -227,6 +231,8 @@ export function buildProgram(): Command {
     .option('--dial-address <ip>', 'behind DNAT: the address clients dial')
     .option('--dial-port <port>', 'behind DNAT: the port clients dial')
     .option('--no-seed', 'do not keep connections that exist at first start')
+    .option('--stealth', 'drop SYNs to closed ports of protected addresses too (no RST: a scan cannot single out the protected port)')
+    .option('--stealth-udp', 'drop UDP datagrams to closed ports of protected addresses too (no ICMP port unreachable)')
     .option('--bpffs <dir>', 'where bpffs is (mounted there if missing)', DEFAULT_BPFFS)
     .option('--stats-interval <seconds>', 'print the counters every n seconds (0: only on SIGUSR1 and exit)', '0')
     .option('--log-level <level>', 'pino log level for events on stderr', 'info')

@@ -104,6 +104,10 @@ export const serverSchema = z.strictObject({
   alwaysAllow: z.array(cidr).max(16384).default([]),
   allowCapacity: capacity.default(65536),
   knock: knockSchema.optional(),
+  /** Drop SYNs to closed ports of protected addresses instead of letting the kernel answer RST. */
+  stealth: z.boolean().default(false),
+  /** Drop UDP datagrams to closed ports of protected addresses instead of the ICMP port unreachable. */
+  stealthUdp: z.boolean().default(false),
   /** Prometheus endpoint (src/observe/metrics.ts); on 127.0.0.1:9862 unless told otherwise. */
   metrics: z.strictObject({
     enabled: z.boolean().default(true),

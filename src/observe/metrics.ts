@@ -12,7 +12,8 @@
 // restart of the endpoint:
 //   sources.servers(): one { iface, enforcement: { hook, mode }, server } per protected
 //     interface; `server` is a SpakServer (counters(), map()), and its destinationCounters(),
-//     when it has one, feeds spak_destination_packets_total (see DestinationCount);
+//     feeds spak_destination_packets_total: new-connection decisions per protected destination,
+//     by outcome (bpf/spak_destcount.h);
 //   sources.knock?(): the knock service or null.
 // GET /metrics answers the text format; anything else 404.
 import { readFileSync } from 'node:fs';
@@ -30,17 +31,23 @@ export const DEFAULT_METRICS_LISTEN = '127.0.0.1';
 export const DEFAULT_METRICS_PORT = 9862;
 
 /**
- * One count of the per-destination hook: packets to `destination` ("addr:port" or
- * "[addr]:port", with "/udp" for UDP) that ended in `reason`.
+ * What SpakServer.destinationCounters() returns: per protected destination (as configured), the
+ * counts of its new-connection decisions by outcome (admit_tag, refuse_tag, ...).
  */
-export interface DestinationCount { destination: string; reason: string; count: bigint | number }
+export interface DestinationCounts { address: string; port: number; protocol: 'tcp' | 'udp'; counts: Record<string, bigint> }
+
+/** The `destination` label: "addr:port" or "[addr]:port", with "/udp" for UDP. */
+export function destinationLabel(d: Pick<DestinationCounts, 'address' | 'port' | 'protocol'>): string {
+  const hp = d.address.includes(':') ? `[${d.address}]:${d.port}` : `${d.address}:${d.port}`;
+  return d.protocol === 'udp' ? `${hp}/udp` : hp;
+}
 
 /** What the metrics read of a server: SpakServer has all of it. */
 export interface MetricsServerHandle {
   counters(): Record<string, bigint>;
   map(name: 'spak_flows' | 'spak_replay' | 'spak_allow'): BpfMap;
   /** HOOK for per-destination counters: used when the server has it, else the metric stays empty. */
-  destinationCounters?: () => DestinationCount[];
+  destinationCounters?: () => DestinationCounts[];
 }
 
 export interface MetricsServerSource {
@@ -110,14 +117,15 @@ export function metricsRegistry(sources: MetricsSources): Registry {
     },
   });
   new Counter({
-    name: 'spak_destination_packets_total', help: 'Packets to each protected destination, by reason.',
+    name: 'spak_destination_packets_total', help: 'New-connection decisions (SYNs, first UDP datagrams) per protected destination, by outcome.',
     labelNames: ['interface', 'destination', 'reason'], registers,
     collect() {
       this.reset();
       for (const s of sources.servers()) {
         const hook = s.server.destinationCounters;
         if (typeof hook !== 'function') continue;
-        for (const d of hook.call(s.server)) this.inc({ interface: s.iface, destination: d.destination, reason: d.reason }, num(d.count));
+        for (const d of hook.call(s.server))
+          for (const [reason, n] of Object.entries(d.counts)) this.inc({ interface: s.iface, destination: destinationLabel(d), reason }, num(n));
       }
     },
   });

@@ -29,6 +29,9 @@ export interface DaemonOverrides {
   allAddresses?: boolean | undefined;
   /** false: --no-seed. */
   seed?: boolean | undefined;
+  /** true: --stealth, --stealth-udp. */
+  stealth?: boolean | undefined;
+  stealthUdp?: boolean | undefined;
 }
 
 export interface DaemonInterface {
@@ -86,6 +89,8 @@ export function planFromConfig(config: ConfigPath | string, ov: DaemonOverrides 
       // The XDP knock maps are written before the program goes in; the receiver keeps them current.
       knock: cfg.knock ? knockOptionsFromConfig(cfg.knock) : undefined,
       seedExisting: cfg.seedExisting && ov.seed !== false,
+      stealth: ov.stealth ?? cfg.stealth,
+      stealthUdp: ov.stealthUdp ?? cfg.stealthUdp,
     },
     knockConfig: cfg.knock,
     account: cfg.user !== undefined ? resolveAccount(cfg.user, cfg.group) : undefined,
@@ -127,6 +132,7 @@ function reloadable(p: DaemonPlan): ReloadableOptions {
   return {
     keys: s.keys, protect: s.protect, stepSeconds: s.stepSeconds, stepWindow: s.stepWindow, flowIdleSeconds: s.flowIdleSeconds,
     flowFinSeconds: s.flowFinSeconds, knock: s.knock, alwaysAllow: s.alwaysAllow, seedExisting: s.seedExisting,
+    stealth: s.stealth, stealthUdp: s.stealthUdp,
   };
 }
 

@@ -117,12 +117,13 @@ export function protocolOf(d: Pick<ProtectedDest, 'protocol'>): 'tcp' | 'udp' {
  * spak_protected_addrs too: what the parser cannot read (tunnels, TCP fragments) is not
  * passed to them either.
  */
-function writeUdpDestinations(m: DestinationMaps, protect: ProtectedDest[]): void {
+function writeUdpDestinations(m: DestinationMaps, protect: ProtectedDest[], counterIdx: number[]): void {
   const words = new Map<number, bigint>();
-  for (const d of protect) {
+  for (const [i, d] of protect.entries()) {
     if (protocolOf(d) !== 'udp') continue;
     for (const a of d.address === ALL_ADDRESSES ? [V4_ANY, V6_ANY] : [d.address]) {
-      m.spak_udp_protected.update(encodeDest({ addr: a, port: d.port }), u32(1));
+      // The value is the destination's counter index (spak_dest_counters).
+      m.spak_udp_protected.update(encodeDest({ addr: a, port: d.port }), u32(counterIdx[i]!));
       m.spak_protected_addrs.update(addrTo16(a), u32(1));
     }
     const { index, bit } = portBit(d.port);
@@ -142,11 +143,16 @@ function writeUdpDestinations(m: DestinationMaps, protect: ProtectedDest[]): voi
 /**
  * lists: knock mode or always-allow is configured, so a packet that would be dropped asks the
  * allowlists first (SPAK_DEST_LISTS); without them the drop paths cost nothing more.
+ * counterIdx: each destination's index into spak_dest_counters (destcounters.ts), in the order
+ * of protect; by default its position.
  */
-export function writeDestinations(m: DestinationMaps, protect: ProtectedDest[], keys: ServerKey[], lists = false): void {
+export function writeDestinations(
+  m: DestinationMaps, protect: ProtectedDest[], keys: ServerKey[], lists = false, counterIdx: number[] = protect.map((_, i) => i),
+): void {
   checkDestinations(protect, keys);
+  if (counterIdx.length !== protect.length) throw new Error(`${counterIdx.length} counter indexes for ${protect.length} destinations`);
   clearDestinations(m);
-  writeUdpDestinations(m, protect);
+  writeUdpDestinations(m, protect, counterIdx);
   const perPort = new Map<number, number[]>();
   protect.forEach((d, idx) => {
     if (protocolOf(d) !== 'tcp') return; // slot idx of spak_dests stays unused
@@ -158,7 +164,7 @@ export function writeDestinations(m: DestinationMaps, protect: ProtectedDest[], 
       keyId: k.id,
       state: destinationState(k.key, { keyId: k.id, dport: d.dialPort ?? d.port, bindSource: d.bindSource === true, ...(daddr !== undefined ? { daddr } : {}) }),
     }));
-    m.spak_dests.update(u32(idx), encodeDestInfo({ flags, keys: destKeys }));
+    m.spak_dests.update(u32(idx), encodeDestInfo({ flags, keys: destKeys, counterIdx: counterIdx[idx]! }));
     const addrs = d.address === ALL_ADDRESSES ? [V4_ANY, V6_ANY] : [d.address];
     for (const a of addrs) {
       m.spak_protected.update(encodeDest({ addr: a, port: d.port }), u32(idx));

@@ -37,12 +37,14 @@ import {
 import { checkKnock, writeKnock, type KnockOptions } from '../knock/clientmap.js';
 import { parseCidr, sweepAllowlist, writeAlwaysAllow } from './allowlist.js';
 import { ALL_ADDRESSES, checkDestinations, protocolOf, writeDestinations, type ProtectedDest, type ServerKey } from './destinations.js';
+import { DestCounterIndex, readDestinationCounters, zeroDestCounters, type DestinationCounters } from './destcounters.js';
 import { DEFAULT_BPFFS, pinPaths, type PinPaths } from './pins.js';
 import { liveTcpSockets } from './seed.js';
 import { sweepFlows, sweepReplay, type SweepResult } from './sweep.js';
 
 export type { ProtectedDest, ServerKey } from './destinations.js';
 export type { KnockOptions } from '../knock/clientmap.js';
+export type { DestinationCounters } from './destcounters.js';
 
 export interface ServerOptions {
   iface: string;
@@ -65,6 +67,10 @@ export interface ServerOptions {
   alwaysAllow?: string[] | undefined;
   /** Entries of the knock allowlist (spak_allow). */
   allowCapacity?: number | undefined;
+  /** Drop SYNs to ports of protected addresses with no socket, instead of the kernel's RST (bpf/spak_stealth.h). */
+  stealth?: boolean | undefined;
+  /** The same for UDP datagrams, instead of the kernel's ICMP port unreachable. */
+  stealthUdp?: boolean | undefined;
   /** Where bpffs is (mounted there when missing). */
   bpffs?: string | undefined;
   /** Where verdicts are enforced: xdp (default) or tc (TC ingress). */
@@ -81,10 +87,13 @@ export interface ServerOptions {
 export function sweepIntervalSeconds(o: Pick<ServerOptions, 'flowFinSeconds' | 'flowIdleSeconds'>): number {
   return Math.min(30, Math.max(5, Math.min(o.flowFinSeconds, o.flowIdleSeconds)));
 }
-/** Rewritten by each daemon and swapped in with its program. */
+/**
+ * Rewritten by each daemon and swapped in with its program. spak_dest_counters too: its
+ * indexes are the daemon's own assignment (destcounters.ts), so a new daemon counts afresh.
+ */
 const CONFIG_MAPS = [
   'spak_config', 'spak_ports', 'spak_port_slots', 'spak_protected', 'spak_dests', 'spak_protected_addrs',
-  'spak_knock_config', 'spak_knock_clients', 'spak_udp_ports', 'spak_udp_protected', 'spak_always',
+  'spak_knock_config', 'spak_knock_clients', 'spak_udp_ports', 'spak_udp_protected', 'spak_always', 'spak_dest_counters',
 ] as const;
 /**
  * Kept across daemons: what the program learned (flows, tags seen, knock rates), what knocks
@@ -97,7 +106,8 @@ export type ServerMapName = (typeof SERVER_MAPS)[number];
 
 /** What a reload may change (see SpakServer.reload). */
 export type ReloadableOptions = Pick<ServerOptions,
-  'keys' | 'protect' | 'stepSeconds' | 'stepWindow' | 'flowIdleSeconds' | 'flowFinSeconds' | 'knock' | 'alwaysAllow' | 'seedExisting'>;
+  'keys' | 'protect' | 'stepSeconds' | 'stepWindow' | 'flowIdleSeconds' | 'flowFinSeconds' | 'knock' | 'alwaysAllow' | 'seedExisting'
+  | 'stealth' | 'stealthUdp'>;
 
 export interface StartedServer {
   ifname: string;
@@ -120,6 +130,8 @@ export class SpakServer {
   /** This daemon attached the link (rather than adopting one an earlier daemon left). */
   #attachedHere = false;
   #pinDirFd: number | null = null;
+  #counterIndex = new DestCounterIndex();
+  #counterIdx: number[] = [];
 
   constructor(opts: ServerOptions) {
     this.#opts = opts;
@@ -152,11 +164,15 @@ export class SpakServer {
   /** Writes the protected destinations and their keys (no attach: for BPF_PROG_TEST_RUN). */
   protectWithoutAttaching(): void {
     const o = this.#opts;
-    writeDestinations(this.#destinationMaps(), o.protect, o.keys, o.knock !== undefined || (o.alwaysAllow?.length ?? 0) > 0);
+    checkDestinations(o.protect, o.keys);
+    const { indexes, fresh } = this.#counterIndex.assign(o.protect);
+    for (const idx of fresh) zeroDestCounters(this.map('spak_dest_counters'), idx);
+    this.#counterIdx = indexes;
+    writeDestinations(this.#destinationMaps(), o.protect, o.keys, o.knock !== undefined || (o.alwaysAllow?.length ?? 0) > 0, indexes);
   }
 
   /** Rewrites the time config and the destinations of the loaded program with new settings. */
-  configure(update: Partial<Pick<ServerOptions, 'protect' | 'keys' | 'stepSeconds' | 'stepWindow' | 'flowIdleSeconds' | 'flowFinSeconds' | 'knock' | 'alwaysAllow'>>): void {
+  configure(update: Partial<Pick<ServerOptions, 'protect' | 'keys' | 'stepSeconds' | 'stepWindow' | 'flowIdleSeconds' | 'flowFinSeconds' | 'knock' | 'alwaysAllow' | 'stealth' | 'stealthUdp'>>): void {
     const next = { ...this.#opts, ...update };
     checkDestinations(next.protect, next.keys);
     if (next.knock) checkKnock(next.knock);
@@ -330,6 +346,10 @@ export class SpakServer {
     const oldProgId = oldProg.id;
     const reuse: Partial<Record<ServerMapName, BpfMap>> = {};
     for (const name of STATE_MAPS) reuse[name] = oldObj.map(name);
+    // This daemon's per-destination counters go on too: the same destination keeps its index
+    // (DestCounterIndex), a new one gets a zeroed slot.
+    reuse.spak_dest_counters = oldObj.map('spak_dest_counters');
+    const prevCounterIdx = this.#counterIdx;
     this.#opts = next;
     this.#obj = null;
     let newProgId: number;
@@ -341,6 +361,7 @@ export class SpakServer {
       (this.#obj as BpfObject | null)?.close(); // the instance load() made, if it got that far
       this.#obj = oldObj;
       this.#opts = prevOpts;
+      this.#counterIdx = prevCounterIdx;
       throw err;
     }
     oldObj.close();
@@ -421,6 +442,14 @@ export class SpakServer {
   /** Verdict counters summed over CPUs. */
   counters(): Record<ServerReason, bigint> {
     return readCounters(this.map('spak_server_counters'), SERVER_REASON_NAMES);
+  }
+
+  /**
+   * Per protected destination (as configured: address, port, protocol), the counts of its
+   * new-connection decisions by outcome (admit_tag, refuse_tag, ...), summed over CPUs.
+   */
+  destinationCounters(): DestinationCounters[] {
+    return readDestinationCounters(this.map('spak_dest_counters'), this.#opts.protect, this.#counterIdx);
   }
 
   /** One sweep of the flow and replay tables (the daemon runs it every sweepIntervalSeconds). */

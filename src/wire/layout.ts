@@ -56,6 +56,9 @@ export const SPAK_MAX_DESTS = 1024;
 export const SPAK_DEST_BIND_SOURCE = 0x01;
 export const SPAK_DEST_DADDR_AT_RUN = 0x02;
 export const SPAK_DEST_LISTS = 0x04;
+/** spak_config.flags (server): stealth for closed ports of protected addresses (bpf/spak_stealth.h). */
+export const SPAK_CFG_STEALTH_SYN = 0x01;
+export const SPAK_CFG_STEALTH_UDP = 0x02;
 export const SPAK_DEFAULT_REPLAY_CAPACITY = 131072;
 export const SPAK_DEFAULT_FLOW_CAPACITY = 131072;
 export const SPAK_KNOCK_DEFAULT_RATE = 10;
@@ -105,6 +108,20 @@ export const SERVER_REASONS = [
   'SPAK_SRV_PASS_ALLOWLISTED',
   'SPAK_SRV_PASS_ALWAYS',
   'SPAK_SRV_DROP_UDP_NOT_ALLOWED',
+  'SPAK_SRV_DROP_STEALTH_SYN',
+  'SPAK_SRV_DROP_STEALTH_UDP',
+] as const;
+
+/** Outcomes of a protected destination's new-connection decisions (enum spak_dest_outcome), in header order. */
+export const DEST_OUTCOMES = [
+  'SPAK_DOUT_ADMIT_TAG',
+  'SPAK_DOUT_ADMIT_KNOCK',
+  'SPAK_DOUT_ADMIT_ALWAYS',
+  'SPAK_DOUT_REFUSE_TAG',
+  'SPAK_DOUT_REFUSE_REPLAY',
+  'SPAK_DOUT_REFUSE_NOT_ALLOWED',
+  'SPAK_DOUT_REFUSE_FULL',
+  'SPAK_DOUT_REFUSE_OTHER',
 ] as const;
 
 export const CLIENT_REASONS = [
@@ -123,6 +140,7 @@ export type ClientReasonId = (typeof CLIENT_REASONS)[number];
 type Friendly<S extends string, P extends string> = S extends `${P}${infer R}` ? Lowercase<R> : never;
 export type ServerReason = Friendly<ServerReasonId, 'SPAK_SRV_'>;
 export type ClientReason = Friendly<ClientReasonId, 'SPAK_CLI_'>;
+export type DestOutcome = Friendly<(typeof DEST_OUTCOMES)[number], 'SPAK_DOUT_'>;
 
 function friendly<P extends string, S extends string>(prefix: P, ids: readonly S[]): Friendly<S, P>[] {
   return ids.map((id) => id.slice(prefix.length).toLowerCase() as Friendly<S, P>);
@@ -131,10 +149,14 @@ function friendly<P extends string, S extends string>(prefix: P, ids: readonly S
 /** Friendly names, same order: SERVER_REASON_NAMES[i] names counter slot i. */
 export const SERVER_REASON_NAMES: readonly ServerReason[] = friendly('SPAK_SRV_', SERVER_REASONS);
 export const CLIENT_REASON_NAMES: readonly ClientReason[] = friendly('SPAK_CLI_', CLIENT_REASONS);
+/** admit_tag, admit_knock, ...: DEST_OUTCOME_NAMES[i] is outcome i of a destination's counters. */
+export const DEST_OUTCOME_NAMES: readonly DestOutcome[] = friendly('SPAK_DOUT_', DEST_OUTCOMES);
 
 /** SPAK_SRV_REASON_MAX / SPAK_CLI_REASON_MAX: the number of counter slots. */
 export const SPAK_SRV_REASON_MAX = SERVER_REASONS.length;
 export const SPAK_CLI_REASON_MAX = CLIENT_REASONS.length;
+/** SPAK_DOUT_MAX: counters per destination in spak_dest_counters. */
+export const SPAK_DOUT_MAX = DEST_OUTCOMES.length;
 
 /** Counter slot of a reason by friendly name, e.g. serverReasonIndex('drop_bad_tag'). */
 export function serverReasonIndex(name: ServerReason): number {
@@ -150,7 +172,7 @@ export const STRUCT_SIZES = {
   spak_tag_input: 48,
   spak_sip_state: 32,
   spak_key: 16,
-  spak_config: 24,
+  spak_config: 32,
   spak_dest: 20,
   spak_dest_key: 40,
   spak_dest_info: 168,
@@ -297,6 +319,8 @@ export interface SpakConfig {
   stepWindow: number;
   /** The daemon's CLOCK_MONOTONIC seconds: flows record it when a packet passes. */
   flowClockS: number;
+  /** Server: SPAK_CFG_STEALTH_* bits (0 when absent). */
+  flags?: number;
 }
 
 export function encodeConfig(c: SpakConfig): Buffer {
@@ -305,6 +329,7 @@ export function encodeConfig(c: SpakConfig): Buffer {
   b.writeBigUInt64LE(c.stepNs, 8);
   b.writeUInt32LE(c.stepWindow, 16);
   b.writeUInt32LE(c.flowClockS >>> 0, 20);
+  b.writeUInt32LE(c.flags ?? 0, 24);
   return b;
 }
 export function decodeConfig(b: Buffer): SpakConfig {
@@ -314,6 +339,7 @@ export function decodeConfig(b: Buffer): SpakConfig {
     stepNs: b.readBigUInt64LE(8),
     stepWindow: b.readUInt32LE(16),
     flowClockS: b.readUInt32LE(20),
+    flags: b.readUInt32LE(24),
   };
 }
 
@@ -353,12 +379,18 @@ export type SipState = Buffer;
 export interface SpakDestKey { keyId: number; state: SipState }
 
 /** struct spak_dest_info: a destination's flags and up to SPAK_MAX_KEYS keys, valid ones first. */
-export interface SpakDestInfo { flags: number; keys: SpakDestKey[] }
+export interface SpakDestInfo {
+  flags: number;
+  keys: SpakDestKey[];
+  /** Index into spak_dest_counters (the daemon assigns it: src/server/destcounters.ts); 0 when absent. */
+  counterIdx?: number;
+}
 
 export function encodeDestInfo(d: SpakDestInfo): Buffer {
   if (d.keys.length > SPAK_MAX_KEYS) throw new RangeError(`at most ${SPAK_MAX_KEYS} keys per destination, got ${d.keys.length}`);
   const b = Buffer.alloc(STRUCT_SIZES.spak_dest_info);
   b.writeUInt32LE(d.flags, 0);
+  b.writeUInt32LE(d.counterIdx ?? 0, 4);
   d.keys.forEach((k, i) => {
     const off = 8 + i * STRUCT_SIZES.spak_dest_key;
     b.writeUInt16LE(k.keyId, off);
@@ -375,7 +407,7 @@ export function decodeDestInfo(b: Buffer): SpakDestInfo {
     if (b.readUInt16LE(off + 2) === 0) break;
     keys.push({ keyId: b.readUInt16LE(off), state: Buffer.from(b.subarray(off + 8, off + 40)) });
   }
-  return { flags: b.readUInt32LE(0), keys };
+  return { flags: b.readUInt32LE(0), keys, counterIdx: b.readUInt32LE(4) };
 }
 
 function checkState(s: SipState): Buffer {

@@ -105,6 +105,9 @@ export interface ServerSetup {
   stepWindow?: number;
   flowIdleSeconds?: number;
   flowFinSeconds?: number;
+  /** Drop SYNs / datagrams to closed ports of protected addresses (bpf/spak_stealth.h). */
+  stealth?: boolean;
+  stealthUdp?: boolean;
 }
 
 export interface ServerRun {
@@ -149,6 +152,8 @@ export class ServerHarness {
       stepWindow: s.stepWindow ?? 1,
       flowIdleSeconds: s.flowIdleSeconds ?? 300,
       flowFinSeconds: s.flowFinSeconds ?? 10,
+      stealth: s.stealth ?? false,
+      stealthUdp: s.stealthUdp ?? false,
     });
     this.reset();
   }

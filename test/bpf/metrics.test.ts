@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { monotonicNs } from '../../src/bpf/clock.js';
-import { startMetrics, spakVersion, type MetricsEndpoint } from '../../src/observe/metrics.js';
+import { destinationLabel, startMetrics, spakVersion, type MetricsEndpoint } from '../../src/observe/metrics.js';
 import { parsePromText, sampleValue, type Sample } from '../../src/observe/promtext.js';
 import { allowSource } from '../../src/server/allowlist.js';
 import { SERVER_REASON_NAMES, type ServerReason } from '../../src/wire/layout.js';
@@ -113,16 +113,27 @@ test('daemon info: version and enforcement mode', async () => {
   assert.equal(s.filter((x) => x.name === 'spak_knocks_total').length, 0);
 });
 
-test('per-destination counts come from SpakServer.destinationCounters() when it exists', async () => {
-  const s = await samples();
-  const hook = (srv.server as { destinationCounters?: () => { destination: string; reason: string; count: bigint | number }[] }).destinationCounters;
-  const got = s.filter((x) => x.name === 'spak_destination_packets_total');
-  if (typeof hook !== 'function') {
-    assert.equal(got.length, 0, 'no hook yet: no samples');
-    return;
-  }
-  for (const d of hook.call(srv.server))
-    assert.equal(sampleValue(got, 'spak_destination_packets_total', { interface: IFACE, destination: d.destination, reason: d.reason }), Number(d.count));
+test('per-destination counts equal SpakServer.destinationCounters(), and move by exactly the decisions made', async () => {
+  const label = (d: { address: string; port: number; protocol: string }) => destinationLabel({ ...d, protocol: d.protocol === 'udp' ? 'udp' : 'tcp' });
+  const dest = (s: Sample[], d: { address: string; port: number; protocol: string }, reason: string) =>
+    sampleValue(s, 'spak_destination_packets_total', { interface: IFACE, destination: label(d), reason });
+  const first = await samples();
+  const before = srv.server.destinationCounters();
+  assert.equal(before.length, DEFAULT_SETUP.protect.length);
+  for (const d of before) for (const [reason, n] of Object.entries(d.counts)) assert.equal(dest(first, d, reason), Number(n), `${label(d)} ${reason}`);
+  assert.equal(label(before[1]!), '[2001:db8::1]:22');
+
+  srv.reset();
+  const step = await settledStep(srv.stepSeconds);
+  srv.expect(validSyn(FAMILIES[4], step, { sport: 45000, seq: 0x3000 }), 'pass_valid_syn');
+  srv.expect(rawSyn(FAMILIES[4], Buffer.alloc(0), { sport: 45001 }), 'drop_no_option');
+  srv.expect(segment(FAMILIES[4], { ack: true }, { sport: 45000, seq: 0x3001 }), 'pass_flow');
+  const second = await samples();
+  const v4 = before.find((d) => d.address === FAMILIES[4].server && d.port === 22)!;
+  assert.equal(dest(second, v4, 'admit_tag')! - dest(first, v4, 'admit_tag')!, 1);
+  assert.equal(dest(second, v4, 'refuse_tag')! - dest(first, v4, 'refuse_tag')!, 1);
+  for (const d of srv.server.destinationCounters())
+    for (const [reason, n] of Object.entries(d.counts)) assert.equal(dest(second, d, reason), Number(n), `${label(d)} ${reason} after`);
 });
 
 test('a second endpoint on a taken port is refused with the error', async () => {

@@ -44,6 +44,17 @@ test('a full config loads with defaults filled in', () => {
   assert.equal(cfg.client?.destinations[0]?.keyId, 1);
   assert.equal(cfg.server?.protect[0]?.protocol, 'tcp');
   assert.deepEqual(cfg.server?.alwaysAllow, []);
+  assert.equal(cfg.server?.stealth, false);
+  assert.equal(cfg.server?.stealthUdp, false);
+});
+
+test('stealth: two booleans, anything else names the field', () => {
+  const base = { interface: 'eth0', keys: [{ id: 1, secret: KEY }], protect: [{ address: '198.51.100.1', port: 22 }] };
+  const cfg = loadConfigFile(write('stealth.json', { server: { ...base, stealth: true, stealthUdp: true } })).server!;
+  assert.equal(cfg.stealth, true);
+  assert.equal(cfg.stealthUdp, true);
+  assert.throws(() => loadConfigFile(write('badstealth.json', { server: { ...base, stealth: 'yes' } })), /server\.stealth/);
+  assert.throws(() => loadConfigFile(write('badstealthudp.json', { server: { ...base, stealthUdp: 1 } })), /server\.stealthUdp/);
 });
 
 test('protocol per protected destination and the always-allow list', () => {

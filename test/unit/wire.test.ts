@@ -9,6 +9,8 @@ import {
   addrTo16,
   CLIENT_REASONS,
   CLIENT_REASON_NAMES,
+  DEST_OUTCOMES,
+  DEST_OUTCOME_NAMES,
   SERVER_REASONS,
   SERVER_REASON_NAMES,
   STRUCT_SIZES,
@@ -155,7 +157,7 @@ describe('constants mirror the headers', () => {
   });
 
   test('every exported SPAK_ number constant exists in the headers', () => {
-    const enumMax = new Set(['SPAK_SRV_REASON_MAX', 'SPAK_CLI_REASON_MAX']);
+    const enumMax = new Set(['SPAK_SRV_REASON_MAX', 'SPAK_CLI_REASON_MAX', 'SPAK_DOUT_MAX']);
     for (const [name, value] of Object.entries(layout)) {
       if (!/^SPAK_[A-Z0-9_]+$/.test(name) || typeof value !== 'number' || enumMax.has(name)) continue;
       assert.ok(DEFINES.has(name), `${name} is not #defined in the headers`);
@@ -167,6 +169,20 @@ describe('constants mirror the headers', () => {
     assert.equal(names.pop(), 'SPAK_SRV_REASON_MAX');
     assert.deepEqual([...SERVER_REASONS], names);
     assert.equal(layout.SPAK_SRV_REASON_MAX, names.length);
+  });
+
+  test('stealth reasons are in the mirror', () => {
+    assert.equal(layout.serverReasonIndex('drop_stealth_syn'), SERVER_REASONS.indexOf('SPAK_SRV_DROP_STEALTH_SYN'));
+    assert.equal(layout.serverReasonIndex('drop_stealth_udp'), SERVER_REASONS.indexOf('SPAK_SRV_DROP_STEALTH_UDP'));
+    assert.ok(layout.serverReasonIndex('drop_stealth_syn') >= 0 && layout.serverReasonIndex('drop_stealth_udp') >= 0);
+  });
+
+  test('per-destination outcomes in header order', () => {
+    const names = enumNames('spak_dest_outcome');
+    assert.equal(names.pop(), 'SPAK_DOUT_MAX');
+    assert.deepEqual([...DEST_OUTCOMES], names);
+    assert.equal(layout.SPAK_DOUT_MAX, names.length);
+    DEST_OUTCOMES.forEach((id, i) => assert.equal(`SPAK_DOUT_${DEST_OUTCOME_NAMES[i]!.toUpperCase()}`, id));
   });
 
   test('client reasons in header order', () => {
@@ -246,7 +262,7 @@ describe('struct layout', () => {
     // The sizes the brief fixes, as a guard on the calculator itself.
     assert.deepEqual(
       { ...STRUCT_SIZES },
-      { spak_opt: 20, spak_tag_input: 48, spak_sip_state: 32, spak_key: 16, spak_config: 24, spak_dest: 20,
+      { spak_opt: 20, spak_tag_input: 48, spak_sip_state: 32, spak_key: 16, spak_config: 32, spak_dest: 20,
         spak_dest_key: 40, spak_dest_info: 168, spak_port_slot: 24, spak_target: 40, spak_flow_key: 40, spak_flow: 8,
         spak_replay: 24, spak_knock: 152, spak_knock_entry: 3, spak_knock_plain: 88, spak_knock_config: 24,
         spak_allow_key: 20, spak_allow: 24, spak_always_key: 20 },
@@ -267,9 +283,9 @@ describe('struct layout', () => {
   });
 
   test('spak_config', () => {
-    const c = { clockOffsetNs: -1234567890123n, stepNs: 30_000_000_000n, stepWindow: 1, flowClockS: 987654 };
+    const c = { clockOffsetNs: -1234567890123n, stepNs: 30_000_000_000n, stepWindow: 1, flowClockS: 987654, flags: layout.SPAK_CFG_STEALTH_SYN | layout.SPAK_CFG_STEALTH_UDP };
     const b = layout.encodeConfig(c);
-    assertStruct('spak_config', b, { clock_offset_ns: c.clockOffsetNs, step_ns: c.stepNs, step_window: 1, flow_clock_s: 987654 });
+    assertStruct('spak_config', b, { clock_offset_ns: c.clockOffsetNs, step_ns: c.stepNs, step_window: 1, flow_clock_s: 987654, flags: 3, pad: 0 });
     assert.deepEqual(layout.decodeConfig(b), c);
   });
 
@@ -292,10 +308,10 @@ describe('struct layout', () => {
   const STATE_B = Buffer.alloc(32, 0x5a);
 
   test('spak_dest_info and spak_dest_key', () => {
-    const d = { flags: layout.SPAK_DEST_BIND_SOURCE | layout.SPAK_DEST_DADDR_AT_RUN, keys: [{ keyId: 7, state: STATE_A }, { keyId: 0xbeef, state: STATE_B }] };
+    const d = { flags: layout.SPAK_DEST_BIND_SOURCE | layout.SPAK_DEST_DADDR_AT_RUN, keys: [{ keyId: 7, state: STATE_A }, { keyId: 0xbeef, state: STATE_B }], counterIdx: 513 };
     const b = layout.encodeDestInfo(d);
     const keys = b.subarray(cfield('spak_dest_info', 'keys').offset);
-    assertStruct('spak_dest_info', b, { flags: 3, pad: 0, keys: keys.toString('hex') });
+    assertStruct('spak_dest_info', b, { flags: 3, counter_idx: 513, keys: keys.toString('hex') });
     assertStruct('spak_dest_key', keys.subarray(0, 40), { key_id: 7, valid: 1, pad: 0, state: STATE_A.toString('hex') });
     assertStruct('spak_dest_key', keys.subarray(40, 80), { key_id: 0xbeef, valid: 1, pad: 0, state: STATE_B.toString('hex') });
     assertStruct('spak_dest_key', keys.subarray(80, 120), { key_id: 0, valid: 0, pad: 0, state: '00'.repeat(32) });
@@ -378,7 +394,7 @@ describe('struct layout', () => {
   });
 
   test('short buffers are refused', () => {
-    assert.throws(() => layout.decodeConfig(Buffer.alloc(23)), RangeError);
+    assert.throws(() => layout.decodeConfig(Buffer.alloc(31)), RangeError);
     assert.throws(() => layout.decodeFlowKey(Buffer.alloc(35)), RangeError);
     assert.throws(() => layout.encodeDest({ addr: Buffer.alloc(4), port: 1 }), RangeError);
   });

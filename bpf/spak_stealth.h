@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * Stealth for closed ports (spak_config.flags, set by the daemon's --stealth and
+ * --stealth-udp). Without it, the kernel answers a SYN to a port with no listener with a RST
+ * and a UDP datagram with an ICMP port-unreachable, while a protected port stays silent: a
+ * scan of the host singles the protected port out. With it, those probes are dropped too,
+ * so every closed port of a protected address is as silent as the protected one.
+ *
+ * Only what the kernel would refuse itself is dropped: the kernel's own socket tables are
+ * asked (bpf_skc_lookup_tcp / bpf_sk_lookup_udp in the current netns), so a listening
+ * port, an established or connecting socket (simultaneous open) and a bound UDP socket all
+ * keep working, and the socket found is released at once. Only pure SYNs (SYN without ACK)
+ * are judged: a SYN-ACK, ACK, FIN or RST to the host's own outgoing connections is never
+ * looked at. UDP replies to the host's own sockets find those sockets. Only destinations on
+ * a protected address (spak_protected_addrs, wildcards included) are judged, so traffic the
+ * host forwards to other addresses is left alone. Multicast and broadcast datagrams pass:
+ * the kernel never answers them with an ICMP error.
+ *
+ * Cost: an unprotected packet that is not a pure SYN (TCP) pays one flags test; a pure SYN
+ * to an unprotected port pays the config's inlined array read; with stealth on, one or two
+ * hash lookups (protected address) and the socket lookup. The established-flow path and
+ * the protected paths do not come here.
+ */
+#ifndef SPAK_STEALTH_H
+#define SPAK_STEALTH_H
+
+#include <linux/bpf.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include "spak_server_maps.h"
+#include "spak_parse.h"
+#include "spak_dest.h"
+
+#define SPAK_TCP_SYN 0x02
+#define SPAK_TCP_ACK 0x10
+
+static __always_inline int stealth_on(__u32 flag)
+{
+	__u32 zero = 0;
+	struct spak_config *cfg = bpf_map_lookup_elem(&spak_config, &zero);
+
+	return cfg && (cfg->flags & flag);
+}
+
+/* The 4-tuple as the socket lookup helpers take it, from a flow key's 16-byte addresses. */
+static __always_inline void stealth_tuple(struct bpf_sock_tuple *t, const struct spak_flow_key *fk, int v4)
+{
+	if (v4) {
+		__builtin_memcpy(&t->ipv4.saddr, fk->saddr + 12, 4);
+		__builtin_memcpy(&t->ipv4.daddr, fk->daddr + 12, 4);
+		t->ipv4.sport = fk->sport;
+		t->ipv4.dport = fk->dport;
+	} else {
+		__builtin_memcpy(t->ipv6.saddr, fk->saddr, 16);
+		__builtin_memcpy(t->ipv6.daddr, fk->daddr, 16);
+		t->ipv6.sport = fk->sport;
+		t->ipv6.dport = fk->dport;
+	}
+}
+
+/* Does the kernel have a TCP socket (listening, connecting, established, time-wait) for it? */
+static __always_inline int tcp_socket_exists(void *ctx, const struct spak_flow_key *fk, int v4)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+
+	stealth_tuple(&t, fk, v4);
+	if (v4)
+		sk = bpf_skc_lookup_tcp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_skc_lookup_tcp(ctx, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
+static __always_inline int udp_socket_exists(void *ctx, const struct spak_flow_key *fk, int v4)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+
+	stealth_tuple(&t, fk, v4);
+	if (v4)
+		sk = bpf_sk_lookup_udp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_sk_lookup_udp(ctx, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
+/*
+ * A pure SYN that no destination protects; fk holds its addresses and ports. Passes with
+ * `reason` unless stealth is on, its address is protected and the kernel has no socket.
+ */
+static __always_inline int stealth_syn_judge(void *ctx, const struct spak_flow_key *fk, int v4, __u32 reason)
+{
+	if (!addr_protected(fk->daddr, v4) || tcp_socket_exists(ctx, fk, v4))
+		return pass(reason);
+	return drop(SPAK_SRV_DROP_STEALTH_SYN);
+}
+
+static __always_inline int stealth_syn(void *ctx, const struct spak_flow_key *fk, int v4, __u32 reason)
+{
+	if (!stealth_on(SPAK_CFG_STEALTH_SYN))
+		return pass(reason);
+	return stealth_syn_judge(ctx, fk, v4, reason);
+}
+
+/* Multicast or broadcast: no ICMP error is ever sent for these (RFC 1122, RFC 4443). */
+static __always_inline int group_addr(const __u8 daddr[16], int v4)
+{
+	return v4 ? daddr[12] >= 224 : daddr[0] == 0xff;
+}
+
+/* The same for a UDP datagram (or first fragment) that no destination protects. */
+static __always_inline int stealth_udp_judge(void *ctx, const struct spak_flow_key *fk, int v4, __u32 reason)
+{
+	if (group_addr(fk->daddr, v4) || !addr_protected(fk->daddr, v4) || udp_socket_exists(ctx, fk, v4))
+		return pass(reason);
+	return drop(SPAK_SRV_DROP_STEALTH_UDP);
+}
+
+static __always_inline int stealth_udp(void *ctx, const struct spak_flow_key *fk, int v4, __u32 reason)
+{
+	if (!stealth_on(SPAK_CFG_STEALTH_UDP))
+		return pass(reason);
+	return stealth_udp_judge(ctx, fk, v4, reason);
+}
+
+/* Fills a flow key's addresses and ports from the packet (only once stealth is known on). */
+static __always_inline void stealth_key(struct spak_flow_key *fk, struct iphdr *ip4, struct ipv6hdr *ip6,
+					__be16 sport, __be16 dport)
+{
+	fk->sport = sport;
+	fk->dport = dport;
+	if (ip4) {
+		spak_addr_v4(fk->saddr, ip4->saddr);
+		spak_addr_v4(fk->daddr, ip4->daddr);
+	} else if (ip6) {
+		spak_addr_v6(fk->saddr, &ip6->saddr);
+		spak_addr_v6(fk->daddr, &ip6->daddr);
+	}
+}
+
+/* TCP to a port no destination protects (the dispatcher's common case): only a pure SYN pays more. */
+static __always_inline int tcp_unguarded(void *ctx, struct tcphdr *tcp, struct iphdr *ip4, struct ipv6hdr *ip6)
+{
+	struct spak_flow_key fk;
+
+	if ((((__u8 *)tcp)[13] & (SPAK_TCP_SYN | SPAK_TCP_ACK)) != SPAK_TCP_SYN ||
+	    !stealth_on(SPAK_CFG_STEALTH_SYN))
+		return pass(SPAK_SRV_PASS_OTHER);
+	stealth_key(&fk, ip4, ip6, tcp->source, tcp->dest);
+	return stealth_syn_judge(ctx, &fk, ip4 != NULL, SPAK_SRV_PASS_OTHER);
+}
+
+/* UDP to a port no destination protects for UDP (nor the knock port). */
+static __always_inline int udp_unguarded(void *ctx, struct udphdr *udp, struct iphdr *ip4, struct ipv6hdr *ip6)
+{
+	struct spak_flow_key fk;
+
+	if (!stealth_on(SPAK_CFG_STEALTH_UDP))
+		return pass(SPAK_SRV_PASS_OTHER);
+	stealth_key(&fk, ip4, ip6, udp->source, udp->dest);
+	return stealth_udp_judge(ctx, &fk, ip4 != NULL, SPAK_SRV_PASS_OTHER);
+}
+
+#endif /* SPAK_STEALTH_H */
