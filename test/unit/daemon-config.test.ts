@@ -19,14 +19,17 @@ function config(server: Record<string, unknown>): string {
   return file;
 }
 
-test('interfaces: a list with a mode each (default the section\'s), or the one interface of old', () => {
-  const plan = planFromConfig(config({ xdpMode: 'generic', interfaces: [{ name: 'eth0', xdpMode: 'native' }, { name: 'eth1' }, { name: 'eth2', enforcement: 'xdp' }] }));
+test('interfaces: a list with a mode and an enforcement each (default the section\'s), or the one interface of old', () => {
+  const plan = planFromConfig(config({ xdpMode: 'generic', enforcement: 'tc', interfaces: [{ name: 'eth0', xdpMode: 'native' }, { name: 'eth1' }, { name: 'eth2', enforcement: 'xdp' }] }));
   assert.deepEqual(plan.interfaces, [
-    { name: 'eth0', xdpMode: 'native', enforcement: undefined },
-    { name: 'eth1', xdpMode: 'generic', enforcement: undefined },
+    { name: 'eth0', xdpMode: 'native', enforcement: 'tc' },
+    { name: 'eth1', xdpMode: 'generic', enforcement: 'tc' },
     { name: 'eth2', xdpMode: 'generic', enforcement: 'xdp' },
   ]);
-  assert.deepEqual(planFromConfig(config({ interface: 'eth0' })).interfaces, [{ name: 'eth0', xdpMode: 'native' }]);
+  assert.deepEqual(planFromConfig(config({ interface: 'eth0' })).interfaces, [{ name: 'eth0', xdpMode: 'native', enforcement: 'xdp' }]);
+  // --enforcement on the command line wins for every interface.
+  const tc = planFromConfig(config({ interfaces: [{ name: 'eth0', enforcement: 'xdp' }, { name: 'eth1' }] }), { enforcement: 'tc' });
+  assert.deepEqual(tc.interfaces.map((i) => i.enforcement), ['tc', 'tc']);
   // --xdp-mode on the command line wins for every interface, at start and on reload.
   const forced = planFromConfig(config({ interfaces: [{ name: 'eth0', xdpMode: 'native' }, { name: 'eth1' }] }), { xdpMode: 'auto' });
   assert.deepEqual(forced.interfaces.map((i) => i.xdpMode), ['auto', 'auto']);
