@@ -373,7 +373,7 @@ export class SpakDaemon {
 /** The hook as `spak status` and the metrics name it (xdp, tcx); a mode only for XDP. */
 function hookOf(info: StartedServer): { hook: string; mode: string; text: string } {
   return info.enforcement === 'tc'
-    ? { hook: 'tcx', mode: '', text: 'TC ingress (tcx)' }
+    ? { hook: 'tcx', mode: '', text: 'TC ingress' }
     : { hook: 'xdp', mode: info.mode, text: `XDP (${info.mode})` };
 }
 
