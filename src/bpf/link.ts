@@ -156,14 +156,22 @@ export class BpfLink {
   /**
    * Swap the link's program for newProg atomically. With expectedOldProgId the kernel refuses (EPERM) unless the
    * link still runs exactly that program, so a concurrent swap by someone else is never overwritten.
+   * Given the old program itself (an fd this process holds), no id lookup is needed: that lookup
+   * (BPF_PROG_GET_FD_BY_ID) takes CAP_SYS_ADMIN, which a daemon that dropped privileges lacks.
    */
-  update(newProg: BpfProgram, expectedOldProgId?: number): void {
+  update(newProg: BpfProgram, expectedOld?: number | BpfProgram): void {
     const op = `replacing the program of link ${this.id}`;
     const newFd = newProg.fd;
-    if (expectedOldProgId === undefined) {
+    if (expectedOld === undefined) {
       check(libbpf().bpf_link_update(this.fd, newFd, { sz: sizes().linkUpdateOpts, flags: 0, old_prog_fd: 0 }), op);
       return;
     }
+    if (typeof expectedOld !== 'number') {
+      const ret = libbpf().bpf_link_update(this.fd, newFd, { sz: sizes().linkUpdateOpts, flags: BPF_F_REPLACE, old_prog_fd: expectedOld.fd });
+      check(ret, op, ret === -E.EPERM ? `the link no longer runs program id ${expectedOld.id} (someone else replaced it)` : undefined);
+      return;
+    }
+    const expectedOldProgId = expectedOld;
     const oldFd = libbpf().bpf_prog_get_fd_by_id(expectedOldProgId);
     if (oldFd < 0) {
       const gone = oldFd === -E.ENOENT ? `program id ${expectedOldProgId} no longer exists (someone else replaced it)` : undefined;

@@ -5,21 +5,20 @@ import type { Logger } from 'pino';
 import { BpfMap } from '../bpf/libbpf.js';
 import { formatCounters, readCounters } from '../bpf/counters.js';
 import { newHexKey } from '../config/keys.js';
-import { resolveSecret } from '../config/schema.js';
-import { configPath, loadConfig, secretKeyFromEnv } from '../config/load.js';
+import { resolveSecret, type ServerConfig } from '../config/schema.js';
+import { configPath, loadConfig, secretKeyFromEnv, type ConfigPath } from '../config/load.js';
 import { SpakClient, type ClientOptions } from '../client/client.js';
-import { SpakServer, type ServerOptions } from '../server/server.js';
+import { SpakServer } from '../server/server.js';
 import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
+import { allAddresses, planFromConfig, SpakDaemon, type DaemonOverrides, type DaemonPlan } from '../server/daemon.js';
 import { DEFAULT_BPFFS, pinPaths } from '../server/pins.js';
-import { scopeWarnings } from '../server/scope.js';
-import { knockOptionsFromConfig, startKnockService, type KnockService } from '../knock/server.js';
-import type { KnockConfig } from '../config/schema.js';
+import type { XdpMode } from '../bpf/libbpf.js';
 import { SERVER_REASON_NAMES } from '../wire/layout.js';
 import { registerKnock } from './knock.js';
 import { registerDoctor } from './doctor.js';
 import { registerStatus } from './status.js';
-import { createLogger, decisionLog } from '../observe/log.js';
-import { metricsArg, observeSettings, startDaemonMetrics } from '../observe/setup.js';
+import { createLogger } from '../observe/log.js';
+import { metricsArg, observeSettings } from '../observe/setup.js';
 
 /** A mistake in what the user typed: reported as one line, exit status 2. */
 export class UsageError extends Error {}
@@ -110,84 +109,73 @@ function fromCli(cmd: Command, name: string): boolean {
   return cmd.getOptionValueSource(name) === 'cli';
 }
 
-/** What `spak server` runs: the XDP side, and the knock receiver when the config has a knock section. */
-type ServerCommandOptions = ServerOptions & { knockConfig?: KnockConfig | undefined };
-
-function serverOptions(pos: Positionals | null, o: Record<string, unknown>, cmd: Command, logger: Logger): ServerCommandOptions {
+/**
+ * What `spak server` runs. The positional form is read here; --config is read by the daemon
+ * (which reads it again on SIGHUP), with the flags given on the command line winning over it.
+ */
+function serverPlan(
+  pos: Positionals | null, o: Record<string, unknown>, cmd: Command,
+): { plan: DaemonPlan; overrides: DaemonOverrides; where?: ConfigPath; cfg?: ServerConfig } {
   const int = (name: string, what: string, min: number, max: number) => parseIntIn(String(o[name]), what, min, max);
-  let base: ServerCommandOptions;
   if (pos) {
     const dialAddress = o.dialAddress as string | undefined;
     if (dialAddress !== undefined && isIP(dialAddress) === 0) throw new UsageError(`bad --dial-address "${dialAddress}"`);
-    base = {
-      iface: pos.iface,
-      enforcement: o.enforcement as ServerOptions['enforcement'],
-      xdpMode: o.xdpMode as ServerOptions['xdpMode'],
-      keys: [{ id: pos.keyId, key: secretFromEnv() }],
-      protect: [
-        {
-          address: pos.ip,
-          port: pos.port,
-          bindSource: o.bindSource === true,
-          dialAddress,
-          dialPort: o.dialPort === undefined ? undefined : parseIntIn(String(o.dialPort), 'dial port', 1, 65535),
-        },
-      ],
-      stepSeconds: int('stepSeconds', 'step seconds', 1, 3600),
-      stepWindow: int('stepWindow', 'step window', 0, 10),
-      flowIdleSeconds: int('flowIdle', 'flow idle seconds', 1, 1e9),
-      flowFinSeconds: 30,
-      replayCapacity: int('replayCapacity', 'replay capacity', 1024, 16_777_216),
-      flowCapacity: int('flowCapacity', 'flow capacity', 1024, 16_777_216),
-      seedExisting: o.seed !== false,
-      logger,
+    let protect: ProtectedDest[] = [
+      {
+        address: pos.ip,
+        port: pos.port,
+        bindSource: o.bindSource === true,
+        dialAddress,
+        dialPort: o.dialPort === undefined ? undefined : parseIntIn(String(o.dialPort), 'dial port', 1, 65535),
+      },
+    ];
+    if (o.allAddresses === true) protect = usageErrors(() => allAddresses(protect));
+    const plan: DaemonPlan = {
+      interfaces: [{ name: pos.iface, xdpMode: o.xdpMode as XdpMode, enforcement: o.enforcement as 'xdp' | 'tc' }],
+      server: {
+        keys: [{ id: pos.keyId, key: secretFromEnv() }],
+        protect,
+        stepSeconds: int('stepSeconds', 'step seconds', 1, 3600),
+        stepWindow: int('stepWindow', 'step window', 0, 10),
+        flowIdleSeconds: int('flowIdle', 'flow idle seconds', 1, 1e9),
+        flowFinSeconds: 30,
+        replayCapacity: int('replayCapacity', 'replay capacity', 1024, 16_777_216),
+        flowCapacity: int('flowCapacity', 'flow capacity', 1024, 16_777_216),
+        seedExisting: o.seed !== false,
+        stealth: o.stealth === true,
+        stealthUdp: o.stealthUdp === true,
+      },
     };
-  } else {
-    const where = configPath(o.config as string | undefined);
-    const file = where.file;
-    const cfg = loadConfig(where).server;
-    if (!cfg) throw new UsageError(`${file}: no "server" section`);
-    for (const flag of ['dialAddress', 'dialPort', 'bindSource'])
-      if (fromCli(cmd, flag)) throw new UsageError(`--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} goes with the positional form; in --config set it per destination`);
-    base = {
-      iface: cfg.interface,
-      enforcement: fromCli(cmd, 'enforcement') ? (o.enforcement as ServerOptions['enforcement']) : cfg.enforcement,
-      xdpMode: fromCli(cmd, 'xdpMode') ? (o.xdpMode as ServerOptions['xdpMode']) : cfg.xdpMode,
-      keys: cfg.keys.map((k, i) => ({ id: k.id, key: resolveSecret(k, `${file}: server.keys[${i}]`) })),
-      protect: cfg.protect,
-      stepSeconds: fromCli(cmd, 'stepSeconds') ? int('stepSeconds', 'step seconds', 1, 3600) : cfg.stepSeconds,
-      stepWindow: fromCli(cmd, 'stepWindow') ? int('stepWindow', 'step window', 0, 10) : cfg.stepWindow,
-      flowIdleSeconds: fromCli(cmd, 'flowIdle') ? int('flowIdle', 'flow idle seconds', 1, 1e9) : cfg.flowIdleSeconds,
-      flowFinSeconds: cfg.flowFinSeconds,
-      replayCapacity: fromCli(cmd, 'replayCapacity') ? int('replayCapacity', 'replay capacity', 1024, 16_777_216) : cfg.replayCapacity,
-      flowCapacity: fromCli(cmd, 'flowCapacity') ? int('flowCapacity', 'flow capacity', 1024, 16_777_216) : cfg.flowCapacity,
-      alwaysAllow: cfg.alwaysAllow,
-      allowCapacity: cfg.allowCapacity,
-      // The XDP knock maps are written before the program goes in; the receiver keeps them current.
-      knock: cfg.knock ? knockOptionsFromConfig(cfg.knock) : undefined,
-      knockConfig: cfg.knock,
-      seedExisting: cfg.seedExisting && o.seed !== false,
-      stealth: cfg.stealth,
-      stealthUdp: cfg.stealthUdp,
-      logger,
-    };
+    return { plan, overrides: {} };
   }
-  if (o.allAddresses === true) base.protect = allAddresses(base.protect);
-  base.bpffs = o.bpffs as string;
-  if (o.stealth === true) base.stealth = true;
-  if (o.stealthUdp === true) base.stealthUdp = true;
-  return base;
+  const where = configPath(o.config as string | undefined);
+  for (const flag of ['dialAddress', 'dialPort', 'bindSource'])
+    if (fromCli(cmd, flag)) throw new UsageError(`--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} goes with the positional form; in --config set it per destination`);
+  const overrides: DaemonOverrides = {
+    xdpMode: fromCli(cmd, 'xdpMode') ? (o.xdpMode as XdpMode) : undefined,
+    enforcement: fromCli(cmd, 'enforcement') ? (o.enforcement as 'xdp' | 'tc') : undefined,
+    stepSeconds: fromCli(cmd, 'stepSeconds') ? int('stepSeconds', 'step seconds', 1, 3600) : undefined,
+    stepWindow: fromCli(cmd, 'stepWindow') ? int('stepWindow', 'step window', 0, 10) : undefined,
+    flowIdleSeconds: fromCli(cmd, 'flowIdle') ? int('flowIdle', 'flow idle seconds', 1, 1e9) : undefined,
+    replayCapacity: fromCli(cmd, 'replayCapacity') ? int('replayCapacity', 'replay capacity', 1024, 16_777_216) : undefined,
+    flowCapacity: fromCli(cmd, 'flowCapacity') ? int('flowCapacity', 'flow capacity', 1024, 16_777_216) : undefined,
+    allAddresses: o.allAddresses === true,
+    seed: o.seed !== false,
+    stealth: o.stealth === true ? true : undefined,
+    stealthUdp: o.stealthUdp === true ? true : undefined,
+  };
+  const cfg = loadConfig(where).server;
+  if (!cfg) throw new UsageError(`${where.file}: no "server" section`);
+  return { plan: planFromConfig(where, overrides), overrides, where, cfg };
 }
 
-/** --all-addresses: every protected port on every address of both families. */
-function allAddresses(protect: ProtectedDest[]): ProtectedDest[] {
-  const byPort = new Map<string, ProtectedDest>();
-  for (const d of protect) {
-    if (d.dialAddress !== undefined) throw new UsageError(`--all-addresses cannot keep the dial address of ${d.address} port ${d.port}`);
-    const id = `${d.protocol ?? 'tcp'}/${d.port}`;
-    if (!byPort.has(id)) byPort.set(id, { ...d, address: ALL_ADDRESSES });
+/** Runs fn; what it throws becomes a usage error (exit 2). */
+function usageErrors<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw new UsageError((err as Error).message);
   }
-  return [...byPort.values()];
 }
 
 function clientOptions(pos: Positionals | null, o: Record<string, unknown>, logger: Logger): ClientOptions {
@@ -232,7 +220,7 @@ export function buildProgram(): Command {
     .argument('[port]', 'protected TCP port')
     .argument('[key_id]', 'key id clients tag with (0-65535)')
     .argument('[iface]', 'interface to attach the XDP program to')
-    .option('-c, --config <file>', 'JSON config with many destinations and keys (see README; SPAK_* variables override it)')
+    .option('-c, --config <file>', 'JSON config: interfaces, destinations, keys, knock, user (see README); SIGHUP reloads it')
     .addOption(new Option('--xdp-mode <mode>', 'XDP attach mode').choices(['native', 'generic', 'auto']).default('native'))
     .addOption(new Option('--enforcement <mode>', 'where the server program runs: xdp, or tc (TC ingress) where XDP cannot').choices(['xdp', 'tc']).default('xdp'))
     .option('--step-seconds <n>', 'length of a time step', '30')
@@ -255,58 +243,12 @@ export function buildProgram(): Command {
     .action(async (ip, port, keyId, iface, o: Record<string, unknown>, cmd: Command) => {
       if (ip === 'stop') return serverStop([port, keyId, iface], o);
       const pos = parsePositionals([ip, port, keyId, iface], o.config as string | undefined, 'server');
-      const obs = observeSettings(o, (n) => fromCli(cmd, n), pos ? undefined : loadConfig(configPath(o.config as string | undefined)).server);
+      const { plan, overrides, where, cfg } = serverPlan(pos, o, cmd);
+      const obs = observeSettings(o, (n) => fromCli(cmd, n), cfg);
       const logger = createLogger(obs.log);
-      const opts = serverOptions(pos, o, cmd, logger);
       requireRoot('server');
-      const server = new SpakServer(opts);
-      const info = server.start();
-      let knock: KnockService | null = null;
-      if (opts.knockConfig) {
-        try {
-          knock = await startKnockService(
-            { spak_knock_config: server.map('spak_knock_config'), spak_knock_clients: server.map('spak_knock_clients'), spak_allow: server.map('spak_allow') },
-            opts.knockConfig, logger, { iface: opts.iface },
-          );
-        } catch (err) {
-          server.stop(); // the daemon goes; what is pinned stays in force, as after SIGTERM
-          throw err;
-        }
-      }
-      // The hook as `spak status` names it (xdp, tcx); a mode only for XDP.
-      const hook = info.enforcement === 'tc' ? { hook: 'tcx', mode: '', text: 'TC ingress (tcx)' } : { hook: 'xdp', mode: info.mode, text: `XDP (${info.mode})` };
-      const metrics = await startDaemonMetrics(obs.metrics, {
-        servers: () => [{ iface: info.ifname, enforcement: { hook: hook.hook, mode: hook.mode }, server }], knock: () => knock,
-      }, logger).catch((err: unknown) => {
-        knock?.stop();
-        server.stop();
-        throw err;
-      });
-      const dests = opts.protect.map((d) => `${d.address === ALL_ADDRESSES ? '*' : hostPort(d.address, d.port).replace(/:\d+$/, '')}:${d.port}${d.bindSource ? ' (source-bound)' : ''}`).join(', ');
-      await runForeground(
-        () => {
-          void metrics?.close();
-          knock?.stop();
-          server.stop();
-        },
-        () => `spak server counters:\n${formatCounters({ ...server.counters(), ...(knock ? knockCountersAsBig(knock.counters()) : {}) })}`,
-        Number(o.statsInterval) || 0,
-        (signal) => `spak server: ${signal}: exiting; protection stays in force on ${opts.iface} (spak server stop ${opts.iface} removes it)`,
-        () => {
-          const how = info.adopted
-            ? `adopted on ${info.ifname} (ifindex ${info.ifindex}); replaced program id ${info.adopted.oldProgId} with ${info.adopted.newProgId}`
-            : `attached to ${info.ifname} (ifindex ${info.ifindex})`;
-          process.stdout.write(
-            `spak server: ${info.enforcement === 'tc' ? 'TC ingress' : `XDP (${info.mode})`} ${how}; protecting ${dests}; key ids ${opts.keys.map((k) => k.id).join(',')}; ` +
-              `step ${opts.stepSeconds}s +-${opts.stepWindow}; ${info.seededFlows} existing connection(s) kept; pinned at ${info.pinDir}\n`,
-          );
-          decisionLog(logger).write('info', { event: info.adopted ? 'adopt' : 'attach', iface: info.ifname, hook: hook.hook, mode: hook.mode, ...info.adopted },
-            `${info.adopted ? 'adopted' : 'attached'} ${hook.text} on ${info.ifname}`, info.adopted ? 'adopt' : 'attach');
-          if (metrics) process.stdout.write(`spak server: metrics on http://${hostPort(metrics.address, metrics.port)}/metrics\n`);
-          if (knock) process.stdout.write(`spak server: knock port ${knock.addresses().map((a) => hostPort(a.address, a.port)).join(', ')}\n`);
-          for (const w of scopeWarnings(opts.protect)) process.stderr.write(`spak: warning: ${w}\n`);
-        },
-      );
+      const daemon = await SpakDaemon.start(plan, { logger, bpffs: o.bpffs as string, config: where, overrides, metrics: obs.metrics });
+      await daemon.run(Number(o.statsInterval) || 0);
     });
 
   program
@@ -380,10 +322,6 @@ export function buildProgram(): Command {
   program.exitOverride();
   for (const c of program.commands) c.exitOverride();
   return program;
-}
-
-function knockCountersAsBig(c: Record<string, number>): Record<string, bigint> {
-  return Object.fromEntries(Object.entries(c).map(([k, v]) => [k, BigInt(v)]));
 }
 
 /** `spak server stop <iface>`: the one explicit way to remove protection. */

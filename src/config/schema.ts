@@ -68,11 +68,31 @@ export const knockSchema = z.strictObject({
   message: 'defaultDurationSeconds is above maxDurationSeconds', path: ['defaultDurationSeconds'],
 });
 
+const ifname = z.string().min(1).max(15).regex(/^[\w.@:-]+$/, { message: 'not an interface name (letters, digits, _ . @ : -)' });
+const xdpMode = z.enum(['native', 'generic', 'auto']);
+
+/** One interface a daemon serves; xdpMode defaults to the section's. */
+const serverInterface = z.strictObject({
+  name: ifname,
+  xdpMode: xdpMode.optional(),
+  /** xdp (default) or tc: TC ingress, for drivers where XDP cannot run. */
+  enforcement: z.enum(['xdp', 'tc']).optional(),
+});
+
+/** A user or group: a name, or a number. */
+const account = z.union([z.string().regex(/^[a-z_][a-z0-9_.-]{0,31}\$?$/i, { message: 'not a user or group name' }), z.number().int().min(0).max(2 ** 32 - 2)]);
+
 export const serverSchema = z.strictObject({
-  interface: z.string().min(1).max(15),
-  xdpMode: z.enum(['native', 'generic', 'auto']).default('native'),
-  /** Where the server program runs: XDP, or TC ingress (tcx) where XDP cannot. */
+  /** One interface (the older form) ... */
+  interface: ifname.optional(),
+  /** ... or several, each with its own XDP mode. */
+  interfaces: z.array(serverInterface).min(1).max(64).optional(),
+  xdpMode: xdpMode.default('native'),
+  /** Where the server program runs: XDP, or TC ingress (tcx) where XDP cannot; an interface may say otherwise. */
   enforcement: z.enum(['xdp', 'tc']).default('xdp'),
+  /** After attaching, run as this user (and group: default the user's), keeping only the capabilities reload and the sweep need. */
+  user: account.optional(),
+  group: account.optional(),
   stepSeconds: z.number().int().min(1).max(3600).default(30),
   stepWindow: z.number().int().min(0).max(10).default(1),
   flowIdleSeconds: z.number().int().min(1).default(3600),
@@ -101,6 +121,15 @@ export const serverSchema = z.strictObject({
     file: z.string().min(1).optional(),
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
   }).optional(),
+}).superRefine((s, ctx) => {
+  if ((s.interface === undefined) === (s.interfaces === undefined))
+    ctx.addIssue({ code: 'custom', path: ['interfaces'], message: 'give exactly one of "interface" (one) or "interfaces" (a list)' });
+  const seen = new Set<string>();
+  for (const [i, f] of (s.interfaces ?? []).entries()) {
+    if (seen.has(f.name)) ctx.addIssue({ code: 'custom', path: ['interfaces', i, 'name'], message: `${f.name} is listed twice` });
+    seen.add(f.name);
+  }
+  if (s.group !== undefined && s.user === undefined) ctx.addIssue({ code: 'custom', path: ['group'], message: 'group goes with user' });
 });
 
 const clientDest = z.strictObject({

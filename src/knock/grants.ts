@@ -25,11 +25,12 @@ const LINE = /^([0-9a-f]{40}) ([0-9a-f]{1,8}) (\d{1,20})$/;
 export class GrantTable {
   #grants = new Map<string, Grant>();
 
-  private constructor(private readonly journal: Journal, private readonly map: BpfMap) {}
+  private constructor(private readonly journal: Journal, private readonly maps: () => BpfMap[]) {}
 
-  static open(file: string, map: BpfMap): GrantTable {
+  /** `map`: the allowlist, or a function giving every interface's allowlist (one daemon, several interfaces). */
+  static open(file: string, map: BpfMap | (() => BpfMap[])): GrantTable {
     const { journal, lines } = Journal.open(file);
-    const t = new GrantTable(journal, map);
+    const t = new GrantTable(journal, typeof map === 'function' ? map : () => [map]);
     for (const line of lines) {
       const m = LINE.exec(line);
       const key = m && allowKeyFrom(Buffer.from(m[1]!, 'hex'));
@@ -59,7 +60,9 @@ export class GrantTable {
     for (const [hex, g] of this.#grants) {
       if (!g.clients.delete(clientId) || g.clients.size > 0) continue;
       this.#grants.delete(hex);
-      if (revokeSource(this.map, g.key)) n++;
+      let had = false;
+      for (const m of this.maps()) if (revokeSource(m, g.key)) had = true;
+      if (had) n++;
     }
     return n;
   }
@@ -71,7 +74,8 @@ export class GrantTable {
   prune(nowNs: bigint | null): void {
     for (const [hex, g] of this.#grants) {
       if (nowNs !== null && g.expiresNs >= nowNs) continue;
-      if (this.map.lookup(Buffer.from(hex, 'hex')) === null) this.#grants.delete(hex);
+      const raw = Buffer.from(hex, 'hex');
+      if (this.maps().every((m) => m.lookup(raw) === null)) this.#grants.delete(hex);
     }
     const lines: string[] = [];
     for (const [hex, g] of this.#grants) for (const id of g.clients) lines.push(`${hex} ${id.toString(16)} ${g.expiresNs}`);

@@ -45,8 +45,11 @@ export const UNKNOWN_CLIENT = '(unknown)';
 export interface KnockServiceMaps extends KnockMaps { spak_allow: BpfMap }
 
 export interface KnockServiceOptions {
-  /** The interface served: its addresses count as the server's, and the default stateDir is under it. */
-  iface?: string | undefined;
+  /**
+   * The interface(s) served: their addresses count as the server's, and the default stateDir is
+   * under the first one's name.
+   */
+  iface?: string | string[] | undefined;
   rescanMs?: number;
   logLinesPerSecond?: number;
 }
@@ -60,6 +63,12 @@ export interface KnockService {
   addresses(): { address: string; port: number }[];
   /** Rescans the clients directory now (SIGHUP, tests). */
   rescan(): void;
+  /**
+   * After a reload swapped in new programs: the knock maps to keep current from now on (the
+   * allowlists are the same state maps; the knock config and client maps are the new ones).
+   * Writes the clients there at once.
+   */
+  setMaps(maps: KnockServiceMaps | KnockServiceMaps[]): void;
 }
 
 export const DEFAULT_STATE_ROOT = '/var/lib/spak';
@@ -122,15 +131,21 @@ export function knockOptionsFromConfig(cfg: KnockConfig): KnockOptions {
  * Starts knock mode: writes the XDP knock maps from the clients directory, opens the replay
  * store, binds the knock socket and keeps all of it current until stop().
  */
-export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig, logger: Logger, opts: KnockServiceOptions = {}): Promise<KnockService> {
+export async function startKnockService(
+  maps: KnockServiceMaps | KnockServiceMaps[], cfg: KnockConfig, logger: Logger, opts: KnockServiceOptions = {},
+): Promise<KnockService> {
+  // One set of maps per interface served: every grant and every client goes to all of them.
+  let sets = Array.isArray(maps) ? maps : [maps];
+  if (sets.length === 0) throw new Error('knock: no maps to serve');
+  const ifaces = opts.iface === undefined ? [] : Array.isArray(opts.iface) ? opts.iface : [opts.iface];
   const serverKey = loadPrivateKey(cfg.serverKeyFile);
-  const stateDir = cfg.stateDir ?? (opts.iface ? path.join(DEFAULT_STATE_ROOT, opts.iface) : undefined);
+  const stateDir = cfg.stateDir ?? (ifaces[0] !== undefined ? path.join(DEFAULT_STATE_ROOT, ifaces[0]) : undefined);
   if (stateDir === undefined) throw new Error('knock: give stateDir (where the replay cache survives restarts)');
   const windowS = cfg.windowSeconds;
   const replay = ReplayStore.open(path.join(stateDir, 'knock-replay'), windowS, Math.floor(Date.now() / 1000));
   let grants: GrantTable;
   try {
-    grants = GrantTable.open(path.join(stateDir, 'knock-grants'), maps.spak_allow);
+    grants = GrantTable.open(path.join(stateDir, 'knock-grants'), () => sets.map((m) => m.spak_allow));
   } catch (err) {
     replay.close();
     throw err;
@@ -145,8 +160,10 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
     m.set(result, (m.get(result) ?? 0) + 1);
   };
   const log = new RateLimitedLog(logger, { perSecond: opts.logLinesPerSecond ?? 20, name: 'knock' });
-  const writeClients = (now: Map<number, LoadedClient>): void =>
-    writeKnock(maps, { port: cfg.port, clients: [...now.values()].map((c) => c.publicKey), serverKey, rate: cfg.rate, burst: cfg.burst });
+  const writeClients = (now: Map<number, LoadedClient>): void => {
+    const o = { port: cfg.port, clients: [...now.values()].map((c) => c.publicKey), serverKey, rate: cfg.rate, burst: cfg.burst };
+    for (const m of sets) writeKnock(m, o);
+  };
 
   const onChange = (c: ClientsChange, now: Map<number, LoadedClient>): void => {
     try {
@@ -174,7 +191,8 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
   const refreshAddrs = (): void => {
     const next = new Set(cfg.serverAddresses.map((a) => addrTo16(a).toString('hex')));
     if (cfg.listenAddress) next.add(addrTo16(cfg.listenAddress).toString('hex'));
-    for (const a of (opts.iface && networkInterfaces()[opts.iface]) || []) next.add(addrTo16(a.address).toString('hex'));
+    const all = networkInterfaces();
+    for (const i of ifaces) for (const a of all[i] ?? []) next.add(addrTo16(a.address).toString('hex'));
     serverAddrs = next;
   };
 
@@ -227,21 +245,23 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
         return reject('source_not_allowed', src, client, `address to allow ${addr} is outside fromNetworks`);
       const expiresNs = process.hrtime.bigint() + BigInt(durationS) * NS;
       const unique = [...new Map(want.map((a) => [`${a.proto}/${a.port}`, a])).values()];
-      const done: { key: AllowKey; raw: Buffer; old: Buffer | null }[] = [];
+      const done: { key: AllowKey; raw: Buffer; map: BpfMap; old: Buffer | null }[] = [];
       try {
         for (const a of unique) {
           const key: AllowKey = { addr, proto: a.proto, port: a.port };
           const raw = encodeAllowKey(key);
-          const old = maps.spak_allow.lookup(raw);
-          allowSource(maps.spak_allow, { ...key, expiresNs, idleNs: BigInt(pol.idleExtensionSeconds) * NS, graceNs: BigInt(pol.graceSeconds) * NS });
-          done.push({ key, raw, old });
+          for (const { spak_allow: map } of sets) {
+            const old = map.lookup(raw);
+            allowSource(map, { ...key, expiresNs, idleNs: BigInt(pol.idleExtensionSeconds) * NS, graceNs: BigInt(pol.graceSeconds) * NS });
+            done.push({ key, raw, map, old });
+          }
         }
       } catch (err) {
         // All or nothing: a knock answered "rejected" must not leave half its ports open.
         for (const d of done) {
           try {
-            if (d.old) maps.spak_allow.update(d.raw, d.old);
-            else revokeSource(maps.spak_allow, d.key);
+            if (d.old) d.map.update(d.raw, d.old);
+            else revokeSource(d.map, d.key);
           } catch {
             // the map refuses writes: the reason below says so
           }
@@ -249,7 +269,7 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
         return reject('allowlist_failed', src, client, (err as Error).message);
       }
       try {
-        for (const d of done) grants.add(d.key, client.id, expiresNs);
+        for (const a of unique) grants.add({ addr, proto: a.proto, port: a.port }, client.id, expiresNs);
       } catch (err) {
         // Written and in memory; only a revocation after a restart would miss it.
         logger.error({ err, client: client.name }, 'knock: saving the grant record failed');
@@ -274,7 +294,7 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
     replay.close();
     grants.close();
     try {
-      writeKnock(maps, undefined); // no socket: XDP must not pass knocks to a closed port
+      for (const m of sets) writeKnock(m, undefined); // no socket: XDP must not pass knocks to a closed port
     } catch {
       // the error that matters is the one thrown below
     }
@@ -309,5 +329,11 @@ export async function startKnockService(maps: KnockServiceMaps, cfg: KnockConfig
     clientCounters: () => [...byClient].flatMap(([client, m]) => [...m].map(([result, count]) => ({ client, result, count }))),
     addresses: () => sockets.map((s) => ({ address: s.address().address, port: s.address().port })),
     rescan: () => dir.rescan(),
+    setMaps(next) {
+      const list = Array.isArray(next) ? next : [next];
+      if (list.length === 0) throw new Error('knock: no maps to serve');
+      sets = list;
+      writeClients(dir.current);
+    },
   };
 }

@@ -368,6 +368,37 @@ export class Lab {
     return host;
   }
 
+  /**
+   * A host on a point-to-point link of its own to host `via` (no bridge): `via` gets a second
+   * interface `viaIfname`. Link k (1-7) uses 198.51.100.(128+16(k-1))/28 (via .+1, host .+2) and
+   * 2001:db8:k::/64 (via ::1, host ::2); on `via` the /28 is more specific than the LAN's /24.
+   * The veth pair goes with the new host's namespace.
+   */
+  async addLinkedHost(name: string, via: string, viaIfname: string, k: number): Promise<LabHost & { viaV4: string; viaV6: string }> {
+    if (this.#destroyed) throw new Error('lab destroyed');
+    if (!/^[a-z][a-z0-9]{0,12}$/.test(name)) throw new Error(`host name "${name}": 1-13 of [a-z0-9], a letter first`);
+    if (this.hosts.has(name)) throw new Error(`host ${name} exists`);
+    if (!Number.isInteger(k) || k < 1 || k > 7) throw new Error(`bad link number ${k}`);
+    if (!/^[a-z][a-z0-9]{0,14}$/.test(viaIfname) || viaIfname === 'eth0') throw new Error(`bad interface name ${viaIfname}`);
+    const gw = this.host(via);
+    const base = 128 + 16 * (k - 1);
+    const host: LabHost = { name, ns: `${this.prefix}-${name}`, v4: `${V4_PREFIX}${base + 2}`, v6: `2001:db8:${k}::2`, ifname: 'eth0' };
+    const viaV4 = `${V4_PREFIX}${base + 1}`;
+    const viaV6 = `2001:db8:${k}::1`;
+    this.hosts.set(name, host);
+    await this.#ip(['netns', 'add', host.ns]);
+    this.#namespaces.push(host.ns);
+    await this.#ip(['-n', host.ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', viaIfname, 'netns', gw.ns]);
+    await this.#ip(['-n', host.ns, 'link', 'set', 'lo', 'up']);
+    await this.#ip(['-n', host.ns, 'addr', 'add', `${host.v4}/28`, 'dev', 'eth0']);
+    await this.#ip(['-n', host.ns, 'addr', 'add', `${host.v6}/64`, 'dev', 'eth0', 'nodad']);
+    await this.#ip(['-n', host.ns, 'link', 'set', 'eth0', 'up']);
+    await this.#ip(['-n', gw.ns, 'addr', 'add', `${viaV4}/28`, 'dev', viaIfname]);
+    await this.#ip(['-n', gw.ns, 'addr', 'add', `${viaV6}/64`, 'dev', viaIfname, 'nodad']);
+    await this.#ip(['-n', gw.ns, 'link', 'set', viaIfname, 'up']);
+    return { ...host, viaV4, viaV6 };
+  }
+
   host(name: string): LabHost {
     const h = this.hosts.get(name);
     if (!h) throw new Error(`no host ${name} in lab ${this.prefix}`);
@@ -797,8 +828,8 @@ export async function startSpak(
 }
 
 /** Does the host's eth0 have an XDP program attached? */
-export async function hasXdp(lab: Lab, host: string): Promise<boolean> {
-  const r = await run(['ip', '-n', lab.host(host).ns, 'link', 'show', 'eth0'], { check: true });
+export async function hasXdp(lab: Lab, host: string, ifname = 'eth0'): Promise<boolean> {
+  const r = await run(['ip', '-n', lab.host(host).ns, 'link', 'show', ifname], { check: true });
   return /\bxdp(generic|drv|offload)?\b/.test(r.stdout) || /prog\/xdp/.test(r.stdout);
 }
 

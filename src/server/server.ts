@@ -3,7 +3,7 @@
 // A new daemon adopts what an earlier one (stopped, crashed or older) left pinned: it
 // keeps the state maps (flows, replay, knock rates, allowlist, counters), writes fresh configuration maps and
 // swaps the program in atomically. The port is never open in between.
-import { readdirSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, constants, openSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import type { Logger } from 'pino';
 import {
   BpfLink,
@@ -114,6 +114,11 @@ const STATE_MAPS = ['spak_flows', 'spak_replay', 'spak_knock_rate', 'spak_allow'
 export const SERVER_MAPS = [...CONFIG_MAPS, ...STATE_MAPS] as const;
 export type ServerMapName = (typeof SERVER_MAPS)[number];
 
+/** What a reload may change (see SpakServer.reload). */
+export type ReloadableOptions = Pick<ServerOptions,
+  'keys' | 'protect' | 'stepSeconds' | 'stepWindow' | 'flowIdleSeconds' | 'flowFinSeconds' | 'knock' | 'alwaysAllow' | 'seedExisting'
+  | 'stealth' | 'stealthUdp'>;
+
 export interface StartedServer {
   ifname: string;
   ifindex: number;
@@ -136,6 +141,10 @@ export class SpakServer {
   #lock: { release(): void } | null = null;
   #timers: NodeJS.Timeout[] = [];
   #adoptedMaps: BpfMap[] = [];
+  #paths: PinPaths | null = null;
+  /** This daemon attached the link (rather than adopting one an earlier daemon left). */
+  #attachedHere = false;
+  #pinDirFd: number | null = null;
   #counterIndex = new DestCounterIndex();
   #counterIdx: number[] = [];
 
@@ -224,7 +233,9 @@ export class SpakServer {
         // A link whose interface is gone (or another's) protects nothing: start afresh.
         removePins(paths.dir, o.bpffs ?? DEFAULT_BPFFS);
         started = this.#fresh(paths, ifindex);
+        this.#attachedHere = true;
       }
+      this.#paths = paths;
       this.#runTimers();
       return started;
     } catch (err) {
@@ -300,28 +311,102 @@ export class SpakServer {
         probe.close();
       }
     }
+    let mode: StartedServer['mode'] = 'native';
+    const { newProgId } = this.#swapProgram(paths, reuse, copy, widenFlows, (prog) => {
+      if (oldKind === this.enforcement) {
+        old.update(prog, oldProgId);
+        mode = this.enforcement === 'tc' ? 'tc' : old.xdpMode() ?? (o.xdpMode === 'generic' ? 'generic' : 'native');
+      } else {
+        mode = this.#switchLink(paths, old, prog);
+      }
+    });
+    const adopted = { oldProgId, newProgId, ...(oldKind === this.enforcement ? {} : { switchedFrom: oldKind }) };
+    return { ifname: o.iface, ifindex, enforcement: this.enforcement, mode, adopted, seededFlows: 0, pinDir: paths.dir };
+  }
+
+  /**
+   * Loads a fresh program instance whose state maps are `reuse` (shared with the running
+   * program) and whose configuration maps hold this.#opts, copies the `copy` tables, and swaps
+   * it in with `swapIn` (bpf_link_update + BPF_F_REPLACE against the old program, or a new link
+   * of the other kind attached before the old one goes): a packet sees the old program with the
+   * old configuration or the new one with the new, never a mix. Then re-pins the maps that are
+   * new. Adoption and reload both come through here.
+   */
+  #swapProgram(
+    paths: PinPaths, reuse: Partial<Record<ServerMapName, BpfMap>>,
+    copy: [ServerMapName, BpfMap][], widenFlows: BpfMap | null, swapIn: (prog: BpfProgram) => void,
+  ): { newProgId: number } {
     const prog = this.load(reuse);
     this.protectWithoutAttaching();
     for (const [name, from] of copy) copyEntries(from, this.#obj!.map(name));
     if (widenFlows) copyEntries(widenFlows, this.#obj!.map('spak_flows'), widenFlowKey);
     const newProgId = prog.id;
-    let mode: StartedServer['mode'];
-    if (oldKind === this.enforcement) {
-      old.update(prog, oldProgId);
-      mode = this.enforcement === 'tc' ? 'tc' : old.xdpMode() ?? (o.xdpMode === 'generic' ? 'generic' : 'native');
-    } else {
-      mode = this.#switchLink(paths, old);
-    }
+    swapIn(prog);
     // Entries the old program added while we copied.
     for (const [name, from] of copy) copyEntries(from, this.#obj!.map(name));
     if (widenFlows) copyEntries(widenFlows, this.#obj!.map('spak_flows'), widenFlowKey);
     for (const name of SERVER_MAPS) {
       if (reuse[name]) continue;
-      removePin(paths.map(name));
-      this.#obj!.map(name).pin(paths.map(name));
+      try {
+        removePin(paths.map(name));
+        this.#obj!.map(name).pin(paths.map(name));
+      } catch (err) {
+        // A state table the next daemon must find: the failure is the caller's. A configuration
+        // map only misleads readers of the pins (the next daemon writes fresh ones anyway), and
+        // the new program is in force already: say so and go on.
+        if ((STATE_MAPS as readonly string[]).includes(name)) throw err;
+        this.#opts.logger?.warn(`re-pinning ${name} failed: ${(err as Error).message}`);
+      }
     }
-    const adopted = { oldProgId, newProgId, ...(oldKind === this.enforcement ? {} : { switchedFrom: oldKind }) };
-    return { ifname: o.iface, ifindex, enforcement: this.enforcement, mode, adopted, seededFlows: 0, pinDir: paths.dir };
+    return { newProgId };
+  }
+
+  /**
+   * Reload: the running program is replaced by a fresh instance configured with `update`
+   * (keys, destinations, timing, knock clients, always-allow), sharing every state map with it
+   * (flows, replay, knock rates, allowlist, counters), so no established connection is lost
+   * and no tag can be replayed. Everything is checked before anything changes; on failure the
+   * old program and configuration stay in force. Capacities, the XDP mode and the interface
+   * are fixed for the daemon's life (a restart changes them).
+   */
+  reload(update: ReloadableOptions): { oldProgId: number; newProgId: number } {
+    const prevOpts = this.#opts;
+    const next: ServerOptions = { ...prevOpts, ...update };
+    checkDestinations(next.protect, next.keys);
+    if (next.knock) checkKnock(next.knock);
+    checkAlwaysAllow(next.alwaysAllow);
+    const oldObj = this.#obj;
+    const link = this.#link;
+    const paths = this.#paths;
+    if (!oldObj || !link || !paths) throw new Error(`the server on ${prevOpts.iface} is not running`);
+    // The running instance's program fd, not its id: after a privilege drop an id lookup is refused.
+    const oldProg = oldObj.program(SERVER_PROGRAMS[this.enforcement]);
+    const oldProgId = oldProg.id;
+    const reuse: Partial<Record<ServerMapName, BpfMap>> = {};
+    for (const name of STATE_MAPS) reuse[name] = oldObj.map(name);
+    // This daemon's per-destination counters go on too: the same destination keeps its index
+    // (DestCounterIndex), a new one gets a zeroed slot.
+    reuse.spak_dest_counters = oldObj.map('spak_dest_counters');
+    const prevCounterIdx = this.#counterIdx;
+    this.#opts = next;
+    this.#obj = null;
+    let newProgId: number;
+    try {
+      ({ newProgId } = this.#swapProgram(paths, reuse, [], null, (prog) => link.update(prog, oldProg)));
+    } catch (err) {
+      // Nothing after link.update throws (re-pinning only warns), so the swap did not happen:
+      // the old instance stays in force with the old configuration.
+      (this.#obj as BpfObject | null)?.close(); // the instance load() made, if it got that far
+      this.#obj = oldObj;
+      this.#opts = prevOpts;
+      this.#counterIdx = prevCounterIdx;
+      throw err;
+    }
+    oldObj.close();
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [];
+    this.#runTimers(); // the clock refresh writes the new spak_config
+    return { oldProgId, newProgId };
   }
 
   /**
@@ -329,8 +414,8 @@ export class SpakServer {
    * is attached and pinned in its place before the old one is detached, so both run for a moment and
    * the port is never open. Fails with the old link still attached and pinned.
    */
-  #switchLink(paths: PinPaths, old: BpfLink): StartedServer['mode'] {
-    const { link, mode } = this.#attach(this.#obj!.program(SERVER_PROGRAMS[this.enforcement]));
+  #switchLink(paths: PinPaths, old: BpfLink, prog: BpfProgram): StartedServer['mode'] {
+    const { link, mode } = this.#attach(prog);
     const staged = stagedLinkPin(paths);
     try {
       removePin(staged);
@@ -361,6 +446,43 @@ export class SpakServer {
     this.#closeAll();
   }
 
+  /**
+   * Undoes start() when a daemon serving several interfaces cannot start them all: a link this
+   * daemon attached is detached and its pins removed; an adopted one stays in force (as after
+   * SIGTERM), with the configuration this daemon swapped in.
+   */
+  abandon(): void {
+    const paths = this.#paths;
+    if (this.#attachedHere && this.#link && paths) {
+      try {
+        this.#link.detach();
+      } finally {
+        this.#closeAll();
+        removePins(paths.dir, this.#opts.bpffs ?? DEFAULT_BPFFS);
+      }
+      return;
+    }
+    this.#closeAll();
+  }
+
+  /**
+   * Before a privilege drop: from now on the pin directory is reached through an fd held open
+   * (/proc/self/fd/N/NAME), so that re-pinning on reload needs no search permission on bpffs's
+   * root-only ancestors (/sys/fs/bpf is 0700), only write permission on the directory itself.
+   */
+  keepPinDirOpen(): void {
+    const p = this.#paths;
+    if (!p || this.#pinDirFd !== null) return;
+    const fd = openSync(p.dir, constants.O_RDONLY | constants.O_DIRECTORY);
+    this.#pinDirFd = fd;
+    this.#paths = { ...p, map: (name) => `/proc/self/fd/${fd}/${name}` };
+  }
+
+  /** The pin directory of a started server (the daemon hands it to the unprivileged user). */
+  get pinDir(): string | null {
+    return this.#paths?.dir ?? null;
+  }
+
   #closeAll(): void {
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
@@ -372,6 +494,10 @@ export class SpakServer {
     this.#obj = null;
     this.#lock?.release();
     this.#lock = null;
+    this.#paths = null;
+    this.#attachedHere = false;
+    if (this.#pinDirFd !== null) closeSync(this.#pinDirFd);
+    this.#pinDirFd = null;
   }
 
   /** Verdict counters summed over CPUs. */
@@ -401,7 +527,8 @@ export class SpakServer {
     this.#timers.push(keepClockCurrent(this.map('spak_config'), o, (err) => o.logger?.error({ err }, 'clock refresh failed')));
     const sweep = setInterval(() => {
       try {
-        this.sweep();
+        const r = this.sweep();
+        o.logger?.debug({ iface: o.iface, ...r }, 'sweep');
       } catch (err) {
         o.logger?.error({ err }, 'sweep failed');
       }

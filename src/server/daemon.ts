@@ -1,0 +1,389 @@
+// The `spak server` runtime: one SpakServer per interface, all configured from one config, the
+// knock receiver writing to every interface's maps, SIGHUP reload, and the privilege drop after
+// everything is attached and bound. The CLI parses; this runs.
+import type { KeyObject } from 'node:crypto';
+import { chownSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { XdpMode } from '../bpf/libbpf.js';
+import { formatCounters } from '../bpf/counters.js';
+import { resolveSecret, type KnockConfig } from '../config/schema.js';
+import { loadConfig, type ConfigPath } from '../config/load.js';
+import { DEFAULT_STATE_ROOT, knockOptionsFromConfig, startKnockService, type KnockService, type KnockServiceMaps } from '../knock/server.js';
+import { ALL_ADDRESSES, type ProtectedDest } from './destinations.js';
+import { dropPrivileges, resolveAccount, type Account, type CapName } from './privdrop.js';
+import { scopeWarnings } from './scope.js';
+import { decisionLog } from '../observe/log.js';
+import type { MetricsEndpoint } from '../observe/metrics.js';
+import { startDaemonMetrics, type MetricsSetting } from '../observe/setup.js';
+import { SpakServer, type ReloadableOptions, type ServerOptions, type StartedServer } from './server.js';
+
+/** Command-line options: they win over the file, at start and at every reload. */
+export interface DaemonOverrides {
+  xdpMode?: XdpMode | undefined;
+  /** --enforcement: every interface. */
+  enforcement?: 'xdp' | 'tc' | undefined;
+  stepSeconds?: number | undefined;
+  stepWindow?: number | undefined;
+  flowIdleSeconds?: number | undefined;
+  replayCapacity?: number | undefined;
+  flowCapacity?: number | undefined;
+  allAddresses?: boolean | undefined;
+  /** false: --no-seed. */
+  seed?: boolean | undefined;
+  /** true: --stealth, --stealth-udp. */
+  stealth?: boolean | undefined;
+  stealthUdp?: boolean | undefined;
+}
+
+export interface DaemonInterface {
+  name: string;
+  xdpMode: XdpMode;
+  enforcement?: 'xdp' | 'tc' | undefined;
+}
+
+/** Everything a daemon runs with, read and checked completely before anything is attached or swapped. */
+export interface DaemonPlan {
+  interfaces: DaemonInterface[];
+  server: Omit<ServerOptions, 'iface' | 'xdpMode' | 'enforcement' | 'logger' | 'bpffs'>;
+  knockConfig?: KnockConfig | undefined;
+  account?: Account | undefined;
+}
+
+/**
+ * Capabilities kept after the privilege drop, found by trial on kernel 6.18 (reload as the
+ * test's unprivileged user): without CAP_PERFMON the verifier refuses the reload program
+ * (EACCES), without CAP_NET_ADMIN the kernel refuses to load an XDP program (EPERM), and every
+ * bpf() command, map reads and writes on held fds included, needs CAP_BPF while unprivileged
+ * BPF is disabled. The swap itself names the old program by an fd the daemon holds, because
+ * looking it up by id (BPF_PROG_GET_FD_BY_ID) would take CAP_SYS_ADMIN.
+ */
+export const KEPT_CAPABILITIES: readonly CapName[] = ['BPF', 'NET_ADMIN', 'PERFMON'];
+
+/**
+ * Reads the config file (with the SPAK_* overrides) and everything it names (key files, knock
+ * keys and clients); throws one line.
+ */
+export function planFromConfig(config: ConfigPath | string, ov: DaemonOverrides = {}): DaemonPlan {
+  const where: ConfigPath = typeof config === 'string' ? { file: config, from: '--config' } : config;
+  const file = where.file;
+  const cfg = loadConfig(where).server;
+  if (!cfg) throw new Error(`${file}: no "server" section`);
+  const mode = ov.xdpMode ?? cfg.xdpMode;
+  const interfaces: DaemonInterface[] = cfg.interfaces
+    ? cfg.interfaces.map((i) => ({
+      name: i.name, xdpMode: ov.xdpMode ?? i.xdpMode ?? cfg.xdpMode, enforcement: ov.enforcement ?? i.enforcement ?? cfg.enforcement,
+    }))
+    : [{ name: cfg.interface!, xdpMode: mode, enforcement: ov.enforcement ?? cfg.enforcement }];
+  let protect: ProtectedDest[] = cfg.protect;
+  if (ov.allAddresses) protect = allAddresses(protect);
+  return {
+    interfaces,
+    server: {
+      keys: cfg.keys.map((k, i) => ({ id: k.id, key: resolveSecret(k, `${file}: server.keys[${i}]`) })),
+      protect,
+      stepSeconds: ov.stepSeconds ?? cfg.stepSeconds,
+      stepWindow: ov.stepWindow ?? cfg.stepWindow,
+      flowIdleSeconds: ov.flowIdleSeconds ?? cfg.flowIdleSeconds,
+      flowFinSeconds: cfg.flowFinSeconds,
+      replayCapacity: ov.replayCapacity ?? cfg.replayCapacity,
+      flowCapacity: ov.flowCapacity ?? cfg.flowCapacity,
+      alwaysAllow: cfg.alwaysAllow,
+      allowCapacity: cfg.allowCapacity,
+      // The XDP knock maps are written before the program goes in; the receiver keeps them current.
+      knock: cfg.knock ? knockOptionsFromConfig(cfg.knock) : undefined,
+      seedExisting: cfg.seedExisting && ov.seed !== false,
+      stealth: ov.stealth ?? cfg.stealth,
+      stealthUdp: ov.stealthUdp ?? cfg.stealthUdp,
+    },
+    knockConfig: cfg.knock,
+    account: cfg.user !== undefined ? resolveAccount(cfg.user, cfg.group) : undefined,
+  };
+}
+
+/** --all-addresses: every protected port on every address of both families. */
+export function allAddresses(protect: ProtectedDest[]): ProtectedDest[] {
+  const byPort = new Map<string, ProtectedDest>();
+  for (const d of protect) {
+    if (d.dialAddress !== undefined) throw new Error(`--all-addresses cannot keep the dial address of ${d.address} port ${d.port}`);
+    const id = `${d.protocol ?? 'tcp'}/${d.port}`;
+    if (!byPort.has(id)) byPort.set(id, { ...d, address: ALL_ADDRESSES });
+  }
+  return [...byPort.values()];
+}
+
+/** Why a new plan cannot be swapped in by a reload (a restart is needed), or null. */
+function restartNeeded(old: DaemonPlan, next: DaemonPlan): string | null {
+  const ifs = (p: DaemonPlan) => p.interfaces.map((i) => `${i.name}/${i.xdpMode}/${i.enforcement ?? 'xdp'}`).join(',');
+  if (ifs(old) !== ifs(next)) return `the interfaces changed (${ifs(old)} -> ${ifs(next)})`;
+  for (const k of ['replayCapacity', 'flowCapacity', 'allowCapacity'] as const)
+    if (old.server[k] !== next.server[k]) return `${k} changed (${old.server[k]} -> ${next.server[k]})`;
+  if (JSON.stringify(old.knockConfig ?? null) !== JSON.stringify(next.knockConfig ?? null)) return 'the knock section changed';
+  // The same file may hold another key now: the knock receiver would still open with the old one.
+  if (old.server.knock && next.server.knock && keyBytes(old.server.knock.serverKey) !== keyBytes(next.server.knock.serverKey))
+    return `the knock server key in ${next.knockConfig?.serverKeyFile} changed`;
+  const who = (a?: Account) => (a ? `${a.uid}:${a.gid}` : 'root');
+  if (who(old.account) !== who(next.account)) return `user/group changed (${who(old.account)} -> ${who(next.account)})`;
+  return null;
+}
+
+function keyBytes(k: KeyObject | string): string {
+  return typeof k === 'string' ? k : k.export({ format: 'der', type: 'pkcs8' }).toString('hex');
+}
+
+function reloadable(p: DaemonPlan): ReloadableOptions {
+  const s = p.server;
+  return {
+    keys: s.keys, protect: s.protect, stepSeconds: s.stepSeconds, stepWindow: s.stepWindow, flowIdleSeconds: s.flowIdleSeconds,
+    flowFinSeconds: s.flowFinSeconds, knock: s.knock, alwaysAllow: s.alwaysAllow, seedExisting: s.seedExisting,
+    stealth: s.stealth, stealthUdp: s.stealthUdp,
+  };
+}
+
+function hostPort(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+export interface DaemonOptions {
+  logger: Logger;
+  bpffs: string;
+  /** The configuration SIGHUP reads again; without one there is nothing to reload. */
+  config?: ConfigPath | undefined;
+  overrides?: DaemonOverrides | undefined;
+  /** The Prometheus endpoint (src/observe), bound before the privilege drop; null or absent: none. */
+  metrics?: MetricsSetting | null | undefined;
+}
+
+export class SpakDaemon {
+  #plan: DaemonPlan;
+  #opts: DaemonOptions;
+  #servers: SpakServer[];
+  #started: StartedServer[];
+  #knock: KnockService | null;
+  #dropped: string | null = null;
+  #metrics: MetricsEndpoint | null = null;
+
+  private constructor(plan: DaemonPlan, opts: DaemonOptions, servers: SpakServer[], started: StartedServer[], knock: KnockService | null) {
+    this.#plan = plan;
+    this.#opts = opts;
+    this.#servers = servers;
+    this.#started = started;
+    this.#knock = knock;
+  }
+
+  /**
+   * All or nothing: every interface attached (or adopted), the knock socket bound, then the
+   * privileges dropped. When a step fails, what this start attached is detached again (what an
+   * earlier daemon left in force stays in force) and the error is thrown.
+   */
+  static async start(plan: DaemonPlan, opts: DaemonOptions): Promise<SpakDaemon> {
+    const servers = plan.interfaces.map((i) => new SpakServer(serverOptions(plan, i, opts)));
+    const running: SpakServer[] = [];
+    const started: StartedServer[] = [];
+    let knock: KnockService | null = null;
+    let metricsOf: MetricsEndpoint | null = null;
+    try {
+      for (const [n, s] of servers.entries()) {
+        try {
+          started.push(s.start());
+        } catch (err) {
+          throw new Error(plan.interfaces.length > 1 ? `${plan.interfaces[n]!.name}: ${(err as Error).message}` : (err as Error).message);
+        }
+        running.push(s);
+      }
+      if (plan.knockConfig)
+        knock = await startKnockService(knockMaps(servers), plan.knockConfig, opts.logger, { iface: plan.interfaces.map((i) => i.name) });
+      const daemon = new SpakDaemon(plan, opts, servers, started, knock);
+      // The metrics port is bound before the privilege drop; the sources are read at scrape time,
+      // so after a reload they are the new programs' maps.
+      daemon.#metrics = await startDaemonMetrics(opts.metrics ?? null, {
+        servers: () => daemon.#servers.map((server, i) => ({
+          iface: daemon.#started[i]!.ifname, enforcement: hookOf(daemon.#started[i]!), server,
+        })),
+        knock: () => daemon.#knock,
+      }, opts.logger);
+      metricsOf = daemon.#metrics;
+      if (plan.account) daemon.#dropPrivileges(plan.account);
+      return daemon;
+    } catch (err) {
+      void metricsOf?.close();
+      knock?.stop();
+      for (const s of running.reverse()) {
+        try {
+          s.abandon();
+        } catch (e) {
+          opts.logger.error({ err: e }, 'undoing a start failed');
+        }
+      }
+      throw err;
+    }
+  }
+
+  /** Hands what the daemon writes later to the user, then becomes it. */
+  #dropPrivileges(to: Account): void {
+    const own = (p: string) => chownSync(p, to.uid, to.gid);
+    for (const s of this.#servers) {
+      const dir = s.pinDir;
+      if (!dir) continue;
+      own(dir); // reload re-pins the configuration maps here
+      for (const name of readdirSync(dir)) own(path.join(dir, name));
+      s.keepPinDirOpen();
+    }
+    if (this.#plan.knockConfig) {
+      const dir = this.#plan.knockConfig.stateDir ?? path.join(DEFAULT_STATE_ROOT, this.#plan.interfaces[0]!.name);
+      own(dir);
+      for (const name of readdirSync(dir)) own(path.join(dir, name));
+    }
+    dropPrivileges(to, KEPT_CAPABILITIES);
+    this.#dropped = `${to.label} (uid ${to.uid}, gid ${to.gid}); capabilities kept: ${KEPT_CAPABILITIES.map((c) => c.toLowerCase()).join(', ')}`;
+  }
+
+  /**
+   * SIGHUP: reads the config file and everything it names again, checks all of it, then swaps
+   * a freshly configured program in on every interface (state maps shared: no connection lost)
+   * and rescans the knock clients. A bad config changes nothing. Returns a summary line.
+   */
+  reload(): string {
+    const where = this.#opts.config;
+    if (where === undefined) throw new Error('started without --config: nothing to reload');
+    const file = where.file;
+    const next = planFromConfig(where, this.#opts.overrides);
+    const why = restartNeeded(this.#plan, next);
+    if (why) throw new Error(`${why}: restart needed`);
+    for (const i of next.interfaces) new SpakServer(serverOptions(next, i, this.#opts)); // the same checks a start makes
+    const done: SpakServer[] = [];
+    const swaps: string[] = [];
+    try {
+      for (const [n, s] of this.#servers.entries()) {
+        const r = s.reload(reloadable(next));
+        done.push(s);
+        swaps.push(`${next.interfaces[n]!.name} program ${r.oldProgId} -> ${r.newProgId}`);
+      }
+    } catch (err) {
+      // Interfaces already swapped go back to the old configuration (with the same mechanism).
+      for (const s of done) {
+        try {
+          s.reload(reloadable(this.#plan));
+        } catch (e) {
+          this.#opts.logger.error({ err: e }, 'restoring the old configuration failed');
+        }
+      }
+      throw err;
+    }
+    this.#plan = next;
+    if (this.#knock) {
+      this.#knock.setMaps(knockMaps(this.#servers));
+      this.#knock.rescan();
+    }
+    const s = next.server;
+    return `reloaded ${file}: key ids ${s.keys.map((k) => k.id).join(',')}; ${s.protect.length} destination(s); ${swaps.join(', ')}`;
+  }
+
+  /** The daemon goes; protection stays in force (the pinned links keep it). */
+  stop(): void {
+    void this.#metrics?.close();
+    this.#metrics = null;
+    this.#knock?.stop();
+    this.#knock = null;
+    for (const s of this.#servers) s.stop();
+  }
+
+  /** Verdict counters summed over the interfaces, with the knock counters. */
+  counters(): Record<string, bigint> {
+    const sum: Record<string, bigint> = {};
+    for (const s of this.#servers) for (const [k, v] of Object.entries(s.counters())) sum[k] = (sum[k] ?? 0n) + v;
+    for (const [k, v] of Object.entries(this.#knock?.counters() ?? {})) sum[k] = BigInt(v);
+    return sum;
+  }
+
+  /** What the daemon says once it runs: one line per interface, then the knock port and the user. */
+  banner(): string[] {
+    const s = this.#plan.server;
+    const dests = s.protect.map((d) => `${d.address === ALL_ADDRESSES ? '*' : hostPort(d.address, d.port).replace(/:\d+$/, '')}:${d.port}${d.bindSource ? ' (source-bound)' : ''}`).join(', ');
+    const lines = this.#started.map((info) => {
+      const how = info.adopted
+        ? `adopted on ${info.ifname} (ifindex ${info.ifindex}); replaced program id ${info.adopted.oldProgId} with ${info.adopted.newProgId}`
+        : `attached to ${info.ifname} (ifindex ${info.ifindex})`;
+      return `spak server: ${hookOf(info).text} ${how}; protecting ${dests}; key ids ${s.keys.map((k) => k.id).join(',')}; ` +
+        `step ${s.stepSeconds}s +-${s.stepWindow}; ${info.seededFlows} existing connection(s) kept; pinned at ${info.pinDir}`;
+    });
+    if (this.#metrics) lines.push(`spak server: metrics on http://${hostPort(this.#metrics.address, this.#metrics.port)}/metrics`);
+    if (this.#knock) lines.push(`spak server: knock port ${this.#knock.addresses().map((a) => hostPort(a.address, a.port)).join(', ')}`);
+    if (this.#dropped) lines.push(`spak server: running as ${this.#dropped}`);
+    return lines;
+  }
+
+  warnings(): string[] {
+    return scopeWarnings(this.#plan.server.protect);
+  }
+
+  get interfaces(): string[] {
+    return this.#plan.interfaces.map((i) => i.name);
+  }
+
+  /**
+   * Runs until SIGINT/SIGTERM: SIGHUP reloads, SIGUSR1 prints the counters. The banner prints
+   * once the handlers are in place, so whoever waits for it can signal at once.
+   */
+  run(statsInterval: number): Promise<void> {
+    const report = () => `spak server counters:\n${formatCounters(this.counters())}`;
+    return new Promise((resolve) => {
+      const timer = statsInterval > 0 ? setInterval(() => process.stdout.write(`${report()}\n`), statsInterval * 1000) : null;
+      const keepAlive = setInterval(() => undefined, 1 << 30); // signal handlers alone do not keep Node running
+      const finish = (signal: string) => {
+        clearInterval(keepAlive);
+        if (timer) clearInterval(timer);
+        for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1'] as const) process.removeAllListeners(sig);
+        let summary = '';
+        try {
+          summary = report();
+        } catch {
+          // maps already gone
+        }
+        this.stop();
+        const names = this.interfaces.join(', ');
+        const how = this.interfaces.map((i) => `spak server stop ${i}`).join(', ');
+        process.stdout.write(`${summary}\nspak server: ${signal}: exiting; protection stays in force on ${names} (${how} removes it)\n`);
+        resolve();
+      };
+      process.on('SIGINT', () => finish('SIGINT'));
+      process.on('SIGTERM', () => finish('SIGTERM'));
+      process.on('SIGHUP', () => {
+        // One line either way; a rejected reload changes nothing and the daemon runs on.
+        try {
+          process.stdout.write(`spak server: ${this.reload()}\n`);
+        } catch (err) {
+          process.stderr.write(`spak server: reload rejected, the old configuration stays in force: ${(err as Error).message}\n`);
+        }
+      });
+      process.on('SIGUSR1', () => process.stdout.write(`${report()}\n`));
+      process.stdout.write(this.banner().map((l) => `${l}\n`).join(''));
+      const decisions = decisionLog(this.#opts.logger);
+      for (const info of this.#started) {
+        const event = info.adopted ? 'adopt' : 'attach';
+        const hook = hookOf(info);
+        decisions.write('info', { event, iface: info.ifname, hook: hook.hook, mode: hook.mode, ...info.adopted },
+          `${info.adopted ? 'adopted' : 'attached'} ${hook.text} on ${info.ifname}`, event);
+      }
+      for (const w of this.warnings()) process.stderr.write(`spak: warning: ${w}\n`);
+    });
+  }
+}
+
+/** The hook as `spak status` and the metrics name it (xdp, tcx); a mode only for XDP. */
+function hookOf(info: StartedServer): { hook: string; mode: string; text: string } {
+  return info.enforcement === 'tc'
+    ? { hook: 'tcx', mode: '', text: 'TC ingress' }
+    : { hook: 'xdp', mode: info.mode, text: `XDP (${info.mode})` };
+}
+
+function serverOptions(plan: DaemonPlan, i: DaemonInterface, o: DaemonOptions): ServerOptions {
+  return {
+    ...plan.server, iface: i.name, xdpMode: i.xdpMode, logger: o.logger, bpffs: o.bpffs,
+    ...(i.enforcement !== undefined ? { enforcement: i.enforcement } : {}),
+  };
+}
+
+function knockMaps(servers: SpakServer[]): KnockServiceMaps[] {
+  return servers.map((s) => ({ spak_knock_config: s.map('spak_knock_config'), spak_knock_clients: s.map('spak_knock_clients'), spak_allow: s.map('spak_allow') }));
+}
