@@ -175,6 +175,26 @@ export async function startProber(lab: Lab, host: string, addrs: string[], port:
   };
 }
 
+/** The prober tried at least minAttempts times and never got a connection (nor kept one). */
+export function assertProberBlocked(probe: ProbeResult, minAttempts: number, when: string): void {
+  assert.ok(probe.attempts >= minAttempts, `the prober tried: ${JSON.stringify(probe)}`);
+  assert.equal(probe.successes, 0, `keyless connects ${when}: ${JSON.stringify(probe)}`);
+  assert.equal(probe.alive, 0, `keyless connections kept: ${JSON.stringify(probe)}`);
+}
+
+/** Polls a connect from host to addr:port until it succeeds (a knock is acted on asynchronously), bounded. */
+export async function connectsWithin(lab: Lab, host: string, addr: string, port: number, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  let last = '';
+  while (Date.now() < deadline) {
+    const r = await lab.tcpConnect(host, addr, port, 500);
+    if (r.ok) return;
+    last = r.error ?? '';
+    await sleep(100);
+  }
+  assert.fail(`${what}: no connect within ${ms} ms (last: ${last})`);
+}
+
 // Connects, prints "connected", stays idle for idleMs, then sends one line: prints "echoed" when it
 // comes back within 3 s, else "no echo" (or "error <code>" / "closed").
 export const IDLE_THEN_SEND = `

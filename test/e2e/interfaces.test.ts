@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { hasXdp, Lab, netnsInode, run, sleep, SPAK_BPFFS_DIR, startSpak, type SpakProcess } from '../../src/lab/lab.js';
-import { ADDR, assertBlocked, CLI, FAMILIES, KEY, KEY_ID, OTH, skip, SRV, threeHosts } from './common.js';
+import { hasXdp, Lab, netnsInode, run, SPAK_BPFFS_DIR, startSpak, type SpakProcess } from '../../src/lab/lab.js';
+import { ADDR, assertBlocked, CLI, connectsWithin, FAMILIES, KEY, KEY_ID, OTH, skip, SRV, threeHosts } from './common.js';
 import { startDaemon } from './daemon-helpers.js';
 
 const PORT = 8080;
@@ -44,18 +44,6 @@ describe('one daemon, two interfaces', { skip }, () => {
     writeFileSync(configFile, JSON.stringify({ server: { interfaces, keys: [{ id: KEY_ID, secret: KEY }], protect, ...extra } }, null, 2));
   }
 
-  /** Polls a connect from host to addr until it succeeds (a knock is acted on asynchronously), bounded. */
-  async function opensWithin(host: string, addr: string, what: string, ms = 10_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    let last = '';
-    while (Date.now() < deadline) {
-      const r = await lab.tcpConnect(host, addr, PORT, 500);
-      if (r.ok) return;
-      last = r.error ?? '';
-      await sleep(100);
-    }
-    assert.fail(`${what}: no connect within ${ms} ms (last: ${last})`);
-  }
 
   const clientFor = (host: string, addrs: string[]) =>
     startSpak(lab, host, 'client', { config: { destinations: addrs.map((address) => ({ address, port: PORT, keyId: KEY_ID, secret: KEY })) } });
@@ -147,9 +135,9 @@ describe('one daemon, two interfaces', { skip }, () => {
       const bundle = path.join(home, 'roamer.spak');
       // The same client knocks from both sides: over eth0 at the LAN address, over eth1 at eth1's.
       await spakOk(OTH, ['knock', ADDR.v4, '--port', String(KNOCK_PORT), '--bundle', bundle, '--open', `tcp/${PORT}`]);
-      await opensWithin(OTH, ADDR.v4, 'the third host after its knock over eth0');
+      await connectsWithin(lab, OTH, ADDR.v4, PORT, 10_000, 'the third host after its knock over eth0');
       await spakOk(FAR, ['knock', eth1.v4, '--port', String(KNOCK_PORT), '--bundle', bundle, '--open', `tcp/${PORT}`]);
-      await opensWithin(FAR, eth1.v4, 'the far host after its knock over eth1');
+      await connectsWithin(lab, FAR, eth1.v4, PORT, 10_000, 'the far host after its knock over eth1');
       const counters = await server.counters();
       assert.equal(counters.knock_accepted, 2, `both knocks accepted: ${JSON.stringify(counters)}`);
     } finally {

@@ -10,8 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, copyFileSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Lab, sleep, startSpak, type SpakProcess } from '../../src/lab/lab.js';
-import { ADDR, assertBlocked, CLI, FAMILIES, OTH, skip, SRV, threeHosts } from './common.js';
+import { Lab, startSpak, type SpakProcess } from '../../src/lab/lab.js';
+import { ADDR, assertBlocked, CLI, connectsWithin, FAMILIES, OTH, skip, SRV, threeHosts } from './common.js';
 import { reloadOk, startDaemon } from './daemon-helpers.js';
 
 const PORT = 8080;
@@ -101,18 +101,6 @@ describe('privilege drop after attach', { skip }, () => {
     config: { destinations: FAMILIES.map((f) => ({ address: ADDR[f], port: PORT, keyId: key.id, secret: key.secret })) },
   });
 
-  /** Polls a connect from host until it succeeds, bounded. */
-  async function opensWithin(host: string, addr: string, ms: number, what: string): Promise<void> {
-    const deadline = Date.now() + ms;
-    let last = '';
-    while (Date.now() < deadline) {
-      const r = await lab.tcpConnect(host, addr, PORT, 500);
-      if (r.ok) return;
-      last = r.error ?? '';
-      await sleep(100);
-    }
-    assert.fail(`${what}: no connect within ${ms} ms (last: ${last})`);
-  }
 
   it('runs as nobody with CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON only, and still tags, reloads, sweeps and opens knocks', { timeout: 300_000 }, async () => {
     writeConfig([KEY_A]);
@@ -158,7 +146,7 @@ describe('privilege drop after attach', { skip }, () => {
       // A knock opens, without root.
       const laptop = path.join(clientHome, 'laptop.spak');
       await spakOk(OTH, ['knock', ADDR.v4, '--port', String(KNOCK_PORT), '--bundle', laptop, '--open', `tcp/${PORT}`]);
-      await opensWithin(OTH, ADDR.v4, 10_000, 'a knock after the drop');
+      await connectsWithin(lab, OTH, ADDR.v4, PORT, 10_000, 'a knock after the drop');
 
       // Reload as nobody: key A goes, key B comes; a client added since is rescanned.
       const late = await newClient('late');
@@ -181,7 +169,7 @@ describe('privilege drop after attach', { skip }, () => {
       // third host's IPv4 address only; its IPv6 address is still shut until the late knock.
       await assertBlocked(lab, OTH, [{ addr: ADDR.v6, port: PORT }], 'the third host over IPv6 before the late knock');
       await spakOk(OTH, ['knock', ADDR.v6, '--port', String(KNOCK_PORT), '--bundle', late, '--open', `tcp/${PORT}`]);
-      await opensWithin(OTH, ADDR.v6, 10_000, 'a knock by a client added after the drop');
+      await connectsWithin(lab, OTH, ADDR.v6, PORT, 10_000, 'a knock by a client added after the drop');
 
       // Sweeps run after the drop and the reload (every 5 s here), without failing.
       await server.proc.waitFor(/"msg":"sweep"/, 20_000, fromOutput);
