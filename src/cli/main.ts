@@ -15,6 +15,7 @@ import { DEFAULT_BPFFS, pinPaths } from '../server/pins.js';
 import type { XdpMode } from '../bpf/libbpf.js';
 import { SERVER_REASON_NAMES } from '../wire/layout.js';
 import { registerKnock } from './knock.js';
+import { runForeground } from '../util/foreground.js';
 import { registerDoctor } from './doctor.js';
 import { registerStatus } from './status.js';
 import { createLogger } from '../observe/log.js';
@@ -68,40 +69,6 @@ function requireRoot(role: string): void {
 
 function makeLogger(level: string): Logger {
   return createLogger({ level });
-}
-
-/**
- * Runs until SIGINT/SIGTERM; SIGUSR1 prints the counters. `farewell` says what stays behind.
- * `started` (the banner) runs once the handlers are in place, so whoever waits for the banner
- * can signal at once without killing the process before it reports.
- */
-function runForeground(
-  stop: () => void, report: () => string, statsInterval: number, farewell: (signal: string) => string, started: () => void,
-): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = statsInterval > 0 ? setInterval(() => process.stdout.write(`${report()}\n`), statsInterval * 1000) : null;
-    // Signal handlers alone do not keep Node running: this does, until we are told to stop.
-    const keepAlive = setInterval(() => undefined, 1 << 30);
-    const finish = (signal: string) => {
-      clearInterval(keepAlive);
-      if (timer) clearInterval(timer);
-      for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1'] as const) process.removeAllListeners(s);
-      let summary = '';
-      try {
-        summary = report();
-      } catch {
-        // maps already gone
-      }
-      stop();
-      process.stdout.write(`${summary}\n${farewell(signal)}\n`);
-      resolve();
-    };
-    process.on('SIGINT', () => finish('SIGINT'));
-    process.on('SIGTERM', () => finish('SIGTERM'));
-    process.on('SIGHUP', () => finish('SIGHUP'));
-    process.on('SIGUSR1', () => process.stdout.write(`${report()}\n`));
-    started();
-  });
 }
 
 /** Options given on the command line win over the config file; defaults do not. */
@@ -271,17 +238,17 @@ export function buildProgram(): Command {
       const client = new SpakClient(opts);
       const info = client.start();
       const dests = opts.targets.map((t) => `${hostPort(t.address, t.port)} (key id ${t.keyId}${t.bindSource ? ', source-bound' : ''})`).join(', ');
-      await runForeground(
-        () => client.stop(),
-        () => `spak client counters:\n${formatCounters(client.counters())}`,
-        Number(o.statsInterval) || 0,
-        (signal) => `spak client: ${signal}: detached, bye`,
-        () => {
+      await runForeground({
+        stop: () => client.stop(),
+        report: () => `spak client counters:\n${formatCounters(client.counters())}`,
+        statsInterval: Number(o.statsInterval) || 0,
+        farewell: (signal) => `spak client: ${signal}: detached, bye`,
+        started: () => {
           process.stdout.write(
             `spak client: TC egress attached to ${info.ifname} (ifindex ${info.ifindex})${info.replaced ? ', replacing a filter a stopped client left' : ''}; tagging SYNs to ${dests}\n`,
           );
         },
-      );
+      });
     });
 
   program

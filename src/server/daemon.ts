@@ -16,6 +16,7 @@ import { scopeWarnings } from './scope.js';
 import { decisionLog } from '../observe/log.js';
 import type { MetricsEndpoint } from '../observe/metrics.js';
 import { startDaemonMetrics, type MetricsSetting } from '../observe/setup.js';
+import { runForeground } from '../util/foreground.js';
 import { SpakServer, type ReloadableOptions, type ServerOptions, type StartedServer } from './server.js';
 
 /** Command-line options: they win over the file, at start and at every reload. */
@@ -326,46 +327,33 @@ export class SpakDaemon {
    * once the handlers are in place, so whoever waits for it can signal at once.
    */
   run(statsInterval: number): Promise<void> {
-    const report = () => `spak server counters:\n${formatCounters(this.counters())}`;
-    return new Promise((resolve) => {
-      const timer = statsInterval > 0 ? setInterval(() => process.stdout.write(`${report()}\n`), statsInterval * 1000) : null;
-      const keepAlive = setInterval(() => undefined, 1 << 30); // signal handlers alone do not keep Node running
-      const finish = (signal: string) => {
-        clearInterval(keepAlive);
-        if (timer) clearInterval(timer);
-        for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1'] as const) process.removeAllListeners(sig);
-        let summary = '';
-        try {
-          summary = report();
-        } catch {
-          // maps already gone
-        }
-        this.stop();
-        const names = this.interfaces.join(', ');
+    return runForeground({
+      stop: () => this.stop(),
+      report: () => `spak server counters:\n${formatCounters(this.counters())}`,
+      statsInterval,
+      farewell: (signal) => {
         const how = this.interfaces.map((i) => `spak server stop ${i}`).join(', ');
-        process.stdout.write(`${summary}\nspak server: ${signal}: exiting; protection stays in force on ${names} (${how} removes it)\n`);
-        resolve();
-      };
-      process.on('SIGINT', () => finish('SIGINT'));
-      process.on('SIGTERM', () => finish('SIGTERM'));
-      process.on('SIGHUP', () => {
+        return `spak server: ${signal}: exiting; protection stays in force on ${this.interfaces.join(', ')} (${how} removes it)`;
+      },
+      reload: () => {
         // One line either way; a rejected reload changes nothing and the daemon runs on.
         try {
           process.stdout.write(`spak server: ${this.reload()}\n`);
         } catch (err) {
           process.stderr.write(`spak server: reload rejected, the old configuration stays in force: ${(err as Error).message}\n`);
         }
-      });
-      process.on('SIGUSR1', () => process.stdout.write(`${report()}\n`));
-      process.stdout.write(this.banner().map((l) => `${l}\n`).join(''));
-      const decisions = decisionLog(this.#opts.logger);
-      for (const info of this.#started) {
-        const event = info.adopted ? 'adopt' : 'attach';
-        const hook = hookOf(info);
-        decisions.write('info', { event, iface: info.ifname, hook: hook.hook, mode: hook.mode, ...info.adopted },
-          `${info.adopted ? 'adopted' : 'attached'} ${hook.text} on ${info.ifname}`, event);
-      }
-      for (const w of this.warnings()) process.stderr.write(`spak: warning: ${w}\n`);
+      },
+      started: () => {
+        process.stdout.write(this.banner().map((l) => `${l}\n`).join(''));
+        const decisions = decisionLog(this.#opts.logger);
+        for (const info of this.#started) {
+          const event = info.adopted ? 'adopt' : 'attach';
+          const hook = hookOf(info);
+          decisions.write('info', { event, iface: info.ifname, hook: hook.hook, mode: hook.mode, ...info.adopted },
+            `${info.adopted ? 'adopted' : 'attached'} ${hook.text} on ${info.ifname}`, event);
+        }
+        for (const w of this.warnings()) process.stderr.write(`spak: warning: ${w}\n`);
+      },
     });
   }
 }

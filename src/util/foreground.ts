@@ -1,0 +1,46 @@
+// How the daemons (spak server, spak client) live in the foreground: until SIGINT/SIGTERM, with
+// SIGUSR1 printing the counters, optionally every statsInterval seconds too, and SIGHUP either
+// reloading (the server) or stopping like SIGTERM (the client).
+export interface ForegroundOptions {
+  /** Releases this process's handles; what is pinned stays. */
+  stop(): void;
+  /** The counters, as printed on SIGUSR1 and once more at exit. */
+  report(): string;
+  /** Print report() every n seconds; 0: only on SIGUSR1 and at exit. */
+  statsInterval: number;
+  /** The last line: what stays behind after this signal. */
+  farewell(signal: string): string;
+  /** Prints the banner. Runs once the handlers are in place, so whoever waits for it can signal at once. */
+  started(): void;
+  /** SIGHUP reloads when given (its errors are its own to report); without it SIGHUP stops. */
+  reload?: (() => void) | undefined;
+}
+
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1'] as const;
+
+export function runForeground(o: ForegroundOptions): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = o.statsInterval > 0 ? setInterval(() => process.stdout.write(`${o.report()}\n`), o.statsInterval * 1000) : null;
+    // Signal handlers alone do not keep Node running: this does, until we are told to stop.
+    const keepAlive = setInterval(() => undefined, 1 << 30);
+    const finish = (signal: string) => {
+      clearInterval(keepAlive);
+      if (timer) clearInterval(timer);
+      for (const s of SIGNALS) process.removeAllListeners(s);
+      let summary = '';
+      try {
+        summary = o.report();
+      } catch {
+        // maps already gone
+      }
+      o.stop();
+      process.stdout.write(`${summary}\n${o.farewell(signal)}\n`);
+      resolve();
+    };
+    process.on('SIGINT', () => finish('SIGINT'));
+    process.on('SIGTERM', () => finish('SIGTERM'));
+    process.on('SIGHUP', () => (o.reload ? o.reload() : finish('SIGHUP')));
+    process.on('SIGUSR1', () => process.stdout.write(`${o.report()}\n`));
+    o.started();
+  });
+}
