@@ -1,8 +1,9 @@
 // Where a server's pinned state lives: one directory per interface under <bpffs>/spak/.
 // Interface names repeat across network namespaces (every container has an eth0), so
 // outside the initial namespace the directory sits below netns-<inode of that namespace>.
-import { statSync } from 'node:fs';
+import { rmSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { BpfLink } from '../bpf/libbpf.js';
 
 export const DEFAULT_BPFFS = '/sys/fs/bpf';
 export const LOCK_DIR = '/run/spak';
@@ -46,4 +47,23 @@ export function pinPaths(ifname: string, role: 'server' | 'client', bpffs = DEFA
   const dir = path.join(bpffs, 'spak', scope, ifname);
   const lockName = `${scope ? `${scope}_` : ''}${ifname}.${role}.lock`;
   return { dir, link: path.join(dir, 'link'), lock: path.join(LOCK_DIR, lockName), map: (name) => path.join(dir, name) };
+}
+
+/** The pinned link, or null when there is none (or it cannot be opened). */
+export function openPinnedLink(pin: string): BpfLink | null {
+  try {
+    return BpfLink.openPinned(pin);
+  } catch {
+    return null;
+  }
+}
+
+/** Where a mode switch pins the new link before it renames it over the old one's pin (bpffs refuses dotted names). */
+export function stagedLinkPin(paths: PinPaths): string {
+  return `${paths.link}-new`;
+}
+
+/** Unlinks a pin: a pin is a file on bpffs, and unlinking it drops that reference. */
+export function removePin(pin: string): void {
+  rmSync(pin, { force: true });
 }

@@ -2,7 +2,8 @@
 // be protecting the very SSH port they are connected through). They are read from
 // the kernel's socket tables in /proc/net/tcp{,6} of our network namespace.
 import { readFileSync } from 'node:fs';
-import { addrFrom16 } from '../wire/layout.js';
+import { addrFrom16, addrTo16 } from '../wire/layout.js';
+import { ALL_ADDRESSES, protocolOf, type ProtectedDest } from './destinations.js';
 
 export interface KernelSocket {
   localAddr: string;
@@ -78,4 +79,16 @@ export function allTcpSockets(): KernelSocket[] {
 /** Live TCP sockets of this network namespace: the ones that can still receive segments. */
 export function liveTcpSockets(): KernelSocket[] {
   return allTcpSockets().filter((s) => LIVE_STATES.has(s.state));
+}
+
+/** Does (address, TCP port) fall under one of the protected TCP destinations? (Which sockets seeding keeps.) */
+export function coverage(protect: ProtectedDest[]): (address: string, port: number) => boolean {
+  const v4Any = addrTo16('0.0.0.0');
+  const v6Any = addrTo16('::');
+  const entries = protect.filter((d) => protocolOf(d) === 'tcp').map((d) => ({ port: d.port, all: d.address === ALL_ADDRESSES, addr: d.address === ALL_ADDRESSES ? null : addrTo16(d.address) }));
+  return (address, port) => {
+    const local = addrTo16(address);
+    const wildcard = address.includes('.') || local.subarray(0, 12).equals(v4Any.subarray(0, 12)) ? v4Any : v6Any;
+    return entries.some((e) => e.port === port && (e.all || e.addr!.equals(local) || e.addr!.equals(wildcard)));
+  };
 }

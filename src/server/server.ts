@@ -3,7 +3,7 @@
 // A new daemon adopts what an earlier one (stopped, crashed or older) left pinned: it
 // keeps the state maps (flows, replay, knock rates, allowlist, counters), writes fresh configuration maps and
 // swaps the program in atomically. The port is never open in between.
-import { closeSync, constants, openSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, constants, openSync, renameSync } from 'node:fs';
 import type { Logger } from 'pino';
 import {
   BpfLink,
@@ -15,7 +15,6 @@ import {
   ensureBpffs,
   ifIndex,
   mkdirPins,
-  readLockHolder,
   removePins,
   tryLock,
   type XdpMode,
@@ -25,7 +24,6 @@ import { readCounters } from '../bpf/counters.js';
 import { objectPath } from '../bpf/objects.js';
 import { timeStepAt } from '../wire/option.js';
 import {
-  addrTo16,
   encodeFlow,
   encodeFlowKey,
   SERVER_REASON_NAMES,
@@ -38,10 +36,12 @@ import {
 } from '../wire/layout.js';
 import { checkKnock, writeKnock, type KnockOptions } from '../knock/clientmap.js';
 import { parseCidr, sweepAllowlist, writeAlwaysAllow } from './allowlist.js';
-import { ALL_ADDRESSES, checkDestinations, protocolOf, writeDestinations, type ProtectedDest, type ServerKey } from './destinations.js';
+import { checkDestinations, writeDestinations, type ProtectedDest, type ServerKey } from './destinations.js';
 import { DestCounterIndex, readDestinationCounters, zeroDestCounters, type DestinationCounters } from './destcounters.js';
-import { DEFAULT_BPFFS, pinPaths, type PinPaths } from './pins.js';
-import { liveTcpSockets } from './seed.js';
+import { openPinnedState, copyPinnedState, type PinnedState } from './adoption.js';
+import { DEFAULT_BPFFS, openPinnedLink, pinPaths, removePin, stagedLinkPin, type PinPaths } from './pins.js';
+import { removeServer } from './remove.js';
+import { coverage, liveTcpSockets } from './seed.js';
 import { sweepFlows, sweepReplay, type SweepResult } from './sweep.js';
 
 export type { ProtectedDest, ServerKey } from './destinations.js';
@@ -286,33 +286,10 @@ export class SpakServer {
       spak_replay: o.replayCapacity ?? SPAK_DEFAULT_REPLAY_CAPACITY,
       spak_allow: o.allowCapacity ?? SPAK_DEFAULT_ALLOW_CAPACITY,
     };
-    // State maps of the same shape are shared with the running program; others are copied.
-    const reuse: Partial<Record<ServerMapName, BpfMap>> = {};
-    const copy: [ServerMapName, BpfMap][] = [];
-    let widenFlows: BpfMap | null = null;
-    for (const name of STATE_MAPS) {
-      let pinned: BpfMap;
-      try {
-        pinned = BpfMap.openPinned(paths.map(name));
-      } catch {
-        continue; // not there (an interrupted first start): start that table empty
-      }
-      this.#adoptedMaps.push(pinned);
-      const probe = BpfObject.open(objectPath('server'));
-      try {
-        if (want[name] !== undefined) probe.setMaxEntries(name, want[name]!);
-        const def = probe.map(name);
-        const same = def.type === pinned.type && def.keySize === pinned.keySize && def.valueSize === pinned.valueSize && def.maxEntries === pinned.maxEntries;
-        if (same) reuse[name] = pinned;
-        else if (def.keySize === pinned.keySize && def.valueSize === pinned.valueSize) copy.push([name, pinned]);
-        else if (name === 'spak_flows' && pinned.keySize === OLD_FLOW_KEY_SIZE && def.valueSize === pinned.valueSize) widenFlows = pinned;
-        else o.logger?.warn(`pinned ${name} has another layout (an older spak): starting it empty`);
-      } finally {
-        probe.close();
-      }
-    }
+    const state = openPinnedState(STATE_MAPS, (name) => paths.map(name), want, (msg) => o.logger?.warn(msg));
+    this.#adoptedMaps.push(...state.opened);
     let mode: StartedServer['mode'] = 'native';
-    const { newProgId } = this.#swapProgram(paths, reuse, copy, widenFlows, (prog) => {
+    const { newProgId } = this.#swapProgram(paths, state.reuse, state, (prog) => {
       if (oldKind === this.enforcement) {
         old.update(prog, oldProgId);
         mode = this.enforcement === 'tc' ? 'tc' : old.xdpMode() ?? (o.xdpMode === 'generic' ? 'generic' : 'native');
@@ -326,7 +303,7 @@ export class SpakServer {
 
   /**
    * Loads a fresh program instance whose state maps are `reuse` (shared with the running
-   * program) and whose configuration maps hold this.#opts, copies the `copy` tables, and swaps
+   * program) and whose configuration maps hold this.#opts, copies the tables `carry` says, and swaps
    * it in with `swapIn` (bpf_link_update + BPF_F_REPLACE against the old program, or a new link
    * of the other kind attached before the old one goes): a packet sees the old program with the
    * old configuration or the new one with the new, never a mix. Then re-pins the maps that are
@@ -334,17 +311,15 @@ export class SpakServer {
    */
   #swapProgram(
     paths: PinPaths, reuse: Partial<Record<ServerMapName, BpfMap>>,
-    copy: [ServerMapName, BpfMap][], widenFlows: BpfMap | null, swapIn: (prog: BpfProgram) => void,
+    carry: PinnedState<ServerMapName> | null, swapIn: (prog: BpfProgram) => void,
   ): { newProgId: number } {
     const prog = this.load(reuse);
     this.protectWithoutAttaching();
-    for (const [name, from] of copy) copyEntries(from, this.#obj!.map(name));
-    if (widenFlows) copyEntries(widenFlows, this.#obj!.map('spak_flows'), widenFlowKey);
+    const target = (name: ServerMapName) => this.#obj!.map(name);
+    if (carry) copyPinnedState(carry, target);
     const newProgId = prog.id;
     swapIn(prog);
-    // Entries the old program added while we copied.
-    for (const [name, from] of copy) copyEntries(from, this.#obj!.map(name));
-    if (widenFlows) copyEntries(widenFlows, this.#obj!.map('spak_flows'), widenFlowKey);
+    if (carry) copyPinnedState(carry, target); // entries the old program added while we copied
     for (const name of SERVER_MAPS) {
       if (reuse[name]) continue;
       try {
@@ -392,7 +367,7 @@ export class SpakServer {
     this.#obj = null;
     let newProgId: number;
     try {
-      ({ newProgId } = this.#swapProgram(paths, reuse, [], null, (prog) => link.update(prog, oldProg)));
+      ({ newProgId } = this.#swapProgram(paths, reuse, null, (prog) => link.update(prog, oldProg)));
     } catch (err) {
       // Nothing after link.update throws (re-pinning only warns), so the swap did not happen:
       // the old instance stays in force with the old configuration.
@@ -566,61 +541,8 @@ export class SpakServer {
    * still serves the interface, detaches the link, removes every pin. Returns what it did.
    */
   static remove(iface: string, bpffs = DEFAULT_BPFFS): string[] {
-    const paths = pinPaths(iface, 'server', bpffs);
-    const done: string[] = [];
-    const pid = readLockHolder(paths.lock);
-    if (pid !== null) {
-      process.kill(pid, 'SIGTERM');
-      done.push(`stopped the spak server daemon (pid ${pid})`);
-      waitUntil(() => readLockHolder(paths.lock) === null, 5_000);
-    }
-    let pins: string[] = [];
-    try {
-      pins = readdirSync(paths.dir);
-    } catch {
-      return done; // nothing pinned (or bpffs not mounted: then nothing can be)
-    }
-    const link = openPinnedLink(paths.link);
-    if (link) {
-      const info = link.info();
-      const kind = linkKind(info) === 'tc' ? 'TC ingress (tcx)' : 'XDP';
-      link.detach();
-      link.close();
-      done.push(info.ifindex ? `detached ${kind} link ${info.id} (program id ${info.progId}) from ${iface}` : `removed ${kind} link ${info.id} (its interface is gone)`);
-    }
-    removePins(paths.dir, bpffs);
-    done.push(`removed ${pins.length} pin(s) and ${paths.dir}`);
-    return done;
+    return removeServer(iface, bpffs);
   }
-}
-
-/** Does (address, TCP port) fall under one of the protected TCP destinations? */
-export function coverage(protect: ProtectedDest[]): (address: string, port: number) => boolean {
-  const v4Any = addrTo16('0.0.0.0');
-  const v6Any = addrTo16('::');
-  const entries = protect.filter((d) => protocolOf(d) === 'tcp').map((d) => ({ port: d.port, all: d.address === ALL_ADDRESSES, addr: d.address === ALL_ADDRESSES ? null : addrTo16(d.address) }));
-  return (address, port) => {
-    const local = addrTo16(address);
-    const wildcard = address.includes('.') || local.subarray(0, 12).equals(v4Any.subarray(0, 12)) ? v4Any : v6Any;
-    return entries.some((e) => e.port === port && (e.all || e.addr!.equals(local) || e.addr!.equals(wildcard)));
-  };
-}
-
-function openPinnedLink(path: string): BpfLink | null {
-  try {
-    return BpfLink.openPinned(path);
-  } catch {
-    return null;
-  }
-}
-
-/** Where a mode switch pins the new link before it renames it over the old one's pin (bpffs refuses dotted names). */
-function stagedLinkPin(paths: PinPaths): string {
-  return `${paths.link}-new`;
-}
-
-function removePin(path: string): void {
-  rmSync(path, { force: true }); // a pin is a file on bpffs: unlinking it drops that reference
 }
 
 /** Bad always-allow entries are refused before anything is written. */
@@ -628,26 +550,4 @@ function checkAlwaysAllow(cidrs: string[] | undefined): void {
   if (!cidrs) return;
   if (cidrs.length > SPAK_MAX_ALWAYS_ALLOW) throw new Error(`${cidrs.length} always-allow entries: at most ${SPAK_MAX_ALWAYS_ALLOW}`);
   for (const c of cidrs) parseCidr(c);
-}
-
-/** spak_flow_key before it had a protocol (36 bytes): every flow was TCP. */
-const OLD_FLOW_KEY_SIZE = 36;
-function widenFlowKey(k: Buffer): Buffer {
-  return Buffer.concat([k, Buffer.from([6, 0, 0, 0])]);
-}
-
-/** Copies every entry of one map into another of the same value size (keys through mapKey). */
-function copyEntries(from: BpfMap, to: BpfMap, mapKey: (k: Buffer) => Buffer = (k) => k): void {
-  const { keys, values } = from.lookupBatch();
-  try {
-    if (keys.length > 0) to.updateBatch(keys.map(mapKey), values, 'any');
-  } catch {
-    // the new table is smaller and full: what fits is kept
-  }
-}
-
-function waitUntil(done: () => boolean, ms: number): void {
-  const until = Date.now() + ms;
-  const cell = new Int32Array(new SharedArrayBuffer(4));
-  while (!done() && Date.now() < until) Atomics.wait(cell, 0, 0, 50);
 }

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseProcNetTcp, type KernelSocket } from '../../src/server/seed.js';
+import { coverage, parseProcNetTcp, type KernelSocket } from '../../src/server/seed.js';
 import { scopeWarnings } from '../../src/server/scope.js';
-import { coverage } from '../../src/server/server.js';
 
 // Lines in the format of /proc/net/tcp and /proc/net/tcp6 (addresses are host-order words).
 const TCP4 = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
