@@ -327,6 +327,7 @@ export class SpakDaemon {
    * once the handlers are in place, so whoever waits for it can signal at once.
    */
   run(statsInterval: number): Promise<void> {
+    const decisions = decisionLog(this.#opts.logger);
     return runForeground({
       stop: () => this.stop(),
       report: () => `spak server counters:\n${formatCounters(this.counters())}`,
@@ -338,14 +339,17 @@ export class SpakDaemon {
       reload: () => {
         // One line either way; a rejected reload changes nothing and the daemon runs on.
         try {
-          process.stdout.write(`spak server: ${this.reload()}\n`);
+          const what = this.reload();
+          process.stdout.write(`spak server: ${what}\n`);
+          decisions.write('info', { event: 'reload' }, what, 'reload');
         } catch (err) {
-          process.stderr.write(`spak server: reload rejected, the old configuration stays in force: ${(err as Error).message}\n`);
+          const reason = (err as Error).message;
+          process.stderr.write(`spak server: reload rejected, the old configuration stays in force: ${reason}\n`);
+          decisions.write('error', { event: 'reload-rejected', reason }, 'reload rejected, the old configuration stays in force', 'reload-rejected');
         }
       },
       started: () => {
         process.stdout.write(this.banner().map((l) => `${l}\n`).join(''));
-        const decisions = decisionLog(this.#opts.logger);
         for (const info of this.#started) {
           const event = info.adopted ? 'adopt' : 'attach';
           const hook = hookOf(info);

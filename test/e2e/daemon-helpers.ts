@@ -1,13 +1,15 @@
 // Shared by the daemon e2e tests (reload, interfaces, privdrop): a `spak server --config FILE`
 // whose file the test rewrites, and SIGHUP with the one line the daemon answers.
 import assert from 'node:assert/strict';
-import { run, SPAK_BIN, SpakProcess, type Lab } from '../../src/lab/lab.js';
+import { labEnforcement, run, serverHookPattern, SPAK_BIN, SpakProcess, tcxIngress, type Lab } from '../../src/lab/lab.js';
 
 /** Starts `spak server --config file` in host (nsenter: the pins outlive it); resolves on the first banner line. */
 export async function startDaemon(lab: Lab, host: string, file: string, extra: string[] = []): Promise<SpakProcess> {
-  const proc = lab.spawn(host, [process.execPath, SPAK_BIN, 'server', '--config', file, ...extra], {}, `spak server on ${host}`, 'nsenter');
+  // In the suite's tc run (SPAK_ENFORCEMENT=tc) the daemon enforces at TC ingress, as startSpak does.
+  const mode = labEnforcement() === 'tc' && !extra.includes('--enforcement') ? ['--enforcement', 'tc'] : [];
+  const proc = lab.spawn(host, [process.execPath, SPAK_BIN, 'server', '--config', file, ...extra, ...mode], {}, `spak server on ${host}`, 'nsenter');
   try {
-    const line = await proc.waitForLine(/spak server: XDP/, 20_000);
+    const line = await proc.waitForLine(new RegExp(`spak server: ${mode.length > 0 ? serverHookPattern() : '(?:XDP|TC ingress)'}`), 20_000);
     return new SpakProcess('server', proc, line);
   } catch (err) {
     await proc.stop(2_000);
@@ -37,4 +39,10 @@ export async function xdpProgId(lab: Lab, host: string, ifname = 'eth0'): Promis
   const info = JSON.parse(r.stdout) as { xdp?: { prog?: { id?: number }; attached?: { prog?: { id?: number } }[] } }[];
   const xdp = info[0]?.xdp;
   return xdp?.prog?.id ?? xdp?.attached?.[0]?.prog?.id ?? null;
+}
+
+/** The id of the server program the kernel runs on the host's eth0 in the suite's mode (XDP, or the tcx program at TC ingress). */
+export async function serverProgId(lab: Lab, host: string): Promise<number | null> {
+  if (labEnforcement() === 'tc') return (await tcxIngress(lab, host))[0] ?? null;
+  return xdpProgId(lab, host);
 }

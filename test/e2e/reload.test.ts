@@ -6,12 +6,12 @@
 // Nothing here asserts a timing: every wait is bounded and for a state.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Lab, startSpak, type SpakProcess } from '../../src/lab/lab.js';
 import { ADDR, assertBlocked, assertStillEchoes, delta, FAMILIES, longLived, skip, SRV } from './common.js';
-import { reloadOk, sighup, startDaemon, xdpProgId } from './daemon-helpers.js';
+import { reloadOk, serverProgId, sighup, startDaemon } from './daemon-helpers.js';
 
 const ECHO_PORT = 9090;
 const HTTP_PORT = 8080;
@@ -90,10 +90,10 @@ describe('SIGHUP reload', { skip }, () => {
       // Overlap: [A, B].
       const before = await server.counters();
       writeConfig([KEY_A, keyB()]);
-      const prog0 = await xdpProgId(lab, SRV);
+      const prog0 = await serverProgId(lab, SRV);
       const swap1 = await reloadOk(server, 'reload to [A, B]');
       assert.equal(swap1.eth0?.from, prog0, 'the reload replaced the attached program');
-      assert.equal(await xdpProgId(lab, SRV), swap1.eth0?.to, 'the kernel runs the new program');
+      assert.equal(await serverProgId(lab, SRV), swap1.eth0?.to, 'the kernel runs the new program');
       await connects(CLA, 'key A during the overlap');
       await connects(CLB, 'key B during the overlap');
       await refused(NOK, 'keyless during the overlap');
@@ -104,7 +104,7 @@ describe('SIGHUP reload', { skip }, () => {
       writeConfig([keyB()]);
       const swap2 = await reloadOk(server, 'reload to [B]');
       assert.equal(swap2.eth0?.from, swap1.eth0?.to);
-      assert.equal(await xdpProgId(lab, SRV), swap2.eth0?.to, 'the kernel runs the newest program');
+      assert.equal(await serverProgId(lab, SRV), swap2.eth0?.to, 'the kernel runs the newest program');
       await refused(CLA, 'key A after its removal');
       await connects(CLB, 'key B after the rotation');
       await refused(NOK, 'keyless after the rotation');
@@ -128,12 +128,13 @@ describe('SIGHUP reload', { skip }, () => {
     let server: SpakProcess | null = null;
     let a: SpakProcess | null = null;
     try {
-      server = await startDaemon(lab, SRV, configFile);
+      const logFile = path.join(lab.dir, 'bad-reloads.log');
+      server = await startDaemon(lab, SRV, configFile, ['--log-file', logFile]);
       a = await client(CLA, KEY_A);
       await connects(CLA, 'before the bad reloads');
       const conn = await longLived(lab, CLA, ADDR.v4, ECHO_PORT);
       try {
-        const progBefore = await xdpProgId(lab, SRV);
+        const progBefore = await serverProgId(lab, SRV);
         const unreadable = path.join(lab.dir, 'no-such-key');
         const good = { server: { interface: 'eth0', keys: [KEY_A], protect: [{ address: ADDR.v4, port: HTTP_PORT }] } };
         const bad: [string, string, RegExp][] = [
@@ -150,11 +151,15 @@ describe('SIGHUP reload', { skip }, () => {
           assert.match(line, /^spak server: reload rejected, the old configuration stays in force: /, what);
           assert.match(line, reason, `${what}: the reason is named`);
           assert.ok(server.running, `${what}: the daemon runs on`);
-          assert.equal(await xdpProgId(lab, SRV), progBefore, `${what}: the program was not replaced`);
+          assert.equal(await serverProgId(lab, SRV), progBefore, `${what}: the program was not replaced`);
           await connects(CLA, `key A after ${what}`);
           await refused(NOK, `keyless after ${what}`);
         }
         await assertStillEchoes(conn.proc, 3, 'the connection across the rejected reloads');
+        // The log file has each rejection as a decision, with its reason.
+        const rejected = readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes('"reload-rejected"')).map((l) => JSON.parse(l) as { reason: string });
+        assert.equal(rejected.length, bad.length, `one reload-rejected record per bad reload: ${JSON.stringify(rejected)}`);
+        for (const [i, [what, , reason]] of bad.entries()) assert.match(rejected[i]!.reason, reason, `${what}: the logged reason`);
         // And a good one is taken again.
         writeConfig([KEY_A]);
         await reloadOk(server, 'a good reload after the bad ones');
@@ -172,11 +177,11 @@ describe('SIGHUP reload', { skip }, () => {
     let server: SpakProcess | null = null;
     try {
       server = await startSpak(lab, SRV, 'server', { args: [ADDR.v4, String(HTTP_PORT), String(KEY_A.id), 'eth0'], secret: KEY_A.secret });
-      const prog = await xdpProgId(lab, SRV);
+      const prog = await serverProgId(lab, SRV);
       const line = await sighup(server);
       assert.match(line, /reload rejected, the old configuration stays in force: started without --config: nothing to reload/);
       assert.ok(server.running, 'the daemon runs on');
-      assert.equal(await xdpProgId(lab, SRV), prog, 'the program was not replaced');
+      assert.equal(await serverProgId(lab, SRV), prog, 'the program was not replaced');
       await assertBlocked(lab, NOK, [{ addr: ADDR.v4, port: HTTP_PORT }], 'keyless after the SIGHUP');
     } finally {
       await cleanup(server);
