@@ -15,6 +15,7 @@ import { allowSource } from '../src/server/allowlist.js';
 import { computeTag, encodeOption, timeStepAt } from '../src/wire/option.js';
 import { buildTcp, buildUdp, linuxSynOptions } from '../src/wire/packet.js';
 import { median } from './median.js';
+import { knockMapOptions } from '../src/knock/prefilter.js';
 
 export interface XdpCase {
   name: string;
@@ -134,7 +135,7 @@ export async function benchXdp(repeat = 10_000_000, rounds = 5): Promise<XdpCase
   const listServer = new SpakServer({
     ...settings,
     // A rate no repeat count reaches: the cases time the lookups, not the rate limit's drop.
-    knock: { port: KNOCK_PORT, clients: [KNOCK_CLIENT.publicKey], serverKey: KNOCK_SERVER.privateKey, rate: 1e9, burst: 1_000_000 },
+    knock: knockMapOptions({ port: KNOCK_PORT, clients: [KNOCK_CLIENT.publicKey], serverKey: KNOCK_SERVER.privateKey, rate: 1e9, burst: 1_000_000 }),
     alwaysAllow: [ALWAYS_CIDR],
   });
   const stealthServer = new SpakServer({ ...settings, stealth: true, stealthUdp: true });

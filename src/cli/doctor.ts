@@ -1,7 +1,7 @@
 // `spak doctor [--config FILE] [--json]`: is this machine ready for spak, and what to fix.
 // Exit status: 0 everything OK, 1 warnings, 2 failures.
 import type { Command } from 'commander';
-import { DEFAULT_BPFFS } from '../server/pins.js';
+import { DEFAULT_BPFFS } from '../bpf/pins.js';
 import { exitCodeFor, formatReport } from '../observe/doctor.js';
 import { DEFAULT_CONFIG_PATH, runDoctor } from '../observe/doctor-probes.js';
 

@@ -9,7 +9,8 @@ import { loadBundle, saveBundle, type Bundle } from '../knock/bundle.js';
 import { formatOpen, parseOpen, sendKnock, waitForTcp } from '../knock/client.js';
 import { clientIdOf, formatClientId, generateX25519, loadPublicKey, privatePem, publicPem, writeFileMode } from '../knock/keys.js';
 import { checkProfileName, deleteProfile, getProfile, listProfiles, profilesDir, writeProfile, type ProfileFields } from '../knock/profiles.js';
-import { UsageError } from './main.js';
+import { UsageError } from './usage.js';
+import { hostPort } from '../wire/address.js';
 
 function port(text: string | undefined, what: string): number | undefined {
   if (text === undefined) return undefined;
@@ -74,7 +75,7 @@ async function knock(target: string, command: string[], o: KnockOpts): Promise<v
   const waitS = Number(o.wait);
   if (!Number.isFinite(waitS) || waitS < 0) throw new UsageError(`bad --wait "${o.wait}"`);
   const sent = await sendKnock({ host, port: p, bundle, open, ...(address !== undefined ? { address } : {}), durationS });
-  process.stderr.write(`spak knock: sent ${sent.bytes} bytes to ${sent.address.includes(':') ? `[${sent.address}]` : sent.address}:${sent.port} as client ${formatClientId(sent.clientId)}${open.length ? ` asking for ${formatOpen(open)}` : ''}\n`);
+  process.stderr.write(`spak knock: sent ${sent.bytes} bytes to ${hostPort(sent.address, sent.port)} as client ${formatClientId(sent.clientId)}${open.length ? ` asking for ${formatOpen(open)}` : ''}\n`);
   if (command.length === 0) return;
   const tcp = open.find((a) => a.proto === 'tcp');
   if (tcp) {

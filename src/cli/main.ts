@@ -10,19 +10,18 @@ import { configPath, loadConfig, secretKeyFromEnv, type ConfigPath } from '../co
 import { SpakClient, type ClientOptions } from '../client/client.js';
 import { SpakServer } from '../server/server.js';
 import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
-import { allAddresses, planFromConfig, SpakDaemon, type DaemonOverrides, type DaemonPlan } from '../server/daemon.js';
-import { DEFAULT_BPFFS, pinPaths } from '../server/pins.js';
+import { allAddresses, planFromConfig, SpakDaemon, type DaemonOverrides, type DaemonPlan } from '../daemon/daemon.js';
+import { DEFAULT_BPFFS, pinPaths } from '../bpf/pins.js';
 import type { XdpMode } from '../bpf/libbpf.js';
 import { SERVER_REASON_NAMES } from '../wire/layout.js';
 import { registerKnock } from './knock.js';
-import { runForeground } from '../util/foreground.js';
+import { UsageError } from './usage.js';
+import { runForeground } from '../daemon/foreground.js';
 import { registerDoctor } from './doctor.js';
 import { registerStatus } from './status.js';
 import { createLogger } from '../observe/log.js';
 import { metricsArg, observeSettings } from '../observe/setup.js';
-
-/** A mistake in what the user typed: reported as one line, exit status 2. */
-export class UsageError extends Error {}
+import { hostPort } from '../wire/address.js';
 
 interface Positionals {
   ip: string;
@@ -169,10 +168,6 @@ function clientOptions(pos: Positionals | null, o: Record<string, unknown>, logg
     stepSeconds: cfg.stepSeconds,
     logger,
   };
-}
-
-function hostPort(address: string, port: number): string {
-  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
 export function buildProgram(): Command {

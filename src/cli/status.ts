@@ -1,6 +1,6 @@
 // `spak status [--json] [IFACE]`: the pinned state of the server's interfaces, daemon or not.
 import { InvalidArgumentError, type Command } from 'commander';
-import { DEFAULT_BPFFS } from '../server/pins.js';
+import { DEFAULT_BPFFS } from '../bpf/pins.js';
 import { collectStatus, pinnedInterfaces } from '../observe/status.js';
 import { formatStatus } from '../observe/status-format.js';
 

@@ -7,7 +7,7 @@ import { attachTc, BpfObject, ifIndex, queryTc, tryLock, type BpfMap, type TcAtt
 import { keepClockCurrent, writeTimeConfig } from '../bpf/clock.js';
 import { readCounters } from '../bpf/counters.js';
 import { objectPath } from '../bpf/objects.js';
-import { pinPaths } from '../server/pins.js';
+import { pinPaths } from '../bpf/pins.js';
 import { destinationState } from '../wire/option.js';
 import { CLIENT_REASON_NAMES, encodeDest, encodeTarget, SPAK_TIN_SOURCE_BOUND, type ClientReason } from '../wire/layout.js';
 

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseHexKey } from './keys.js';
-import { parseCidr } from '../server/allowlist.js';
+import { parseCidr } from '../wire/address.js';
 import { describeIssue, formatPath } from './hints.js';
 
 const address = z.string().refine((s) => isIP(s) !== 0, { message: 'not an IPv4 or IPv6 address' });

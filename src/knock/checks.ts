@@ -3,7 +3,7 @@
  * to, and the nonce (replay). Pure functions and a bounded in-memory replay cache; making
  * the cache outlive a restart is the daemon's part (entries() / restore()).
  */
-import { addrTo16 } from '../wire/layout.js';
+import { addrTo16 } from '../wire/address.js';
 import type { KnockPlain, KnockReject } from './datagram.js';
 
 export const DEFAULT_KNOCK_WINDOW_S = 30;

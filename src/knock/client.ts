@@ -7,7 +7,7 @@ import { createSocket } from 'node:dgram';
 import { isIP, Socket } from 'node:net';
 import type { Bundle } from './bundle.js';
 import { KnockSealer, type Access } from './datagram.js';
-import { SPAK_KNOCK_MAX_OPEN } from './wire.js';
+import { SPAK_KNOCK_MAX_OPEN } from '../wire/knock.js';
 
 /** "tcp/22,udp/51820" -> entries. Throws with a message naming the bad part. */
 export function parseOpen(spec: string): Access[] {

@@ -4,15 +4,12 @@
 // Bad files are reported and skipped: a client whose files do not parse is not served.
 import { watch, readdirSync, readFileSync, type FSWatcher } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
-import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import { accessSpec, cidr, formatZodError } from '../config/schema.js';
-import { addrTo16 } from '../wire/layout.js';
+import { parseNetwork, type Network } from '../wire/address.js';
 import { knockClient, type Access, type KnockClient, type Proto } from './datagram.js';
 import { clientIdOf, formatClientId, parsePublicPem, rawPublic } from './keys.js';
-
-export interface Network { base: Buffer; bits: number; text: string }
 
 export interface KnockPolicy {
   allow: Access[];
@@ -52,23 +49,6 @@ export const policySchema = z.strictObject({
   idleExtensionSeconds: seconds.optional(),
   graceSeconds: seconds.optional(),
 });
-
-/** "198.51.100.0/24" -> the 16-byte form (IPv4 mapped) and a prefix length over it. */
-export function parseNetwork(text: string): Network {
-  const [addr = '', len] = text.split('/');
-  const v4 = isIP(addr) === 4;
-  const bits = len === undefined ? 128 : Number(len) + (v4 ? 96 : 0);
-  return { base: addrTo16(addr), bits, text };
-}
-
-export function inNetwork(addr16: Buffer, n: Network): boolean {
-  const full = n.bits >> 3;
-  if (!addr16.subarray(0, full).equals(n.base.subarray(0, full))) return false;
-  const rest = n.bits & 7;
-  if (rest === 0) return true;
-  const mask = (0xff << (8 - rest)) & 0xff;
-  return ((addr16[full]! ^ n.base[full]!) & mask) === 0;
-}
 
 export function parseAccess(spec: string): Access {
   const [proto, port] = spec.split('/');

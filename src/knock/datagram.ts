@@ -6,10 +6,10 @@
 import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import type { CipherSuite } from '@hpke/core';
 import { siphash24 } from '../wire/siphash.js';
-import { addrFrom16, addrTo16 } from '../wire/layout.js';
+import { addrFrom16, addrTo16 } from '../wire/address.js';
 import { hpkePrivate, hpkePublic, knockSuite } from './hpke.js';
 import { clientIdOf, prefilterKey, rawPrivate, rawPublic } from './keys.js';
-import * as W from './wire.js';
+import * as W from '../wire/knock.js';
 
 export type Proto = 'tcp' | 'udp';
 export interface Access { proto: Proto; port: number }

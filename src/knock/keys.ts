@@ -6,7 +6,7 @@ import { createHash, createPrivateKey, createPublicKey, diffieHellman, generateK
 import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { privateKeyObject, publicKeyObject, rawKey } from './hpke.js';
-import { KNOCK_PREFILTER_INFO, SPAK_KNOCK_PREFILTER_KEY_LEN } from './wire.js';
+import { KNOCK_PREFILTER_INFO, SPAK_KNOCK_PREFILTER_KEY_LEN } from '../wire/knock.js';
 
 export interface X25519Pair { privateKey: KeyObject; publicKey: KeyObject }
 

@@ -2,6 +2,7 @@
 // checked the client id and prefilter tag; we check them again (cheap, and XDP may be off or
 // generic), open the HPKE message, check freshness, server address, replay and the client's
 // policy, then write allowlist entries. Every outcome is a counter; nothing escapes the handler.
+import type { KeyObject } from 'node:crypto';
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
@@ -12,14 +13,15 @@ import type { KnockConfig } from '../config/schema.js';
 import { allowSource, revokeSource } from '../server/allowlist.js';
 import { GrantTable, type AllowKey } from './grants.js';
 import { encodeAllowKey } from '../wire/layout.js';
-import { addrFrom16, addrTo16 } from '../wire/layout.js';
+import { addrFrom16, addrTo16 } from '../wire/address.js';
 import { checkFreshness } from './checks.js';
-import { ClientsDirectory, inNetwork, scanClientsDir, type ClientsChange, type LoadedClient, type PolicyDefaults } from './clients.js';
-import { writeKnock, type KnockMaps, type KnockOptions } from './clientmap.js';
+import { inNetwork } from '../wire/address.js';
+import { ClientsDirectory, scanClientsDir, type ClientsChange, type LoadedClient, type PolicyDefaults } from './clients.js';
+import { writeKnockMaps, type KnockMaps, type KnockMapOptions } from '../server/knockmaps.js';
+import { knockMapOptions } from './prefilter.js';
 import { KNOCK_REJECTS, KnockOpener, type Access } from './datagram.js';
 import { loadPrivateKey } from './keys.js';
 import { ReplayStore } from './replaystore.js';
-import { RateLimitedLog } from '../observe/limiter.js';
 
 /** Reasons the daemon adds to the datagram's own (KNOCK_REJECTS). */
 export const KNOCK_POLICY_REJECTS = [
@@ -51,7 +53,17 @@ export interface KnockServiceOptions {
    */
   iface?: string | string[] | undefined;
   rescanMs?: number;
-  logLinesPerSecond?: number;
+  /**
+   * Where each knock's decision is logged: a flood of knocks must not flood the log, so the
+   * daemon hands in a rate-limited one (observe/log.ts knockLog).
+   */
+  decisions: KnockDecisionLog;
+}
+
+/** A log that may hold lines back (counting them) and reports what it held on flush(). */
+export interface KnockDecisionLog {
+  write(level: 'info' | 'warn', obj: object, msg: string, kind: string): unknown;
+  flush(): void;
 }
 
 export interface KnockService {
@@ -121,10 +133,10 @@ const policyDefaults = (cfg: KnockConfig): PolicyDefaults => ({
  * SpakServer's `knock` option, so the program is swapped in with the knock port already on.
  * startKnockService then keeps the same maps current.
  */
-export function knockOptionsFromConfig(cfg: KnockConfig): KnockOptions {
+export function knockOptionsFromConfig(cfg: KnockConfig): { maps: KnockMapOptions; serverKey: KeyObject } {
   const serverKey = loadPrivateKey(cfg.serverKeyFile);
   const { clients } = scanClientsDir(cfg.clientsDir, serverKey, policyDefaults(cfg));
-  return { port: cfg.port, clients: [...clients.values()].map((c) => c.publicKey), serverKey, rate: cfg.rate, burst: cfg.burst };
+  return { maps: knockMapOptions({ port: cfg.port, clients: [...clients.values()].map((c) => c.publicKey), serverKey, rate: cfg.rate, burst: cfg.burst }), serverKey };
 }
 
 /**
@@ -132,7 +144,7 @@ export function knockOptionsFromConfig(cfg: KnockConfig): KnockOptions {
  * store, binds the knock socket and keeps all of it current until stop().
  */
 export async function startKnockService(
-  maps: KnockServiceMaps | KnockServiceMaps[], cfg: KnockConfig, logger: Logger, opts: KnockServiceOptions = {},
+  maps: KnockServiceMaps | KnockServiceMaps[], cfg: KnockConfig, logger: Logger, opts: KnockServiceOptions,
 ): Promise<KnockService> {
   // One set of maps per interface served: every grant and every client goes to all of them.
   let sets = Array.isArray(maps) ? maps : [maps];
@@ -159,10 +171,10 @@ export async function startKnockService(
     if (!m) byClient.set(name, (m = new Map()));
     m.set(result, (m.get(result) ?? 0) + 1);
   };
-  const log = new RateLimitedLog(logger, { perSecond: opts.logLinesPerSecond ?? 20, name: 'knock' });
+  const log = opts.decisions;
   const writeClients = (now: Map<number, LoadedClient>): void => {
-    const o = { port: cfg.port, clients: [...now.values()].map((c) => c.publicKey), serverKey, rate: cfg.rate, burst: cfg.burst };
-    for (const m of sets) writeKnock(m, o);
+    const o = knockMapOptions({ port: cfg.port, clients: [...now.values()].map((c) => c.publicKey), serverKey, rate: cfg.rate, burst: cfg.burst });
+    for (const m of sets) writeKnockMaps(m, o);
   };
 
   const onChange = (c: ClientsChange, now: Map<number, LoadedClient>): void => {
@@ -294,7 +306,7 @@ export async function startKnockService(
     replay.close();
     grants.close();
     try {
-      for (const m of sets) writeKnock(m, undefined); // no socket: XDP must not pass knocks to a closed port
+      for (const m of sets) writeKnockMaps(m, undefined); // no socket: XDP must not pass knocks to a closed port
     } catch {
       // the error that matters is the one thrown below
     }

@@ -11,6 +11,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT } from '../bpf/objects.js';
+import { hostPort } from '../wire/address.js';
 
 /** The repository root (this file is src/lab/lab.ts, compiled to dist/src/lab/lab.js). */
 export { REPO_ROOT };
@@ -574,7 +575,7 @@ export class Lab {
 
   /** Waits until something listens on addr:port in a host (polls `ss`). */
   async waitListening(host: string, addr: string, port: number, timeoutMs = 10_000): Promise<void> {
-    const want = addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
+    const want = hostPort(addr, port);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const r = await this.exec(host, ['ss', '-Hltn'], { timeoutMs: 5_000 });
@@ -663,7 +664,7 @@ export class Lab {
 
   /** curl -s --max-time from a host: ok when curl exits 0; body is what came back. */
   async httpGet(host: string, addr: string, port: number, maxTimeSec = 3): Promise<{ ok: boolean; body: string; error?: string }> {
-    const url = addr.includes(':') ? `http://[${addr}]:${port}/` : `http://${addr}:${port}/`;
+    const url = `http://${hostPort(addr, port)}/`;
     const r = await this.exec(host, ['curl', '-sS', '-g', '--max-time', String(maxTimeSec), url], {
       timeoutMs: maxTimeSec * 1000 + 10_000,
     });

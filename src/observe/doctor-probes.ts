@@ -12,7 +12,7 @@ import { objectPath } from '../bpf/objects.js';
 import { resolveSecret, type ServerConfig } from '../config/schema.js';
 import { configPath, loadConfig as loadSpakConfig, type ConfigPath } from '../config/load.js';
 import { loadPrivateKey } from '../knock/keys.js';
-import { DEFAULT_BPFFS, pinPaths } from '../server/pins.js';
+import { DEFAULT_BPFFS, pinPaths } from '../bpf/pins.js';
 import { allTcpSockets, parseProcNetTcp, type KernelSocket } from '../server/seed.js';
 import {
   checkBpffs, checkBtf, checkClock, checkConfig, checkInterface, checkKernel, checkLibbpf, checkListeners, checkObjects,

@@ -4,6 +4,7 @@
 import type { ProtectedDest } from '../server/destinations.js';
 import { scopeWarnings } from '../server/scope.js';
 import { TCP_LISTEN, type KernelSocket } from '../server/seed.js';
+import { hostPort } from '../wire/address.js';
 
 export type Severity = 'ok' | 'warn' | 'fail';
 export interface CheckResult { check: string; severity: Severity; detail: string; fix?: string }
@@ -135,7 +136,7 @@ export function checkListeners(
     const [proto, portText] = pp.split('/') as ['tcp' | 'udp', string];
     const port = Number(portText);
     const socks = proto === 'tcp' ? tcp.filter((s) => s.state === TCP_LISTEN && s.localPort === port) : udp.filter((s) => s.localPort === port);
-    const where = socks.map((s) => (s.localAddr.includes(':') ? `[${s.localAddr}]:${port}` : `${s.localAddr}:${port}`));
+    const where = socks.map((s) => hostPort(s.localAddr, port));
     out.push(socks.length > 0 ? ok(`listen ${pp}`, `listening on ${[...new Set(where)].join(', ')}`)
       : warn(`listen ${pp}`, `nothing listens on ${pp}: spak protects it, but no service answers`, 'start the service, or remove the destination'));
   }

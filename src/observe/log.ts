@@ -90,3 +90,8 @@ export function createLogger(s: LogSettings): Logger {
 export function decisionLog(logger: LogSink, perSecond = 20): RateLimitedLog {
   return new RateLimitedLog(logger, { perSecond, name: 'decisions' });
 }
+
+/** The knock service's decisions (each knock accepted or rejected), limited on their own. */
+export function knockLog(logger: LogSink, perSecond = 20): RateLimitedLog {
+  return new RateLimitedLog(logger, { perSecond, name: 'knock' });
+}

@@ -26,6 +26,7 @@ import type { BpfMap } from '../bpf/libbpf.js';
 import { REPO_ROOT } from '../bpf/objects.js';
 import type { KnockService } from '../knock/server.js';
 import { TABLES, tableFill } from './tables.js';
+import { hostPort } from '../wire/address.js';
 
 export const DEFAULT_METRICS_LISTEN = '127.0.0.1';
 export const DEFAULT_METRICS_PORT = 9862;
@@ -38,7 +39,7 @@ export interface DestinationCounts { address: string; port: number; protocol: 't
 
 /** The `destination` label: "addr:port" or "[addr]:port", with "/udp" for UDP. */
 export function destinationLabel(d: Pick<DestinationCounts, 'address' | 'port' | 'protocol'>): string {
-  const hp = d.address.includes(':') ? `[${d.address}]:${d.port}` : `${d.address}:${d.port}`;
+  const hp = hostPort(d.address, d.port);
   return d.protocol === 'udp' ? `${hp}/udp` : hp;
 }
 
@@ -197,7 +198,7 @@ export async function startMetrics(o: MetricsOptions): Promise<MetricsEndpoint> 
   server.unref(); // the daemon's own lifetime decides, not the endpoint
   const addr = server.address();
   const bound = typeof addr === 'object' && addr ? { address: addr.address, port: addr.port } : { address: o.listen, port: o.port };
-  o.logger?.info({ address: bound.address, port: bound.port }, `metrics on http://${isIP(bound.address) === 6 ? `[${bound.address}]` : bound.address}:${bound.port}/metrics`);
+  o.logger?.info({ address: bound.address, port: bound.port }, `metrics on http://${hostPort(bound.address, bound.port)}/metrics`);
   return {
     ...bound,
     close: () => new Promise<void>((resolve) => {

@@ -1,7 +1,7 @@
 // The readable form of `spak status` (the JSON form is InterfaceStatus as it is).
 import type { InterfaceStatus } from './status.js';
+import { hostPort } from '../wire/address.js';
 
-const hostPort = (a: string, port: number) => (a.includes(':') ? `[${a}]:${port}` : `${a}:${port}`);
 
 function describeAddress(a: string): string {
   if (a === '0.0.0.0') return '0.0.0.0 (every IPv4 address)';

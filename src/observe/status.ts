@@ -6,10 +6,17 @@ import path from 'node:path';
 import { BpfLink, BpfMap, LINK_TYPE_XDP, readLockHolder } from '../bpf/libbpf.js';
 import { monotonicNs } from '../bpf/clock.js';
 import { readCounters } from '../bpf/counters.js';
-import { DEFAULT_BPFFS, netnsScope, pinPaths } from '../server/pins.js';
+import { DEFAULT_BPFFS, netnsScope, pinPaths } from '../bpf/pins.js';
 import {
-  decodeAllowEntry, decodeAllowKey, decodeConfig, decodeDest, decodeDestInfo, decodeKnockConfig, SERVER_REASON_NAMES,
-  SPAK_DEST_BIND_SOURCE, type ServerReason,
+  decodeAllowEntry,
+  decodeAllowKey,
+  decodeConfig,
+  decodeDest,
+  decodeDestInfo,
+  decodeKnockConfig,
+  SERVER_REASON_NAMES,
+  SPAK_DEST_BIND_SOURCE,
+  type ServerReason,
 } from '../wire/layout.js';
 import { TABLES, tableFill, type TableFill, type TableName } from './tables.js';
 

@@ -2,9 +2,9 @@
 // of the always-allow list (spak_always, config: written afresh by each daemon). What the
 // XDP program does with them: bpf/spak_allow.h. Times are CLOCK_MONOTONIC ns, the clock of
 // bpf_ktime_get_coarse_ns() (process.hrtime.bigint(), src/bpf/clock.ts monotonicNs()).
-import { isIP } from 'node:net';
 import type { BpfMap } from '../bpf/libbpf.js';
-import { addrTo16, encodeAllowEntry, encodeAllowKey, encodeAlwaysKey, type L4Proto } from '../wire/layout.js';
+import { encodeAllowEntry, encodeAllowKey, encodeAlwaysKey, type L4Proto } from '../wire/layout.js';
+import { parseCidr } from '../wire/address.js';
 
 export interface AllowEntry {
   /** The source address to admit (IPv4 or IPv6). */
@@ -48,34 +48,6 @@ export function sweepAllowlist(map: BpfMap, nowNs: bigint): number {
       if (chunk.values.readBigUInt64LE(i * valueSize) < nowNs) stale.push(Buffer.from(chunk.keys.subarray(i * keySize, (i + 1) * keySize)));
   }
   return stale.length > 0 ? map.deleteBatch(stale) : 0;
-}
-
-/**
- * An address or CIDR -> the LPM key's parts: the 16-byte (IPv4-mapped) address and its
- * prefix length in bits of that form (IPv4 /24 -> 120). Host bits must be zero.
- */
-export function parseCidr(text: string): { addr: Buffer; prefixLen: number } {
-  const [ip, len, extra] = text.split('/');
-  const family = isIP(ip ?? '');
-  if (family === 0 || extra !== undefined) throw new Error(`not an IPv4 or IPv6 address or CIDR: ${JSON.stringify(text)}`);
-  const max = family === 4 ? 32 : 128;
-  let bits = max;
-  if (len !== undefined) {
-    if (!/^\d{1,3}$/.test(len) || Number(len) > max) throw new Error(`${text}: prefix length must be 0..${max}`);
-    bits = Number(len);
-  }
-  const addr = addrTo16(ip!);
-  const prefixLen = family === 4 ? 96 + bits : bits;
-  for (let bit = prefixLen; bit < 128; bit++)
-    if (addr[bit >> 3]! & (0x80 >> (bit & 7))) throw new Error(`${text}: host bits are set (did you mean ${maskedText(addr, prefixLen, family, bits)}?)`);
-  return { addr, prefixLen };
-}
-
-function maskedText(addr: Buffer, prefixLen: number, family: number, bits: number): string {
-  const m = Buffer.from(addr);
-  for (let bit = prefixLen; bit < 128; bit++) m[bit >> 3]! &= ~(0x80 >> (bit & 7));
-  const text = family === 4 ? [...m.subarray(12)].join('.') : m.toString('hex').replace(/(.{4})(?!$)/g, '$1:');
-  return `${text}/${bits}`;
 }
 
 /**

@@ -6,7 +6,6 @@
 import type { BpfMap } from '../bpf/libbpf.js';
 import { destinationState } from '../wire/option.js';
 import {
-  addrTo16,
   encodeDest,
   encodeDestInfo,
   encodePortSlot,
@@ -22,6 +21,7 @@ import {
   SPAK_PORT_UNSET,
   SPAK_PORT_WORDS,
 } from '../wire/layout.js';
+import { addrTo16 } from '../wire/address.js';
 
 /** "*" protects a port on every address of both families. */
 export const ALL_ADDRESSES = '*';

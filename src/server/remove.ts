@@ -3,7 +3,7 @@
 // the interface, detaches the link and removes every pin.
 import { readdirSync } from 'node:fs';
 import { linkKind, readLockHolder, removePins } from '../bpf/libbpf.js';
-import { DEFAULT_BPFFS, openPinnedLink, pinPaths } from './pins.js';
+import { DEFAULT_BPFFS, openPinnedLink, pinPaths } from '../bpf/pins.js';
 
 /** Returns what it did, one line per step. */
 export function removeServer(iface: string, bpffs = DEFAULT_BPFFS): string[] {

@@ -2,17 +2,12 @@
 // reachable over IPv6 and over every other local address. At start the server compares
 // what listens on each protected port with what it protects and says, one line per gap.
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { addrFrom16, addrTo16 } from '../wire/layout.js';
+import { addrFrom16, addrTo16, hostPort } from '../wire/address.js';
 import { ALL_ADDRESSES, type ProtectedDest } from './destinations.js';
 import { allTcpSockets, TCP_LISTEN, type KernelSocket } from './seed.js';
 
 const V4_ANY = addrTo16('0.0.0.0');
 const V6_ANY = addrTo16('::');
-
-function hostPort(addr: string, port: number): string {
-  const text = addrFrom16(addrTo16(addr));
-  return text.includes(':') ? `[${text}]:${port}` : `${text}:${port}`;
-}
 
 /** Process names owning socket inodes, from /proc/<pid>/fd (best effort: only what we may read). */
 function socketOwners(inodes: Set<number>): Map<number, string> {
@@ -64,7 +59,7 @@ export function scopeWarnings(protect: ProtectedDest[], sockets: KernelSocket[] 
     const has = (a: Buffer) => protectedAddrs.some((p) => p.equals(a));
     const local = addrTo16(s.localAddr);
     const who = owners.get(s.inode) ?? 'a process';
-    const where = `port ${s.localPort}: ${who} listens on ${hostPort(s.localAddr, s.localPort)}`;
+    const where = `port ${s.localPort}: ${who} listens on ${hostPort(addrFrom16(addrTo16(s.localAddr)), s.localPort)}`;
     const gaps: string[] = [];
     if (local.equals(V6_ANY)) {
       // Beside a 0.0.0.0 listener on the port, this one is IPv6-only: both could not bind otherwise.

@@ -2,7 +2,7 @@
 // be protecting the very SSH port they are connected through). They are read from
 // the kernel's socket tables in /proc/net/tcp{,6} of our network namespace.
 import { readFileSync } from 'node:fs';
-import { addrFrom16, addrTo16 } from '../wire/layout.js';
+import { addrFrom16, addrTo16 } from '../wire/address.js';
 import { ALL_ADDRESSES, protocolOf, type ProtectedDest } from './destinations.js';
 
 export interface KernelSocket {

@@ -34,18 +34,19 @@ import {
   SPAK_MAX_ALWAYS_ALLOW,
   type ServerReason,
 } from '../wire/layout.js';
-import { checkKnock, writeKnock, type KnockOptions } from '../knock/clientmap.js';
-import { parseCidr, sweepAllowlist, writeAlwaysAllow } from './allowlist.js';
+import { checkKnockMaps, writeKnockMaps, type KnockMapOptions } from './knockmaps.js';
+import { sweepAllowlist, writeAlwaysAllow } from './allowlist.js';
+import { parseCidr } from '../wire/address.js';
 import { checkDestinations, writeDestinations, type ProtectedDest, type ServerKey } from './destinations.js';
 import { DestCounterIndex, readDestinationCounters, zeroDestCounters, type DestinationCounters } from './destcounters.js';
 import { openPinnedState, copyPinnedState, type PinnedState } from './adoption.js';
-import { DEFAULT_BPFFS, openPinnedLink, pinPaths, removePin, stagedLinkPin, type PinPaths } from './pins.js';
+import { DEFAULT_BPFFS, openPinnedLink, pinPaths, removePin, stagedLinkPin, type PinPaths } from '../bpf/pins.js';
 import { removeServer } from './remove.js';
 import { coverage, liveTcpSockets } from './seed.js';
 import { sweepFlows, sweepReplay, type SweepResult } from './sweep.js';
 
 export type { ProtectedDest, ServerKey } from './destinations.js';
-export type { KnockOptions } from '../knock/clientmap.js';
+export type { KnockMapOptions } from './knockmaps.js';
 export type { DestinationCounters } from './destcounters.js';
 
 /** Where the server program runs: XDP (the default, cheapest), or TC ingress for interfaces or drivers where XDP cannot. */
@@ -74,7 +75,7 @@ export interface ServerOptions {
   /** Seed flows from the kernel's sockets at first start, so existing connections survive. */
   seedExisting: boolean;
   /** Knock mode: the XDP side of the knock port (port, clients, rate limit); off when absent. */
-  knock?: KnockOptions | undefined;
+  knock?: KnockMapOptions | undefined;
   /** Sources every protected destination admits: IPv4/IPv6 addresses and CIDRs. */
   alwaysAllow?: string[] | undefined;
   /** Entries of the knock allowlist (spak_allow). */
@@ -151,7 +152,7 @@ export class SpakServer {
   constructor(opts: ServerOptions) {
     this.#opts = opts;
     checkDestinations(opts.protect, opts.keys);
-    if (opts.knock) checkKnock(opts.knock);
+    if (opts.knock) checkKnockMaps(opts.knock);
     checkAlwaysAllow(opts.alwaysAllow);
   }
 
@@ -192,7 +193,7 @@ export class SpakServer {
   configure(update: Partial<Pick<ServerOptions, 'protect' | 'keys' | 'stepSeconds' | 'stepWindow' | 'flowIdleSeconds' | 'flowFinSeconds' | 'knock' | 'alwaysAllow' | 'stealth' | 'stealthUdp'>>): void {
     const next = { ...this.#opts, ...update };
     checkDestinations(next.protect, next.keys);
-    if (next.knock) checkKnock(next.knock);
+    if (next.knock) checkKnockMaps(next.knock);
     checkAlwaysAllow(next.alwaysAllow);
     Object.assign(this.#opts, update);
     writeTimeConfig(this.map('spak_config'), this.#opts);
@@ -202,7 +203,7 @@ export class SpakServer {
   }
 
   #writeKnock(): void {
-    writeKnock({ spak_knock_config: this.map('spak_knock_config'), spak_knock_clients: this.map('spak_knock_clients') }, this.#opts.knock);
+    writeKnockMaps({ spak_knock_config: this.map('spak_knock_config'), spak_knock_clients: this.map('spak_knock_clients') }, this.#opts.knock);
   }
 
   /**
@@ -348,7 +349,7 @@ export class SpakServer {
     const prevOpts = this.#opts;
     const next: ServerOptions = { ...prevOpts, ...update };
     checkDestinations(next.protect, next.keys);
-    if (next.knock) checkKnock(next.knock);
+    if (next.knock) checkKnockMaps(next.knock);
     checkAlwaysAllow(next.alwaysAllow);
     const oldObj = this.#obj;
     const link = this.#link;

@@ -7,7 +7,15 @@
 // UDP flows (protected UDP destinations, bpf/spak_udp.h) have no socket to ask: they go
 // after idleS of silence. The knock allowlist is swept by sweepAllowlist (allowlist.ts).
 import type { BpfMap } from '../bpf/libbpf.js';
-import { encodeFlow, encodeFlowKey, FLOW_KEY_OFF_PROTO, IPPROTO_UDP, SPAK_FLOW_CLOSING, SPAK_FLOW_OPEN, type SpakFlow } from '../wire/layout.js';
+import {
+  encodeFlow,
+  encodeFlowKey,
+  FLOW_KEY_OFF_PROTO,
+  IPPROTO_UDP,
+  SPAK_FLOW_CLOSING,
+  SPAK_FLOW_OPEN,
+  type SpakFlow,
+} from '../wire/layout.js';
 import { allTcpSockets, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, type KernelSocket } from './seed.js';
 
 export interface FlowSweepSettings {

@@ -2,8 +2,6 @@
  * The spak SYN option and the bytes its tag covers (bpf/spak_wire.h).
  */
 import {
-  type Addr,
-  addrBytes,
   SPAK_DEFAULT_STEP_SECS,
   SPAK_EXID,
   SPAK_OPT_KIND,
@@ -32,6 +30,7 @@ import {
   SPAK_TIN_SOURCE_BOUND,
   SPAK_VERSION,
 } from './layout.js';
+import { type Addr, addrBytes } from './address.js';
 import { sipState, siphash24 } from './siphash.js';
 
 /** What the tag binds. exid/version/flags default to the protocol's values. */

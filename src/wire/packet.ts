@@ -5,7 +5,7 @@
  * frames back so tests can check what the client program emits byte by byte.
  */
 import { isIP } from 'node:net';
-import { addrFrom16, addrTo16, parseV4 } from './layout.js';
+import { addrFrom16, addrTo16, parseV4 } from './address.js';
 
 export const ETH_HLEN = 14;
 export const ETH_P_IP = 0x0800;

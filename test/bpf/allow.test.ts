@@ -9,10 +9,18 @@ import assert from 'node:assert/strict';
 import { monotonicNs } from '../../src/bpf/clock.js';
 import { generateX25519 } from '../../src/knock/keys.js';
 import { allowSource, revokeSource, sweepAllowlist, writeAlwaysAllow } from '../../src/server/allowlist.js';
-import { decodeAllowEntry, decodeFlowKey, encodeAllowKey, encodeFlowKey, IPPROTO_UDP, type L4Proto } from '../../src/wire/layout.js';
+import {
+  decodeAllowEntry,
+  decodeFlowKey,
+  encodeAllowKey,
+  encodeFlowKey,
+  IPPROTO_UDP,
+  type L4Proto,
+} from '../../src/wire/layout.js';
 import { buildUdp, linuxSynOptions, type UdpParams } from '../../src/wire/packet.js';
 import { KEY1, NS_PER_S, ServerHarness, settledStep, type ServerSetup } from './harness.js';
 import { FAMILIES, rawSyn, segment, validSyn, type Endpoints } from './server-fixtures.js';
+import { knockMapOptions } from '../../src/knock/prefilter.js';
 
 const UDP_PORT = 51820;
 const KNOCK_PORT = 62201;
@@ -31,7 +39,7 @@ let srv: ServerHarness;
 before(() => {
   srv = new ServerHarness();
   srv.configure(SETUP);
-  srv.server.configure({ knock: { port: KNOCK_PORT, clients: [knockClient.publicKey], serverKey: knockServer.privateKey, rate: 1e6, burst: 1e6 } });
+  srv.server.configure({ knock: knockMapOptions({ port: KNOCK_PORT, clients: [knockClient.publicKey], serverKey: knockServer.privateKey, rate: 1e6, burst: 1e6 }) });
 });
 after(() => srv?.close());
 

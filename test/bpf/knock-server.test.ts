@@ -20,9 +20,10 @@ import { clientIdOf, generateX25519, prefilterKey, privatePem, publicPem, type X
 import { KNOCK_COUNTER_NAMES, startKnockService, UNKNOWN_CLIENT, type KnockCounterName, type KnockService } from '../../src/knock/server.js';
 import { startMetrics } from '../../src/observe/metrics.js';
 import { parsePromText, sampleValue, type Sample } from '../../src/observe/promtext.js';
-import { addrFrom16 } from '../../src/wire/layout.js';
-import * as W from '../../src/knock/wire.js';
+import { addrFrom16 } from '../../src/wire/address.js';
+import * as W from '../../src/wire/knock.js';
 import { ServerHarness } from './harness.js';
+import { knockLog } from '../../src/observe/log.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const tmp = mkdtempSync(path.join(tmpdir(), 'spak-kserve-'));
@@ -52,7 +53,7 @@ function addClient(name: string, policy?: object | string): void {
 
 const start = async (): Promise<KnockService> => startKnockService(
   { spak_knock_config: srv.server.map('spak_knock_config'), spak_knock_clients: srv.server.map('spak_knock_clients'), spak_allow: allow },
-  cfg, logger, { rescanMs: 200, logLinesPerSecond: 1000 });
+  cfg, logger, { rescanMs: 200, decisions: knockLog(logger, 1000) });
 
 before(async () => {
   const obj = path.join(tmp, 'allow_fixture.bpf.o');

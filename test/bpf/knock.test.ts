@@ -7,9 +7,11 @@ import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { knockClient, KnockOpener, KnockSealer, type KnockClient, type KnockReject } from '../../src/knock/datagram.js';
-import { checkKnock, type KnockOptions } from '../../src/knock/clientmap.js';
+import { checkKnockMaps, type KnockMapOptions } from '../../src/server/knockmaps.js';
+import { knockMapOptions } from '../../src/knock/prefilter.js';
 import { clientIdOf, generateX25519, prefilterKey, publicPem } from '../../src/knock/keys.js';
-import { decodeKnockConfig, SPAK_KNOCK_LEN, type ServerReason } from '../../src/wire/layout.js';
+import { decodeKnockConfig, type ServerReason } from '../../src/wire/layout.js';
+import { SPAK_KNOCK_LEN } from '../../src/wire/knock.js';
 import { buildIp, buildUdp, IPPROTO_UDP } from '../../src/wire/packet.js';
 import { KEY1, ServerHarness } from './harness.js';
 
@@ -26,7 +28,8 @@ const EP: Record<Family, { client: string; other: string; server: string; alsoLo
 };
 
 /** A rate limit no matrix reaches: the rate-limit tests set their own. */
-const KNOCK: KnockOptions = { port: PORT, clients: [alice.publicKey, publicPem(bob.publicKey)], serverKey: server.privateKey, rate: 1e6, burst: 1e6 };
+const KNOCK_KEYS = { port: PORT, clients: [alice.publicKey, publicPem(bob.publicKey)], serverKey: server.privateKey, rate: 1e6, burst: 1e6 };
+const KNOCK: KnockMapOptions = knockMapOptions(KNOCK_KEYS);
 
 let srv: ServerHarness;
 let aliceKnock: Buffer;
@@ -43,7 +46,7 @@ before(async () => {
 after(() => srv?.close());
 
 /** Knock mode as given (null: off), and an empty rate table. */
-function useKnock(k: KnockOptions | null = KNOCK): void {
+function useKnock(k: KnockMapOptions | null = KNOCK): void {
   srv.server.configure({ knock: k ?? undefined });
   const rate = srv.server.map('spak_knock_rate');
   for (const key of rate.keys()) rate.delete(key);
@@ -157,7 +160,7 @@ describe('knock: the writer', () => {
   });
 
   test('a revoked client (left out by the writer) -> drop_knock_unknown_client; the others still pass', () => {
-    useKnock({ ...KNOCK, clients: [alice.publicKey] });
+    useKnock(knockMapOptions({ ...KNOCK_KEYS, clients: [alice.publicKey] }));
     srv.expect(udp(bobKnock), 'drop_knock_unknown_client');
     srv.expect(udp(bobKnock, { family: 6 }), 'drop_knock_unknown_client');
     srv.expect(udp(aliceKnock), 'pass_knock');
@@ -167,11 +170,13 @@ describe('knock: the writer', () => {
   });
 
   test('refuses what the maps cannot express, before writing', () => {
-    assert.throws(() => checkKnock({ ...KNOCK, port: 0 }), /knock port 0/);
-    assert.throws(() => checkKnock({ ...KNOCK, burst: 0 }), /knock burst 0/);
-    assert.throws(() => checkKnock({ ...KNOCK, rate: 0 }), /knock rate 0/);
-    assert.throws(() => srv.server.configure({ knock: { ...KNOCK, clients: [alice.publicKey, publicPem(alice.publicKey)] } }), /given twice/);
-    assert.throws(() => srv.server.configure({ knock: { ...KNOCK, clients: ['not a key'] } }), /not a PEM public key/);
+    assert.throws(() => checkKnockMaps({ ...KNOCK, port: 0 }), /knock port 0/);
+    assert.throws(() => checkKnockMaps({ ...KNOCK, burst: 0 }), /knock burst 0/);
+    assert.throws(() => checkKnockMaps({ ...KNOCK, rate: 0 }), /knock rate 0/);
+    assert.throws(() => srv.server.configure({ knock: { ...KNOCK, port: 0 } }), /knock port 0/);
+    assert.throws(() => srv.server.configure({ knock: { ...KNOCK, clients: new Map([[1, Buffer.alloc(8)]]) } }), /prefilter key of 8 bytes/);
+    assert.throws(() => knockMapOptions({ ...KNOCK_KEYS, clients: [alice.publicKey, publicPem(alice.publicKey)] }), /given twice/);
+    assert.throws(() => knockMapOptions({ ...KNOCK_KEYS, clients: ['not a key'] }), /not a PEM public key/);
     srv.expect(udp(bobKnock), 'pass_knock'); // the earlier configuration still in force
   });
 });

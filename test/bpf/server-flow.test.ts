@@ -6,9 +6,7 @@
 // This file: flow gating and the capacity of the flow and replay tables.
 import { beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  decodeConfig, decodeFlow, encodeFlow, SPAK_FLOW_CLOSING, SPAK_FLOW_OPEN
-} from '../../src/wire/layout.js';
+import { decodeConfig, decodeFlow, encodeFlow, SPAK_FLOW_CLOSING, SPAK_FLOW_OPEN } from '../../src/wire/layout.js';
 import {
   DEFAULT_SETUP, FAMILIES, ISN, fileServer, segment, shapeSetup, SHAPES, validSyn, flowKey,
   unprotectedAddrReason

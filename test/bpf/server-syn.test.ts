@@ -6,9 +6,7 @@
 // This file: SYN verification (option, tag, key ids, time steps, replay, source binding, DNAT).
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  decodeFlow, decodeFlowKey, decodeReplay, SPAK_FLOW_OPEN, type ServerReason
-} from '../../src/wire/layout.js';
+import { decodeFlow, decodeFlowKey, decodeReplay, SPAK_FLOW_OPEN, type ServerReason } from '../../src/wire/layout.js';
 import { encodeOption, type SpakOption } from '../../src/wire/option.js';
 import { buildTcp, linuxSynOptions } from '../../src/wire/packet.js';
 import {

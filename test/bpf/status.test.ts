@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import { ensureBpffs, mkdirPins, removePins } from '../../src/bpf/libbpf.js';
 import { monotonicNs } from '../../src/bpf/clock.js';
 import { allowSource } from '../../src/server/allowlist.js';
-import { DEFAULT_BPFFS, pinPaths } from '../../src/server/pins.js';
+import { DEFAULT_BPFFS, pinPaths } from '../../src/bpf/pins.js';
 import { SERVER_MAPS } from '../../src/server/server.js';
 import { collectStatus, pinnedInterfaces, readInterfaceStatus } from '../../src/observe/status.js';
 import { formatStatus } from '../../src/observe/status-format.js';

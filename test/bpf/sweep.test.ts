@@ -7,7 +7,14 @@ import { after, before, beforeEach, test } from 'node:test';
 import type { KernelSocket } from '../../src/server/seed.js';
 import { sweepFlows, sweepReplay } from '../../src/server/sweep.js';
 import { SpakServer } from '../../src/server/server.js';
-import { decodeFlow, encodeFlow, encodeFlowKey, encodeReplay, SPAK_FLOW_CLOSING, SPAK_FLOW_OPEN } from '../../src/wire/layout.js';
+import {
+  decodeFlow,
+  encodeFlow,
+  encodeFlowKey,
+  encodeReplay,
+  SPAK_FLOW_CLOSING,
+  SPAK_FLOW_OPEN,
+} from '../../src/wire/layout.js';
 
 const server = new SpakServer({
   iface: 'none',

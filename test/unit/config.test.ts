@@ -6,7 +6,7 @@ import { after, test } from 'node:test';
 import { newHexKey, parseHexKey } from '../../src/config/keys.js';
 import { loadConfigFile, resolveSecret } from '../../src/config/schema.js';
 import { checkDestinations } from '../../src/server/destinations.js';
-import { parseCidr } from '../../src/server/allowlist.js';
+import { parseCidr } from '../../src/wire/address.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'spak-config-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

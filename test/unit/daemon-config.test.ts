@@ -5,8 +5,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { planFromConfig } from '../../src/server/daemon.js';
-import { resolveAccount } from '../../src/server/privdrop.js';
+import { planFromConfig } from '../../src/daemon/daemon.js';
+import { resolveAccount } from '../../src/daemon/privdrop.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'spak-daemon-config-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

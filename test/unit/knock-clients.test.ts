@@ -8,11 +8,12 @@ import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFile
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { configSchema, formatZodError, knockSchema } from '../../src/config/schema.js';
-import { inNetwork, parseNetwork, parsePolicy, scanClientsDir, type PolicyDefaults } from '../../src/knock/clients.js';
+import { parsePolicy, scanClientsDir, type PolicyDefaults } from '../../src/knock/clients.js';
+import { inNetwork, parseNetwork } from '../../src/wire/address.js';
 import { clientIdOf, generateX25519, privatePem, publicPem } from '../../src/knock/keys.js';
 import { ReplayStore } from '../../src/knock/replaystore.js';
 import { knockOptionsFromConfig } from '../../src/knock/server.js';
-import { addrTo16 } from '../../src/wire/layout.js';
+import { addrTo16 } from '../../src/wire/address.js';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'spak-kclients-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -52,7 +53,7 @@ describe('policies and networks', () => {
     assert.deepEqual(p.allow, [{ proto: 'tcp', port: 22 }, { proto: 'udp', port: 51820 }]);
     assert.equal(p.maxDurationSeconds, 3600);
     assert.equal(p.graceSeconds, 5);
-    assert.deepEqual(p.fromNetworks.map((n) => n.bits), [120, 32]);
+    assert.deepEqual(p.fromNetworks.map((n) => n.prefixLen), [120, 32]);
     assert.deepEqual(parsePolicy(null, DEFAULTS).allow, [{ proto: 'tcp', port: 22 }]);
   });
 
@@ -117,9 +118,9 @@ describe('the clients directory', () => {
     const keyFile = path.join(tmp, 'server.key');
     writeFileSync(keyFile, privatePem(server.privateKey));
     const o = knockOptionsFromConfig(knockSchema.parse({ port: 62201, serverKeyFile: keyFile, clientsDir: dir, rate: 5 }));
-    assert.equal(o.port, 62201);
-    assert.equal(o.rate, 5);
-    assert.equal(o.clients.length, 1);
+    assert.equal(o.maps.port, 62201);
+    assert.equal(o.maps.rate, 5);
+    assert.equal(o.maps.clients.size, 1);
   });
 });
 

@@ -8,7 +8,7 @@ import { createHash, createPublicKey, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import * as W from '../../src/knock/wire.js';
+import * as W from '../../src/wire/knock.js';
 import { decodePlain, encodePlain, knockClient, knockTag, KnockOpener, KnockSealer, KNOCK_REJECTS, type KnockClient, type KnockPlain } from '../../src/knock/datagram.js';
 import { checkFreshness, checkKnock, ReplayCache } from '../../src/knock/checks.js';
 import { clientIdOf, generateX25519, loadPrivateKey, loadPublicKey, prefilterKey, privatePem, publicPem, rawPublic, writeFileMode } from '../../src/knock/keys.js';

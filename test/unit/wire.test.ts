@@ -3,10 +3,12 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { SocketAddress } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import * as layout from '../../src/wire/layout.js';
+import * as structLayout from '../../src/wire/layout.js';
+import * as knockLayout from '../../src/wire/knock.js';
+
+/** Every constant the headers define, as the TypeScript mirror exports them. */
+const layout = { ...structLayout, ...knockLayout };
 import {
-  addrFrom16,
-  addrTo16,
   CLIENT_REASONS,
   CLIENT_REASON_NAMES,
   DEST_OUTCOMES,
@@ -15,6 +17,7 @@ import {
   SERVER_REASON_NAMES,
   STRUCT_SIZES,
 } from '../../src/wire/layout.js';
+import { addrFrom16, addrTo16, isV4Mapped } from '../../src/wire/address.js';
 import {
   computeTag,
   decodeOption,
@@ -442,7 +445,7 @@ describe('addresses', () => {
       for (let g = 0; g < 8; g++) if (b[g * 2]! & 1) b.writeUInt16BE(0, g * 2);
       if (b.subarray(0, 12).every((x) => x === 0)) continue; // inet_ntop prints ::/96 dotted
       const text = addrFrom16(b);
-      if (layout.isV4Mapped(b)) continue;
+      if (isV4Mapped(b)) continue;
       assert.equal(new SocketAddress({ address: text, family: 'ipv6' }).address, text);
       assert.deepEqual(addrTo16(text), b);
     }

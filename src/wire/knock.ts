@@ -1,7 +1,7 @@
 /**
  * Knock datagram constants: the TypeScript mirror of the knock section of bpf/spak_wire.h
- * (layout documented there, byte by byte). Re-exported by src/wire/layout.ts, whose
- * exports test/unit/wire.test.ts compares with every #define of the header.
+ * (layout documented there, byte by byte). test/unit/wire.test.ts compares these exports,
+ * with layout.ts's, against every #define of the header.
  */
 export const SPAK_KNOCK_VERSION = 1;
 export const SPAK_KNOCK_LEN = 152;

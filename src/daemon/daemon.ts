@@ -10,14 +10,15 @@ import { formatCounters } from '../bpf/counters.js';
 import { resolveSecret, type KnockConfig } from '../config/schema.js';
 import { loadConfig, type ConfigPath } from '../config/load.js';
 import { DEFAULT_STATE_ROOT, knockOptionsFromConfig, startKnockService, type KnockService, type KnockServiceMaps } from '../knock/server.js';
-import { ALL_ADDRESSES, type ProtectedDest } from './destinations.js';
+import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
 import { dropPrivileges, resolveAccount, type Account, type CapName } from './privdrop.js';
-import { scopeWarnings } from './scope.js';
-import { decisionLog } from '../observe/log.js';
+import { scopeWarnings } from '../server/scope.js';
+import { decisionLog, knockLog } from '../observe/log.js';
 import type { MetricsEndpoint } from '../observe/metrics.js';
 import { startDaemonMetrics, type MetricsSetting } from '../observe/setup.js';
-import { runForeground } from '../util/foreground.js';
-import { SpakServer, type ReloadableOptions, type ServerOptions, type StartedServer } from './server.js';
+import { runForeground } from './foreground.js';
+import { SpakServer, type ReloadableOptions, type ServerOptions, type StartedServer } from '../server/server.js';
+import { hostPort } from '../wire/address.js';
 
 /** Command-line options: they win over the file, at start and at every reload. */
 export interface DaemonOverrides {
@@ -48,6 +49,8 @@ export interface DaemonPlan {
   interfaces: DaemonInterface[];
   server: Omit<ServerOptions, 'iface' | 'xdpMode' | 'enforcement' | 'logger' | 'bpffs'>;
   knockConfig?: KnockConfig | undefined;
+  /** The knock server key the plan was read with (a reload cannot change it). */
+  knockServerKey?: KeyObject | undefined;
   account?: Account | undefined;
 }
 
@@ -77,6 +80,7 @@ export function planFromConfig(config: ConfigPath | string, ov: DaemonOverrides 
     }))
     : [{ name: cfg.interface!, xdpMode: mode, enforcement: ov.enforcement ?? cfg.enforcement }];
   let protect: ProtectedDest[] = cfg.protect;
+  const knock = cfg.knock ? knockOptionsFromConfig(cfg.knock) : undefined;
   if (ov.allAddresses) protect = allAddresses(protect);
   return {
     interfaces,
@@ -92,12 +96,13 @@ export function planFromConfig(config: ConfigPath | string, ov: DaemonOverrides 
       alwaysAllow: cfg.alwaysAllow,
       allowCapacity: cfg.allowCapacity,
       // The XDP knock maps are written before the program goes in; the receiver keeps them current.
-      knock: cfg.knock ? knockOptionsFromConfig(cfg.knock) : undefined,
+      knock: knock?.maps,
       seedExisting: cfg.seedExisting && ov.seed !== false,
       stealth: ov.stealth ?? cfg.stealth,
       stealthUdp: ov.stealthUdp ?? cfg.stealthUdp,
     },
     knockConfig: cfg.knock,
+    knockServerKey: knock?.serverKey,
     account: cfg.user !== undefined ? resolveAccount(cfg.user, cfg.group) : undefined,
   };
 }
@@ -121,15 +126,15 @@ function restartNeeded(old: DaemonPlan, next: DaemonPlan): string | null {
     if (old.server[k] !== next.server[k]) return `${k} changed (${old.server[k]} -> ${next.server[k]})`;
   if (JSON.stringify(old.knockConfig ?? null) !== JSON.stringify(next.knockConfig ?? null)) return 'the knock section changed';
   // The same file may hold another key now: the knock receiver would still open with the old one.
-  if (old.server.knock && next.server.knock && keyBytes(old.server.knock.serverKey) !== keyBytes(next.server.knock.serverKey))
+  if (old.knockServerKey && next.knockServerKey && keyBytes(old.knockServerKey) !== keyBytes(next.knockServerKey))
     return `the knock server key in ${next.knockConfig?.serverKeyFile} changed`;
   const who = (a?: Account) => (a ? `${a.uid}:${a.gid}` : 'root');
   if (who(old.account) !== who(next.account)) return `user/group changed (${who(old.account)} -> ${who(next.account)})`;
   return null;
 }
 
-function keyBytes(k: KeyObject | string): string {
-  return typeof k === 'string' ? k : k.export({ format: 'der', type: 'pkcs8' }).toString('hex');
+function keyBytes(k: KeyObject): string {
+  return k.export({ format: 'der', type: 'pkcs8' }).toString('hex');
 }
 
 function reloadable(p: DaemonPlan): ReloadableOptions {
@@ -139,10 +144,6 @@ function reloadable(p: DaemonPlan): ReloadableOptions {
     flowFinSeconds: s.flowFinSeconds, knock: s.knock, alwaysAllow: s.alwaysAllow, seedExisting: s.seedExisting,
     stealth: s.stealth, stealthUdp: s.stealthUdp,
   };
-}
-
-function hostPort(address: string, port: number): string {
-  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
 export interface DaemonOptions {
@@ -193,7 +194,9 @@ export class SpakDaemon {
         running.push(s);
       }
       if (plan.knockConfig)
-        knock = await startKnockService(knockMaps(servers), plan.knockConfig, opts.logger, { iface: plan.interfaces.map((i) => i.name) });
+        knock = await startKnockService(knockMaps(servers), plan.knockConfig, opts.logger, {
+          iface: plan.interfaces.map((i) => i.name), decisions: knockLog(opts.logger),
+        });
       const daemon = new SpakDaemon(plan, opts, servers, started, knock);
       // The metrics port is bound before the privilege drop; the sources are read at scrape time,
       // so after a reload they are the new programs' maps.

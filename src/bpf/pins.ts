@@ -3,7 +3,7 @@
 // outside the initial namespace the directory sits below netns-<inode of that namespace>.
 import { rmSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { BpfLink } from '../bpf/libbpf.js';
+import { BpfLink } from './libbpf.js';
 
 export const DEFAULT_BPFFS = '/sys/fs/bpf';
 export const LOCK_DIR = '/run/spak';
