@@ -22,8 +22,9 @@
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
-#include "spak_server_maps.h"
+#include "spak_verdict.h"
 #include "spak_parse.h"
+#include "spak_tcp.h"
 #include "spak_dest.h"
 #include "spak_syn.h"
 #include "spak_flow.h"
@@ -155,8 +156,8 @@ static __always_inline int spak_verdict(void *ctx, void *data, void *end, int ma
 		spak_addr_v6(fk.daddr, &ip6->daddr);
 	}
 
-	flags = ((__u8 *)tcp)[13];
-	if ((flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
+	flags = spak_tcp_flags(tcp);
+	if (spak_tcp_pure_syn(flags))
 		return handle_syn(ctx, tcp, end, &fk, ip4 != NULL);
 	return handle_segment(flags, &fk, ip4 != NULL);
 }
@@ -194,9 +195,8 @@ int spak_server_tc(struct __sk_buff *skb)
 		data = (void *)(long)skb->data;
 		end = (void *)(long)skb->data_end;
 	}
-	if (spak_verdict(skb, data, end, skb->vlan_present ? SPAK_MAX_VLANS - 1 : SPAK_MAX_VLANS) == XDP_PASS)
-		return TC_ACT_OK;
-	return TC_ACT_SHOT;
+	return spak_tc_action(spak_verdict(skb, data, end,
+					   skb->vlan_present ? SPAK_MAX_VLANS - 1 : SPAK_MAX_VLANS));
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -8,6 +8,7 @@
 #define SPAK_DEST_H
 
 #include "spak_server_maps.h"
+#include "spak_verdict.h"
 #include "spak_parse.h"
 
 /* The all-zero address of a family: ::ffff:0.0.0.0 for IPv4, :: for IPv6. */

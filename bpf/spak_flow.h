@@ -12,14 +12,11 @@
 #define SPAK_FLOW_H
 
 #include "spak_server_maps.h"
+#include "spak_verdict.h"
+#include "spak_tcp.h"
 #include "spak_dest.h"
 #include "spak_allow.h"
 #include "spak_syn.h"
-
-#define TCP_FLAG_FIN 0x01
-#define TCP_FLAG_SYN 0x02
-#define TCP_FLAG_RST 0x04
-#define TCP_FLAG_ACK 0x10
 
 static __always_inline int handle_segment(__u8 flags, const struct spak_flow_key *fk, int v4)
 {
@@ -43,14 +40,14 @@ static __always_inline int handle_segment(__u8 flags, const struct spak_flow_key
 			return drop(SPAK_SRV_DROP_FLOW_MISS);
 		cfg = bpf_map_lookup_elem(&spak_config, &zero);
 		/* A FIN or RST starts nothing: it passes without a flow. */
-		if (!cfg || (flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
+		if (!cfg || (flags & SPAK_TCP_CLOSE_FLAGS))
 			return pass(SPAK_SRV_PASS_ALLOWLISTED);
 		return record_flow(fk, cfg, SPAK_SRV_PASS_ALLOWLISTED, SPAK_DEST_UNCOUNTED);
 	}
 	cfg = bpf_map_lookup_elem(&spak_config, &zero);
 	if (cfg && flow->seen_s != cfg->flow_clock_s)
 		flow->seen_s = cfg->flow_clock_s; /* written once per daemon tick, not per packet */
-	if (flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) {
+	if (flags & SPAK_TCP_CLOSE_FLAGS) {
 		if (flow->state == SPAK_FLOW_OPEN)
 			flow->state = SPAK_FLOW_CLOSING;
 		allow_grace(fk);

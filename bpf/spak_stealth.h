@@ -30,11 +30,10 @@
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include "spak_server_maps.h"
+#include "spak_verdict.h"
 #include "spak_parse.h"
+#include "spak_tcp.h"
 #include "spak_dest.h"
-
-#define SPAK_TCP_SYN 0x02
-#define SPAK_TCP_ACK 0x10
 
 static __always_inline int stealth_on(__u32 flag)
 {
@@ -152,8 +151,7 @@ static __always_inline int tcp_unguarded(void *ctx, struct tcphdr *tcp, struct i
 {
 	struct spak_flow_key fk;
 
-	if ((((__u8 *)tcp)[13] & (SPAK_TCP_SYN | SPAK_TCP_ACK)) != SPAK_TCP_SYN ||
-	    !stealth_on(SPAK_CFG_STEALTH_SYN))
+	if (!spak_tcp_pure_syn(spak_tcp_flags(tcp)) || !stealth_on(SPAK_CFG_STEALTH_SYN))
 		return pass(SPAK_SRV_PASS_OTHER);
 	stealth_key(&fk, ip4, ip6, tcp->source, tcp->dest);
 	return stealth_syn_judge(ctx, &fk, ip4 != NULL, SPAK_SRV_PASS_OTHER);

@@ -10,7 +10,9 @@
 #define SPAK_SYN_H
 
 #include "spak_server_maps.h"
+#include "spak_verdict.h"
 #include "spak_parse.h"
+#include "spak_tcp.h"
 #include "spak_siphash.h"
 #include "spak_dest.h"
 #include "spak_allow.h"

@@ -19,6 +19,7 @@
 
 #include <linux/udp.h>
 #include "spak_server_maps.h"
+#include "spak_verdict.h"
 #include "spak_parse.h"
 #include "spak_dest.h"
 #include "spak_allow.h"
