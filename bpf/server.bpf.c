@@ -142,19 +142,7 @@ static __always_inline int spak_verdict(void *ctx, void *data, void *end, int ma
 	if (!word || !(*word & (1ULL << (port & 63))))
 		return tcp_unguarded(ctx, tcp, ip4, ip6); /* stealth: spak_stealth.h */
 
-	fk.sport = tcp->source;
-	fk.dport = tcp->dest;
-	fk.proto = IPPROTO_TCP;
-	fk.pad[0] = 0;
-	fk.pad[1] = 0;
-	fk.pad[2] = 0;
-	if (ip4) {
-		spak_addr_v4(fk.saddr, ip4->saddr);
-		spak_addr_v4(fk.daddr, ip4->daddr);
-	} else if (ip6) {
-		spak_addr_v6(fk.saddr, &ip6->saddr);
-		spak_addr_v6(fk.daddr, &ip6->daddr);
-	}
+	spak_flow_key_fill(&fk, ip4, ip6, tcp->source, tcp->dest, IPPROTO_TCP);
 
 	flags = spak_tcp_flags(tcp);
 	if (spak_tcp_pure_syn(flags))
