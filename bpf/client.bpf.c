@@ -16,10 +16,9 @@
 #include <bpf/bpf_helpers.h>
 #include "spak_maps.h"
 #include "spak_parse.h"
+#include "spak_tcp.h"
 #include "spak_siphash.h"
 
-#define TCP_FLAG_SYN 0x02
-#define TCP_FLAG_ACK 0x10
 #define TCP_CHECK_OFF 16
 
 struct {
@@ -101,7 +100,6 @@ int spak_client(struct __sk_buff *skb)
 	__u64 step, tag, step_seq;
 	__be32 step_be;
 	__s64 diff;
-	__u8 flags;
 	int off;
 
 	/* Headers (at most 14 + 8 + 40 + 60) must be in the linear part to be read directly. */
@@ -135,8 +133,7 @@ int spak_client(struct __sk_buff *skb)
 	tcp = data + l4;
 	if ((void *)(tcp + 1) > end)
 		return verdict(SPAK_CLI_PASS_OTHER);
-	flags = ((__u8 *)tcp)[13];
-	if ((flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN)
+	if (!spak_tcp_pure_syn(spak_tcp_flags(tcp)))
 		return verdict(SPAK_CLI_PASS_OTHER);
 
 	dest.port = tcp->dest;

@@ -41,8 +41,7 @@
 
 #include "spak_server_maps.h"
 #include "spak_parse.h"
-
-#define SPAK_TCP_CLOSE_FLAGS 0x05 /* FIN | RST */
+#include "spak_tcp.h"
 
 /* The unexpired allowlist entry of (saddr, proto, dport), or NULL. */
 static __always_inline struct spak_allow *allow_entry(const __u8 saddr[16], __be16 dport, __u8 proto,

@@ -8,6 +8,7 @@
 #define SPAK_DEST_H
 
 #include "spak_server_maps.h"
+#include "spak_verdict.h"
 #include "spak_parse.h"
 
 /* The all-zero address of a family: ::ffff:0.0.0.0 for IPv4, :: for IPv6. */
@@ -27,6 +28,16 @@ static __always_inline int is_wildcard(const __u8 a[16], int v4)
 
 	wildcard_of(any, v4);
 	return spak_addr_eq(a, any);
+}
+
+/* Is any destination on this TCP port protected? One inlined array read (spak_ports). */
+static __always_inline int tcp_port_guarded(__be16 dport)
+{
+	__u16 port = bpf_ntohs(dport);
+	__u32 word_idx = port >> 6;
+	__u64 *word = bpf_map_lookup_elem(&spak_ports, &word_idx);
+
+	return word && (*word & (1ULL << (port & 63)));
 }
 
 static __always_inline struct spak_dest_info *dest_at(__u32 idx)

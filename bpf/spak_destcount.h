@@ -9,6 +9,7 @@
 #define SPAK_DESTCOUNT_H
 
 #include "spak_server_maps.h"
+#include "spak_verdict.h"
 
 /* Not a destination's decision (a flow recorded from a non-SYN segment): counted nowhere. */
 #define SPAK_DEST_UNCOUNTED 0xffffffff

@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
 /*
+ * Flows: the flow key (filled here and nowhere else), recording a flow (record_flow, for a
+ * valid SYN, an allowlisted segment or datagram), and flow gating.
+ *
  * Flow gating: every non-SYN TCP segment to a protected destination must belong to a
  * recorded flow. One hash lookup. The program never ends a flow: it keeps no sequence
  * numbers, so it cannot tell a blind FIN or RST from a real one (the TCP stack can, RFC
@@ -11,22 +14,62 @@
 #ifndef SPAK_FLOW_H
 #define SPAK_FLOW_H
 
+#include <linux/ip.h>
+#include <linux/ipv6.h>
 #include "spak_server_maps.h"
+#include "spak_verdict.h"
+#include "spak_parse.h"
+#include "spak_tcp.h"
 #include "spak_dest.h"
 #include "spak_allow.h"
-#include "spak_syn.h"
+#include "spak_destcount.h"
 
-#define TCP_FLAG_FIN 0x01
-#define TCP_FLAG_SYN 0x02
-#define TCP_FLAG_RST 0x04
-#define TCP_FLAG_ACK 0x10
+/*
+ * The one place a flow key is filled, for TCP and UDP alike (the dispatcher, spak_udp.h,
+ * spak_stealth.h): both addresses in the 16-byte form, the ports as on the wire. The pad is
+ * zeroed because the whole key is hashed. Exactly one of ip4 and ip6 is set.
+ */
+static __always_inline void spak_flow_key_fill(struct spak_flow_key *fk, const struct iphdr *ip4,
+					       const struct ipv6hdr *ip6, __be16 sport, __be16 dport,
+					       __u8 proto)
+{
+	fk->sport = sport;
+	fk->dport = dport;
+	fk->proto = proto;
+	fk->pad[0] = 0;
+	fk->pad[1] = 0;
+	fk->pad[2] = 0;
+	if (ip4) {
+		spak_addr_v4(fk->saddr, ip4->saddr);
+		spak_addr_v4(fk->daddr, ip4->daddr);
+	} else if (ip6) {
+		spak_addr_v6(fk->saddr, &ip6->saddr);
+		spak_addr_v6(fk->daddr, &ip6->daddr);
+	}
+}
 
+/*
+ * Records fk as an open flow and gives the verdict `reason`; a full table refuses it
+ * (drop_flow_full). cidx: the destination's counter index, or SPAK_DEST_UNCOUNTED (not a
+ * new-connection decision).
+ */
+static __always_inline int record_flow(const struct spak_flow_key *fk, const struct spak_config *cfg,
+				       __u32 reason, __u32 cidx)
+{
+	struct spak_flow flow = { .seen_s = cfg->flow_clock_s, .state = SPAK_FLOW_OPEN };
+
+	/* BPF_ANY: a new connection on the 4-tuple of a closing one starts it afresh. */
+	if (bpf_map_update_elem(&spak_flows, fk, &flow, BPF_ANY))
+		return dest_drop(cidx, SPAK_SRV_DROP_FLOW_FULL);
+	return dest_pass(cidx, reason);
+}
+
+/* A non-SYN TCP segment to a protected port: fk is its flow key, flags its TCP flags. */
 static __always_inline int handle_segment(__u8 flags, const struct spak_flow_key *fk, int v4)
 {
 	struct spak_flow *flow = bpf_map_lookup_elem(&spak_flows, fk);
 	struct spak_config *cfg;
 	__u32 zero = 0;
-
 	int how;
 
 	if (!flow) {
@@ -43,14 +86,14 @@ static __always_inline int handle_segment(__u8 flags, const struct spak_flow_key
 			return drop(SPAK_SRV_DROP_FLOW_MISS);
 		cfg = bpf_map_lookup_elem(&spak_config, &zero);
 		/* A FIN or RST starts nothing: it passes without a flow. */
-		if (!cfg || (flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
+		if (!cfg || (flags & SPAK_TCP_CLOSE_FLAGS))
 			return pass(SPAK_SRV_PASS_ALLOWLISTED);
 		return record_flow(fk, cfg, SPAK_SRV_PASS_ALLOWLISTED, SPAK_DEST_UNCOUNTED);
 	}
 	cfg = bpf_map_lookup_elem(&spak_config, &zero);
 	if (cfg && flow->seen_s != cfg->flow_clock_s)
 		flow->seen_s = cfg->flow_clock_s; /* written once per daemon tick, not per packet */
-	if (flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) {
+	if (flags & SPAK_TCP_CLOSE_FLAGS) {
 		if (flow->state == SPAK_FLOW_OPEN)
 			flow->state = SPAK_FLOW_CLOSING;
 		allow_grace(fk);

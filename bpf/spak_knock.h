@@ -17,11 +17,11 @@
 
 #include <linux/udp.h>
 #include "spak_server_maps.h"
+#include "spak_verdict.h"
 #include "spak_parse.h"
 #include "spak_siphash.h"
 
 #define SPAK_KNOCK_UDP_LEN (sizeof(struct udphdr) + SPAK_KNOCK_LEN)
-#define SPAK_IP6_FRAG_OFFSET 0xfff8
 
 static __always_inline struct spak_knock_config *knock_config(void)
 {

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
 /*
- * Bounded header parsing shared by the XDP server and the TC client. Every read
- * is checked against the end of the packet; every loop has a constant bound.
+ * Bounded L2 and L3 parsing shared by the XDP server and the TC client: Ethernet and VLAN
+ * tags, the IPv6 extension walk, and the 16-byte address form every map uses. Every read is
+ * checked against the end of the packet; every loop has a constant bound. What follows in
+ * packet order: the server's IP stage (spak_ip.h), the TCP header (spak_tcp.h).
  */
 #ifndef SPAK_PARSE_H
 #define SPAK_PARSE_H
@@ -11,18 +13,16 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/in.h>
-#include <linux/tcp.h>
 #include <bpf/bpf_endian.h>
 #include "spak_wire.h"
 
 #define SPAK_MAX_VLANS 2
 #define SPAK_MAX_IPV6_EXT 4
 #define SPAK_IPV6_MAX_EXT_OFF 0x7ff
-#define SPAK_TCP_MAX_HDR 60
-#define SPAK_TCP_MAX_OPTS 40
 
 #define SPAK_IP_MF 0x2000
 #define SPAK_IP_OFFSET 0x1fff
+#define SPAK_IP6_FRAG_OFFSET 0xfff8 /* the IPv6 fragment header's offset field */
 
 struct spak_vlan_hdr {
 	__be16 tci;
@@ -154,90 +154,6 @@ static __always_inline int spak_addr_eq(const __u8 a[16], const __u8 b[16])
 	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
 
 	return x[0] == y[0] && x[1] == y[1];
-}
-
-#define SPAK_OPT_FOUND 0
-#define SPAK_OPT_ABSENT 1
-#define SPAK_OPT_MALFORMED 2
-
-/* A TCP header copied to the stack, for the client which rebuilds it. */
-struct spak_tcp_opts {
-	__u8 b[64];
-};
-
-/*
- * off is always below 64 where this is used (it never passes len <= 40). Masking it in
- * asm, where the compiler cannot drop it, turns every iteration's offset into the same
- * [0, 63] range, so the verifier sees one loop state per iteration instead of one per path.
- */
-static __always_inline __u32 spak_forget_bounds(__u32 off)
-{
-	asm volatile("%0 &= 63" : "+r"(off));
-	return off;
-}
-
-/*
- * Looks for our option (kind 253 with our ExID) among the len (0..40) option bytes
- * that start at opts. Other kind-253 experiments are skipped. Every length is
- * checked against the header: below 2 or running past its end is malformed.
- * On SPAK_OPT_FOUND, *opt_off is the option's offset from opts.
- */
-static __always_inline int spak_find_option(__u8 *opts, void *end, __u32 len, __u32 *opt_off)
-{
-	__u32 off = 0;
-
-#pragma clang loop unroll(disable)
-	for (int i = 0; i < SPAK_TCP_MAX_OPTS; i++) {
-		__u8 *p;
-		__u8 kind, olen;
-
-		if (off >= len)
-			return SPAK_OPT_ABSENT;
-		p = opts + off;
-		if ((void *)(p + 1) > end)
-			return SPAK_OPT_MALFORMED;
-		kind = p[0];
-		if (kind == 0)          /* EOL */
-			return SPAK_OPT_ABSENT;
-		if (kind == 1) {        /* NOP */
-			off = spak_forget_bounds(off + 1);
-			continue;
-		}
-		if (off + 2 > len || (void *)(p + 2) > end)
-			return SPAK_OPT_MALFORMED;
-		olen = p[1];
-		if (olen < 2 || off + olen > len)
-			return SPAK_OPT_MALFORMED;
-		if (kind == SPAK_OPT_KIND && olen >= 4) {
-			if ((void *)(p + 4) > end)
-				return SPAK_OPT_MALFORMED;
-			if (((__u16)p[2] << 8 | p[3]) == SPAK_EXID) {
-				*opt_off = off;
-				return SPAK_OPT_FOUND;
-			}
-		}
-		off = spak_forget_bounds(off + olen);
-	}
-	return SPAK_OPT_ABSENT;
-}
-
-/*
- * The SYN every Linux client sends: MSS, SACK permitted, timestamps, NOP, window scale
- * (20 bytes), then ours appended by the client program: 40 option bytes in all. Matching
- * that exact layout is the walk's result without the walk; anything else is walked.
- */
-static __always_inline int spak_linux_syn_layout(__u8 *opts, void *end, __u32 len)
-{
-	__u32 mss, sack_ts, nop_ws, ours;
-
-	if (len != 40 || (void *)(opts + 24) > end)
-		return 0;
-	mss = *(__u32 *)opts;              /* 02 04 xx xx */
-	sack_ts = *(__u32 *)(opts + 4);    /* 04 02 08 0a */
-	nop_ws = *(__u32 *)(opts + 16);    /* 01 03 03 xx */
-	ours = *(__u32 *)(opts + 20);      /* fd 14 53 50 */
-	return (mss & 0xffff) == 0x0402 && sack_ts == 0x0a080204 &&
-	       (nop_ws & 0xffffff) == 0x030301 && ours == 0x505314fd;
 }
 
 #endif /* SPAK_PARSE_H */

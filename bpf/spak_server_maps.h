@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
 /*
- * The server's maps and its verdict helpers. Sizes marked "set by user space" are
- * defaults the daemon resizes before load (--replay-capacity, --flow-capacity).
- * Every map here is pinned under /sys/fs/bpf/spak/<interface>/; the state maps
- * (flows, replay, knock rate, allowlist, counters) are adopted by the next daemon, the others are written
- * anew by it and swapped in with the program.
+ * The server's maps; the verdict helpers that count into spak_server_counters are in
+ * spak_verdict.h. Sizes marked "set by user space" are defaults the daemon resizes before
+ * load (--replay-capacity, --flow-capacity). Every map here is pinned under
+ * /sys/fs/bpf/spak/<interface>/; the state maps (flows, replay, knock rate, allowlist,
+ * counters) are adopted by the next daemon, the others are written anew by it and swapped
+ * in with the program.
  */
 #ifndef SPAK_SERVER_MAPS_H
 #define SPAK_SERVER_MAPS_H
@@ -163,17 +164,5 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } spak_dest_counters SEC(".maps");
-
-static __always_inline int pass(__u32 reason)
-{
-	spak_server_counters_inc(reason);
-	return XDP_PASS;
-}
-
-static __always_inline int drop(__u32 reason)
-{
-	spak_server_counters_inc(reason);
-	return XDP_DROP;
-}
 
 #endif /* SPAK_SERVER_MAPS_H */

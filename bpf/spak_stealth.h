@@ -30,11 +30,11 @@
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include "spak_server_maps.h"
+#include "spak_verdict.h"
 #include "spak_parse.h"
+#include "spak_tcp.h"
 #include "spak_dest.h"
-
-#define SPAK_TCP_SYN 0x02
-#define SPAK_TCP_ACK 0x10
+#include "spak_flow.h"
 
 static __always_inline int stealth_on(__u32 flag)
 {
@@ -132,30 +132,15 @@ static __always_inline int stealth_udp(void *ctx, const struct spak_flow_key *fk
 	return stealth_udp_judge(ctx, fk, v4, reason);
 }
 
-/* Fills a flow key's addresses and ports from the packet (only once stealth is known on). */
-static __always_inline void stealth_key(struct spak_flow_key *fk, struct iphdr *ip4, struct ipv6hdr *ip6,
-					__be16 sport, __be16 dport)
-{
-	fk->sport = sport;
-	fk->dport = dport;
-	if (ip4) {
-		spak_addr_v4(fk->saddr, ip4->saddr);
-		spak_addr_v4(fk->daddr, ip4->daddr);
-	} else if (ip6) {
-		spak_addr_v6(fk->saddr, &ip6->saddr);
-		spak_addr_v6(fk->daddr, &ip6->daddr);
-	}
-}
-
 /* TCP to a port no destination protects (the dispatcher's common case): only a pure SYN pays more. */
 static __always_inline int tcp_unguarded(void *ctx, struct tcphdr *tcp, struct iphdr *ip4, struct ipv6hdr *ip6)
 {
 	struct spak_flow_key fk;
 
-	if ((((__u8 *)tcp)[13] & (SPAK_TCP_SYN | SPAK_TCP_ACK)) != SPAK_TCP_SYN ||
-	    !stealth_on(SPAK_CFG_STEALTH_SYN))
+	if (!spak_tcp_pure_syn(spak_tcp_flags(tcp)) || !stealth_on(SPAK_CFG_STEALTH_SYN))
 		return pass(SPAK_SRV_PASS_OTHER);
-	stealth_key(&fk, ip4, ip6, tcp->source, tcp->dest);
+	/* Filled only once stealth is known on. */
+	spak_flow_key_fill(&fk, ip4, ip6, tcp->source, tcp->dest, IPPROTO_TCP);
 	return stealth_syn_judge(ctx, &fk, ip4 != NULL, SPAK_SRV_PASS_OTHER);
 }
 
@@ -166,7 +151,7 @@ static __always_inline int udp_unguarded(void *ctx, struct udphdr *udp, struct i
 
 	if (!stealth_on(SPAK_CFG_STEALTH_UDP))
 		return pass(SPAK_SRV_PASS_OTHER);
-	stealth_key(&fk, ip4, ip6, udp->source, udp->dest);
+	spak_flow_key_fill(&fk, ip4, ip6, udp->source, udp->dest, IPPROTO_UDP);
 	return stealth_udp_judge(ctx, &fk, ip4 != NULL, SPAK_SRV_PASS_OTHER);
 }
 

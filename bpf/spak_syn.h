@@ -1,20 +1,23 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
 /*
- * SYN verification: find our option, check key id and time step, resume SipHash from
- * the destination's precomputed state, refuse a tag another source used first, and
- * record the flow. Map lookups on this path: two inlined arrays (port slot,
- * destination) and the config; a valid SYN adds two inserts (replay, flow). A SYN that
+ * SYN verification: find our option (spak_tcp.h), check key id and time step, resume
+ * SipHash from the destination's precomputed state, refuse a tag another source used first,
+ * and record the flow (spak_flow.h). Map lookups on this path: two inlined arrays (port
+ * slot, destination) and the config; a valid SYN adds two inserts (replay, flow). A SYN that
  * fails any of it may still be admitted by the allowlists (spak_allow.h), asked only then.
  */
 #ifndef SPAK_SYN_H
 #define SPAK_SYN_H
 
 #include "spak_server_maps.h"
+#include "spak_verdict.h"
 #include "spak_parse.h"
+#include "spak_tcp.h"
 #include "spak_siphash.h"
 #include "spak_dest.h"
 #include "spak_allow.h"
 #include "spak_destcount.h"
+#include "spak_flow.h"
 #include "spak_stealth.h"
 
 #define SPAK_E2BIG 7
@@ -37,18 +40,6 @@ static __always_inline const struct spak_sip_state *dest_key(const struct spak_d
 static __always_inline int same_source(const struct spak_replay *r, const struct spak_flow_key *fk)
 {
 	return r->sport == fk->sport && spak_addr_eq(r->saddr, fk->saddr);
-}
-
-/* cidx: the destination's counter index, or SPAK_DEST_UNCOUNTED (not a new-connection decision). */
-static __always_inline int record_flow(const struct spak_flow_key *fk, const struct spak_config *cfg,
-				       __u32 reason, __u32 cidx)
-{
-	struct spak_flow flow = { .seen_s = cfg->flow_clock_s, .state = SPAK_FLOW_OPEN };
-
-	/* BPF_ANY: a new connection on the 4-tuple of a closing one starts it afresh. */
-	if (bpf_map_update_elem(&spak_flows, fk, &flow, BPF_ANY))
-		return dest_drop(cidx, SPAK_SRV_DROP_FLOW_FULL);
-	return dest_pass(cidx, reason);
 }
 
 /*

@@ -19,10 +19,13 @@
 
 #include <linux/udp.h>
 #include "spak_server_maps.h"
+#include "spak_verdict.h"
 #include "spak_parse.h"
 #include "spak_dest.h"
 #include "spak_allow.h"
-#include "spak_syn.h"
+#include "spak_destcount.h"
+#include "spak_flow.h"
+#include "spak_stealth.h"
 #include "spak_knock.h"
 
 /* Is any destination on this port protected for UDP? One inlined array read. */
@@ -49,8 +52,8 @@ static __always_inline __u32 *udp_protected(const __u8 daddr[16], __be16 dport, 
 	return bpf_map_lookup_elem(&spak_udp_protected, &d);
 }
 
-/* A datagram (or first fragment) to a port guarded for UDP; fk holds both addresses. */
-static __always_inline int udp_gate(void *ctx, struct udphdr *udp, struct spak_flow_key *fk, int v4)
+/* A datagram (or first fragment) to a port guarded for UDP; fk is its flow key. */
+static __always_inline int udp_gate(void *ctx, const struct spak_flow_key *fk, int v4)
 {
 	struct spak_config *cfg;
 	struct spak_flow *flow;
@@ -58,12 +61,6 @@ static __always_inline int udp_gate(void *ctx, struct udphdr *udp, struct spak_f
 	__u32 *dest;
 	int how;
 
-	fk->sport = udp->source;
-	fk->dport = udp->dest;
-	fk->proto = IPPROTO_UDP;
-	fk->pad[0] = 0;
-	fk->pad[1] = 0;
-	fk->pad[2] = 0;
 	dest = udp_protected(fk->daddr, fk->dport, v4);
 	if (!dest)
 		return stealth_udp(ctx, fk, v4, SPAK_SRV_PASS_UNPROTECTED);
@@ -94,6 +91,7 @@ static __always_inline int handle_udp_v4(void *ctx, struct iphdr *ip4, void *end
 	int first_frag = ip4->frag_off & bpf_htons(SPAK_IP_MF);
 	struct spak_flow_key fk;
 	struct udphdr *udp;
+	__u8 saddr[16];
 
 	if (ip4->ihl < 5 || (ip4->frag_off & bpf_htons(SPAK_IP_OFFSET)))
 		return pass(SPAK_SRV_PASS_OTHER);
@@ -106,14 +104,13 @@ static __always_inline int handle_udp_v4(void *ctx, struct iphdr *ip4, void *end
 	if (knock && udp->dest == kc->port) {
 		if (first_frag)
 			return drop(SPAK_SRV_DROP_KNOCK_FRAGMENT);
-		spak_addr_v4(fk.saddr, ip4->saddr);
-		return knock_judge(udp, end, fk.saddr, kc);
+		spak_addr_v4(saddr, ip4->saddr);
+		return knock_judge(udp, end, saddr, kc);
 	}
 	if (!udp_port_guarded(udp->dest))
 		return udp_unguarded(ctx, udp, ip4, NULL);
-	spak_addr_v4(fk.saddr, ip4->saddr);
-	spak_addr_v4(fk.daddr, ip4->daddr);
-	return udp_gate(ctx, udp, &fk, 1);
+	spak_flow_key_fill(&fk, ip4, NULL, udp->source, udp->dest, IPPROTO_UDP);
+	return udp_gate(ctx, &fk, 1);
 }
 
 /* UDP over IPv6: off is the UDP header, or with frag the fragment header naming UDP. */
@@ -125,6 +122,7 @@ static __always_inline int handle_udp_v6(void *ctx, void *data, void *end, struc
 	__u8 *l4 = data + (off & SPAK_IPV6_MAX_EXT_OFF);
 	struct udphdr *udp = (void *)l4;
 	struct spak_flow_key fk;
+	__u8 saddr[16];
 
 	if (frag) {
 		/* The walk read these 8 bytes already; the verifier needs to see it again. */
@@ -140,14 +138,13 @@ static __always_inline int handle_udp_v6(void *ctx, void *data, void *end, struc
 	if (knock && udp->dest == kc->port) {
 		if (frag)
 			return drop(SPAK_SRV_DROP_KNOCK_FRAGMENT);
-		spak_addr_v6(fk.saddr, &ip6->saddr);
-		return knock_judge(udp, end, fk.saddr, kc);
+		spak_addr_v6(saddr, &ip6->saddr);
+		return knock_judge(udp, end, saddr, kc);
 	}
 	if (!udp_port_guarded(udp->dest))
 		return udp_unguarded(ctx, udp, NULL, ip6);
-	spak_addr_v6(fk.saddr, &ip6->saddr);
-	spak_addr_v6(fk.daddr, &ip6->daddr);
-	return udp_gate(ctx, udp, &fk, 0);
+	spak_flow_key_fill(&fk, NULL, ip6, udp->source, udp->dest, IPPROTO_UDP);
+	return udp_gate(ctx, &fk, 0);
 }
 
 #endif /* SPAK_UDP_H */
