@@ -16,7 +16,8 @@ import { encodeAllowKey } from '../wire/layout.js';
 import { addrFrom16, addrTo16 } from '../wire/address.js';
 import { checkFreshness } from './checks.js';
 import { inNetwork } from '../wire/address.js';
-import { ClientsDirectory, scanClientsDir, type ClientsChange, type LoadedClient, type PolicyDefaults } from './clients.js';
+import { ClientsDirectory, scanClientsDir, type ClientsChange, type LoadedClient } from './directory.js';
+import { policyDefaults } from './policy.js';
 import { writeKnockMaps, type KnockMaps, type KnockMapOptions } from '../server/knockmaps.js';
 import { knockMapOptions } from './prefilter.js';
 import { KNOCK_REJECTS, KnockOpener, type Access } from './datagram.js';
@@ -122,11 +123,6 @@ async function bindSockets(port: number, listen: string | undefined, onMessage: 
     return [v6];
   }
 }
-
-const policyDefaults = (cfg: KnockConfig): PolicyDefaults => ({
-  allow: cfg.allow, maxDurationSeconds: cfg.maxDurationSeconds, defaultDurationSeconds: cfg.defaultDurationSeconds,
-  fromNetworks: cfg.fromNetworks, idleExtensionSeconds: cfg.idleExtensionSeconds, graceSeconds: cfg.graceSeconds,
-});
 
 /**
  * The XDP side of knock mode from the config, with the clients the directory holds now: for
