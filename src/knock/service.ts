@@ -14,28 +14,15 @@ import { allowSource, revokeSource } from '../server/allowlist.js';
 import { GrantTable, type AllowKey } from './grants.js';
 import { encodeAllowKey } from '../wire/layout.js';
 import { addrFrom16, addrTo16 } from '../wire/address.js';
-import { checkFreshness } from './checks.js';
-import { inNetwork } from '../wire/address.js';
+import { addressSet, decideKnock, KNOCK_REJECT_REASONS, type KnockRejectReason } from './decide.js';
 import { ClientsDirectory, scanClientsDir, type ClientsChange, type LoadedClient } from './directory.js';
 import { policyDefaults } from './policy.js';
 import { writeKnockMaps, type KnockMaps, type KnockMapOptions } from '../server/knockmaps.js';
 import { knockMapOptions } from './prefilter.js';
-import { KNOCK_REJECTS, KnockOpener, type Access } from './datagram.js';
+import { KnockOpener } from './datagram.js';
 import { loadPrivateKey } from './keys.js';
-import { ReplayStore } from './replaystore.js';
+import { ReplayStore } from './replay.js';
 
-/** Reasons the daemon adds to the datagram's own (KNOCK_REJECTS). */
-export const KNOCK_POLICY_REJECTS = [
-  'source_not_allowed',    // packet source (or the address named) outside the client's fromNetworks
-  'port_not_allowed',      // a requested protocol/port is not in the policy (or nothing is allowed)
-  'duration_over_max',     // requested duration above the policy's maximum
-  'bad_allow_address',     // named address to allow is unspecified, multicast or broadcast
-  'replay_store_failed',   // the nonce could not be persisted: refused rather than replayable
-  'allowlist_failed',      // writing the allowlist map failed (full?)
-  'internal_error',        // anything else thrown while handling
-] as const;
-export type KnockRejectReason = (typeof KNOCK_REJECTS)[number] | (typeof KNOCK_POLICY_REJECTS)[number];
-export const KNOCK_REJECT_REASONS: readonly KnockRejectReason[] = [...KNOCK_REJECTS, ...KNOCK_POLICY_REJECTS];
 export type KnockCounterName = 'knock_accepted' | `knock_rejected_${KnockRejectReason}`;
 export const KNOCK_COUNTER_NAMES: readonly KnockCounterName[] = ['knock_accepted', ...KNOCK_REJECT_REASONS.map((r) => `knock_rejected_${r}` as const)];
 export type KnockCounters = Record<KnockCounterName, number>;
@@ -85,14 +72,6 @@ export interface KnockService {
 }
 
 export const DEFAULT_STATE_ROOT = '/var/lib/spak';
-const NS = 1_000_000_000n;
-
-/** Addresses an allowlist entry must never name. */
-function unusableAllowAddress(a16: Buffer): boolean {
-  const v4 = a16.subarray(0, 12).equals(Buffer.from('00000000000000000000ffff', 'hex'));
-  if (v4) return a16[12] === 0 || a16[12]! >= 224; // 0.0.0.0/8, multicast, reserved, broadcast
-  return a16.every((b) => b === 0) || a16[0] === 0xff;
-}
 
 const normalize = (addr: string): string => addrFrom16(addrTo16(addr)); // "::ffff:1.2.3.4" -> "1.2.3.4"
 
@@ -197,11 +176,10 @@ export async function startKnockService(
   // The addresses knocks may name: configured ones, the listen address and the interface's own.
   let serverAddrs = new Set<string>();
   const refreshAddrs = (): void => {
-    const next = new Set(cfg.serverAddresses.map((a) => addrTo16(a).toString('hex')));
-    if (cfg.listenAddress) next.add(addrTo16(cfg.listenAddress).toString('hex'));
     const all = networkInterfaces();
-    for (const i of ifaces) for (const a of all[i] ?? []) next.add(addrTo16(a.address).toString('hex'));
-    serverAddrs = next;
+    serverAddrs = addressSet([
+      ...cfg.serverAddresses, ...(cfg.listenAddress ? [cfg.listenAddress] : []), ...ifaces.flatMap((i) => (all[i] ?? []).map((a) => a.address)),
+    ]);
   };
 
   const opener = new KnockOpener(serverKey, (id) => dir.current.get(id));
@@ -221,38 +199,12 @@ export async function startKnockService(
       const opened = await opener.open(msg);
       if (!opened.ok) return reject(opened.reason, src, null, opened.detail);
       client = opened.client as LoadedClient;
-      // Revoked while HPKE ran: the directory no longer holds this client.
-      if (dir.current.get(client.id) !== client) return reject('unknown_client', src, client, 'revoked');
-      const p = opened.plain;
-      const nowS = Math.floor(Date.now() / 1000);
-      const fresh = checkFreshness(p.timestamp, nowS, windowS);
-      if (fresh) return reject(fresh, src, client, `timestamp ${p.timestamp}, now ${nowS}`);
-      if (!serverAddrs.has(addrTo16(p.serverAddr).toString('hex'))) return reject('wrong_server', src, client, `sent to ${p.serverAddr}`);
-      let replayed: boolean;
-      try {
-        replayed = replay.cache.seen(client.id, p.nonce, p.timestamp, nowS);
-      } catch (err) {
-        return reject('replay_store_failed', src, client, (err as Error).message);
-      }
-      if (replayed) return reject('replayed', src, client);
-      const pol = client.policy;
-      const src16 = addrTo16(src);
-      if (pol.fromNetworks.length > 0 && !pol.fromNetworks.some((n) => inNetwork(src16, n))) return reject('source_not_allowed', src, client);
-      const want: Access[] = p.open.length > 0 ? p.open : pol.allow;
-      if (want.length === 0) return reject('port_not_allowed', src, client, 'the policy allows nothing');
-      const denied = want.filter((a) => !pol.allow.some((b) => b.proto === a.proto && b.port === a.port));
-      if (denied.length > 0) return reject('port_not_allowed', src, client, denied.map((a) => `${a.proto}/${a.port}`).join(','));
-      const durationS = p.durationS === 0 ? pol.defaultDurationSeconds : p.durationS;
-      if (durationS > pol.maxDurationSeconds) return reject('duration_over_max', src, client, `${durationS} s > ${pol.maxDurationSeconds} s`);
-      // Behind NAT a client may name the address to allow (its public one); else the packet's source.
-      const addr = p.allowAddr ?? src;
-      const addr16 = addrTo16(addr);
-      if (unusableAllowAddress(addr16)) return reject('bad_allow_address', src, client, addr);
-      // A named address must satisfy fromNetworks too, or naming one would sidestep it.
-      if (p.allowAddr !== null && pol.fromNetworks.length > 0 && !pol.fromNetworks.some((n) => inNetwork(addr16, n)))
-        return reject('source_not_allowed', src, client, `address to allow ${addr} is outside fromNetworks`);
-      const expiresNs = process.hrtime.bigint() + BigInt(durationS) * NS;
-      const unique = [...new Map(want.map((a) => [`${a.proto}/${a.port}`, a])).values()];
+      const d = decideKnock({
+        plain: opened.plain, client, revoked: dir.current.get(client.id) !== client, src,
+        nowS: Math.floor(Date.now() / 1000), monoNs: process.hrtime.bigint(), windowS, serverAddrs, replay: replay.cache,
+      });
+      if (!d.ok) return reject(d.reason, src, client, d.detail);
+      const { addr, open: unique, durationS, expiresNs, idleNs, graceNs } = d.grant;
       const done: { key: AllowKey; raw: Buffer; map: BpfMap; old: Buffer | null }[] = [];
       try {
         for (const a of unique) {
@@ -260,7 +212,7 @@ export async function startKnockService(
           const raw = encodeAllowKey(key);
           for (const { spak_allow: map } of sets) {
             const old = map.lookup(raw);
-            allowSource(map, { ...key, expiresNs, idleNs: BigInt(pol.idleExtensionSeconds) * NS, graceNs: BigInt(pol.graceSeconds) * NS });
+            allowSource(map, { ...key, expiresNs, idleNs, graceNs });
             done.push({ key, raw, map, old });
           }
         }

@@ -12,7 +12,7 @@ import { scanClientsDir } from '../../src/knock/directory.js';
 import { parsePolicy, type PolicyDefaults } from '../../src/knock/policy.js';
 import { inNetwork, parseNetwork } from '../../src/wire/address.js';
 import { clientIdOf, generateX25519, privatePem, publicPem } from '../../src/knock/keys.js';
-import { ReplayStore } from '../../src/knock/replaystore.js';
+import { ReplayStore } from '../../src/knock/replay.js';
 import { knockOptionsFromConfig } from '../../src/knock/service.js';
 import { addrTo16 } from '../../src/wire/address.js';
 
