@@ -17,7 +17,8 @@ import { BpfObject, type BpfMap } from '../../src/bpf/libbpf.js';
 import { knockSchema } from '../../src/config/schema.js';
 import { knockTag, KnockSealer, type KnockPlain } from '../../src/knock/datagram.js';
 import { clientIdOf, generateX25519, prefilterKey, privatePem, publicPem, type X25519Pair } from '../../src/knock/keys.js';
-import { KNOCK_COUNTER_NAMES, startKnockService, UNKNOWN_CLIENT, type KnockCounterName, type KnockService } from '../../src/knock/service.js';
+import { KNOCK_COUNTER_NAMES, UNKNOWN_CLIENT, type KnockCounterName } from '../../src/knock/counters.js';
+import { startKnockService, type KnockService } from '../../src/knock/service.js';
 import { startMetrics } from '../../src/observe/metrics.js';
 import { parsePromText, sampleValue, type Sample } from '../../src/observe/promtext.js';
 import { addrFrom16 } from '../../src/wire/address.js';
@@ -52,8 +53,7 @@ function addClient(name: string, policy?: object | string): void {
 }
 
 const start = async (): Promise<KnockService> => startKnockService(
-  { spak_knock_config: srv.server.map('spak_knock_config'), spak_knock_clients: srv.server.map('spak_knock_clients'), spak_allow: allow },
-  cfg, logger, { rescanMs: 200, decisions: knockLog(logger, 1000) });
+  { spak_allow: allow }, cfg, logger, { rescanMs: 200, decisions: knockLog(logger, 1000), onClients: (k) => srv.server.setKnock(k) });
 
 before(async () => {
   const obj = path.join(tmp, 'allow_fixture.bpf.o');
