@@ -6,7 +6,7 @@ import { isIP } from 'node:net';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { loadBundle, saveBundle, type Bundle } from '../knock/bundle.js';
-import { formatOpen, parseOpen, sendKnock, waitForTcp } from '../knock/client.js';
+import { formatOpen, parseOpen, sendKnock, waitForTcp } from '../knock/sender.js';
 import { clientIdOf, formatClientId, generateX25519, loadPublicKey, privatePem, publicPem, writeFileMode } from '../knock/keys.js';
 import { checkProfileName, deleteProfile, getProfile, listProfiles, profilesDir, writeProfile, type ProfileFields } from '../knock/profiles.js';
 import { UsageError } from './usage.js';

@@ -9,7 +9,7 @@ import type { XdpMode } from '../bpf/libbpf.js';
 import { formatCounters } from '../bpf/counters.js';
 import { resolveSecret, type KnockConfig } from '../config/schema.js';
 import { loadConfig, type ConfigPath } from '../config/load.js';
-import { DEFAULT_STATE_ROOT, knockOptionsFromConfig, startKnockService, type KnockService, type KnockServiceMaps } from '../knock/server.js';
+import { DEFAULT_STATE_ROOT, knockOptionsFromConfig, startKnockService, type KnockService, type KnockServiceMaps } from '../knock/service.js';
 import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
 import { dropPrivileges, resolveAccount, type Account, type CapName } from './privdrop.js';
 import { scopeWarnings } from '../server/scope.js';
@@ -196,6 +196,7 @@ export class SpakDaemon {
       if (plan.knockConfig)
         knock = await startKnockService(knockMaps(servers), plan.knockConfig, opts.logger, {
           iface: plan.interfaces.map((i) => i.name), decisions: knockLog(opts.logger),
+          onClients: (k) => { for (const s of servers) s.setKnock(k); }, // the servers write their knock maps
         });
       const daemon = new SpakDaemon(plan, opts, servers, started, knock);
       // The metrics port is bound before the privilege drop; the sources are read at scrape time,
@@ -380,5 +381,5 @@ function serverOptions(plan: DaemonPlan, i: DaemonInterface, o: DaemonOptions): 
 }
 
 function knockMaps(servers: SpakServer[]): KnockServiceMaps[] {
-  return servers.map((s) => ({ spak_knock_config: s.map('spak_knock_config'), spak_knock_clients: s.map('spak_knock_clients'), spak_allow: s.map('spak_allow') }));
+  return servers.map((s) => ({ spak_allow: s.map('spak_allow') }));
 }

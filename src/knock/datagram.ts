@@ -189,7 +189,7 @@ export class KnockOpener {
     return { ok: true, client };
   }
 
-  /** Prefilter, HPKE open, plaintext parse. Freshness, server address and replay: checks.ts. */
+  /** Prefilter, HPKE open, plaintext parse. Freshness, server address, replay and policy: decide.ts. */
   async open(d: Buffer): Promise<Opened | Rejected> {
     const pre = this.prefilter(d);
     if (!pre.ok) return pre;

@@ -1,11 +1,13 @@
-// Which client made which allowlist entry, so removing a client revokes its entries, also after
+// The allowlist entries knocks make: writeGrant writes one knock's entries, all or nothing;
+// GrantTable records which client made which entry, so removing a client revokes its entries, also after
 // a daemon restart: the allowlist map is pinned and outlives the daemon, so this record must too.
 // Kept like the replay cache: one line appended per grant ("<key hex> <client id hex>
 // <expires ns>"), rewritten atomically by prune(); on load, a line counts only while its entry is
 // still in the map (after a reboot the map is empty and so is this).
 import type { BpfMap } from '../bpf/libbpf.js';
-import { revokeSource } from '../server/allowlist.js';
+import { allowSource, revokeSource } from '../server/allowlist.js';
 import { decodeAllowKey, encodeAllowKey } from '../wire/layout.js';
+import type { KnockGrant } from './decide.js';
 import { Journal } from './journal.js';
 
 export type AllowKey = Parameters<typeof revokeSource>[1];
@@ -16,6 +18,36 @@ function allowKeyFrom(raw: Buffer): AllowKey | null {
     return decodeAllowKey(raw);
   } catch {
     return null;
+  }
+}
+
+/**
+ * Writes a knock's entries to every allowlist (one per interface). All or nothing: a knock
+ * answered "rejected" must not leave half its ports open, so on a failed write what was
+ * written is put back as it was, and the error is thrown.
+ */
+export function writeGrant(maps: readonly BpfMap[], g: KnockGrant): void {
+  const done: { key: AllowKey; raw: Buffer; map: BpfMap; old: Buffer | null }[] = [];
+  try {
+    for (const a of g.open) {
+      const key: AllowKey = { addr: g.addr, proto: a.proto, port: a.port };
+      const raw = encodeAllowKey(key);
+      for (const map of maps) {
+        const old = map.lookup(raw);
+        allowSource(map, { ...key, expiresNs: g.expiresNs, idleNs: g.idleNs, graceNs: g.graceNs });
+        done.push({ key, raw, map, old });
+      }
+    }
+  } catch (err) {
+    for (const d of done) {
+      try {
+        if (d.old) d.map.update(d.raw, d.old);
+        else revokeSource(d.map, d.key);
+      } catch {
+        // the map refuses writes: the error thrown below says so
+      }
+    }
+    throw err;
   }
 }
 

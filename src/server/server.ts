@@ -206,6 +206,13 @@ export class SpakServer {
     writeKnockMaps({ spak_knock_config: this.map('spak_knock_config'), spak_knock_clients: this.map('spak_knock_clients') }, this.#opts.knock);
   }
 
+  /** The knock clients changed (the knock service's directory): the knock maps follow at once. */
+  setKnock(knock: KnockMapOptions | undefined): void {
+    if (knock) checkKnockMaps(knock);
+    this.#opts.knock = knock;
+    if (this.#obj) this.#writeKnock();
+  }
+
   /**
    * Serves the interface: adopts the pinned program of an earlier daemon, or attaches a new
    * one. Refuses while another daemon serves it. On failure, what this call made is undone

@@ -1,6 +1,6 @@
 // spak-test-timeout: 300
 // spak-test-modes: xdp tc
-// The knock receiver (src/knock/server.ts) end to end in one process: real knocks over UDP on
+// The knock receiver (src/knock/service.ts) end to end in one process: real knocks over UDP on
 // 127.0.0.1 and [::1], the XDP knock client map of a loaded server.bpf.o (written through
 // clientmap.ts), and an allowlist map with the server's structs (spak_maps.h) but a small capacity,
 // from a fixture object, so a full allowlist is quick to reach. Each case asserts the one counter that moved and the map contents.
@@ -17,7 +17,8 @@ import { BpfObject, type BpfMap } from '../../src/bpf/libbpf.js';
 import { knockSchema } from '../../src/config/schema.js';
 import { knockTag, KnockSealer, type KnockPlain } from '../../src/knock/datagram.js';
 import { clientIdOf, generateX25519, prefilterKey, privatePem, publicPem, type X25519Pair } from '../../src/knock/keys.js';
-import { KNOCK_COUNTER_NAMES, startKnockService, UNKNOWN_CLIENT, type KnockCounterName, type KnockService } from '../../src/knock/server.js';
+import { KNOCK_COUNTER_NAMES, UNKNOWN_CLIENT, type KnockCounterName } from '../../src/knock/counters.js';
+import { startKnockService, type KnockService } from '../../src/knock/service.js';
 import { startMetrics } from '../../src/observe/metrics.js';
 import { parsePromText, sampleValue, type Sample } from '../../src/observe/promtext.js';
 import { addrFrom16 } from '../../src/wire/address.js';
@@ -52,8 +53,7 @@ function addClient(name: string, policy?: object | string): void {
 }
 
 const start = async (): Promise<KnockService> => startKnockService(
-  { spak_knock_config: srv.server.map('spak_knock_config'), spak_knock_clients: srv.server.map('spak_knock_clients'), spak_allow: allow },
-  cfg, logger, { rescanMs: 200, decisions: knockLog(logger, 1000) });
+  { spak_allow: allow }, cfg, logger, { rescanMs: 200, decisions: knockLog(logger, 1000), onClients: (k) => srv.server.setKnock(k) });
 
 before(async () => {
   const obj = path.join(tmp, 'allow_fixture.bpf.o');

@@ -8,11 +8,12 @@ import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFile
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { configSchema, formatZodError, knockSchema } from '../../src/config/schema.js';
-import { parsePolicy, scanClientsDir, type PolicyDefaults } from '../../src/knock/clients.js';
+import { scanClientsDir } from '../../src/knock/directory.js';
+import { parsePolicy, type PolicyDefaults } from '../../src/knock/policy.js';
 import { inNetwork, parseNetwork } from '../../src/wire/address.js';
 import { clientIdOf, generateX25519, privatePem, publicPem } from '../../src/knock/keys.js';
-import { ReplayStore } from '../../src/knock/replaystore.js';
-import { knockOptionsFromConfig } from '../../src/knock/server.js';
+import { ReplayStore } from '../../src/knock/replay.js';
+import { knockOptionsFromConfig } from '../../src/knock/service.js';
 import { addrTo16 } from '../../src/wire/address.js';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'spak-kclients-'));

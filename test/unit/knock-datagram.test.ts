@@ -1,6 +1,6 @@
 // spak-test-timeout: 120
 // The knock datagram: layout byte by byte, round trip, every malformed form rejected with its reason,
-// the post-open checks, and keys (PEM, openssl-made keys, prefilter key agreement).
+// and keys (PEM, openssl-made keys, prefilter key agreement). The checks after the open: knock-decide.test.ts.
 import { after, test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -10,7 +10,6 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as W from '../../src/wire/knock.js';
 import { decodePlain, encodePlain, knockClient, knockTag, KnockOpener, KnockSealer, KNOCK_REJECTS, type KnockClient, type KnockPlain } from '../../src/knock/datagram.js';
-import { checkFreshness, checkKnock, ReplayCache } from '../../src/knock/checks.js';
 import { clientIdOf, generateX25519, loadPrivateKey, loadPublicKey, prefilterKey, privatePem, publicPem, rawPublic, writeFileMode } from '../../src/knock/keys.js';
 import { siphash24 } from '../../src/wire/siphash.js';
 
@@ -152,46 +151,6 @@ describe('datagram', () => {
 
   test('reasons are a fixed list', () => {
     assert.equal(new Set(KNOCK_REJECTS).size, KNOCK_REJECTS.length);
-  });
-});
-
-describe('checks after the open', () => {
-  test('freshness window', () => {
-    assert.equal(checkFreshness(NOW, NOW, 30), null);
-    assert.equal(checkFreshness(NOW - 30, NOW, 30), null);
-    assert.equal(checkFreshness(NOW + 30, NOW, 30), null);
-    assert.equal(checkFreshness(NOW - 31, NOW, 30), 'expired');
-    assert.equal(checkFreshness(NOW + 31, NOW, 30), 'future');
-  });
-
-  test('expired, future, wrong server, replayed, and a fresh one accepted once', async () => {
-    const replay = new ReplayCache(30);
-    const opened = async (over: Partial<KnockPlain>): Promise<KnockPlain> => {
-      const r = await opener.open(await sealer.seal({ ...request, ...over }));
-      assert.ok(r.ok);
-      return r.plain;
-    };
-    const o = { nowS: NOW, windowS: 30, serverAddrs: ['198.51.100.1', '2001:db8::1'], replay };
-    assert.equal(checkKnock(1, await opened({ timestamp: NOW - 120 }), o), 'expired');
-    assert.equal(checkKnock(1, await opened({ timestamp: NOW + 120 }), o), 'future');
-    assert.equal(checkKnock(1, await opened({ serverAddr: '203.0.113.5' }), o), 'wrong_server');
-    const p = await opened({});
-    assert.equal(checkKnock(1, p, o), null);
-    assert.equal(checkKnock(1, p, o), 'replayed');
-    assert.equal(checkKnock(1, p, { ...o, nowS: NOW + 20 }), 'replayed');
-    assert.equal(checkKnock(2, p, o), null, 'per client');
-    assert.equal(checkKnock(1, await opened({ serverAddr: '2001:db8::1' }), o), null);
-    // Pruned once it could no longer pass the window anyway.
-    replay.prune(NOW + 61);
-    assert.equal(replay.size, 0);
-  });
-
-  test('a full replay cache refuses rather than forgets', () => {
-    const c = new ReplayCache(30, 2);
-    assert.equal(c.seen(1, randomBytes(16), NOW, NOW), false);
-    assert.equal(c.seen(1, randomBytes(16), NOW, NOW), false);
-    assert.equal(c.seen(1, randomBytes(16), NOW, NOW), true);
-    assert.equal(c.seen(1, randomBytes(16), NOW, NOW + 100), false, 'after the old ones expire');
   });
 });
 
