@@ -18,6 +18,7 @@ import { checkFreshness } from './checks.js';
 import { inNetwork } from '../wire/address.js';
 import { ClientsDirectory, scanClientsDir, type ClientsChange, type LoadedClient, type PolicyDefaults } from './clients.js';
 import { writeKnockMaps, type KnockMaps, type KnockMapOptions } from '../server/knockmaps.js';
+import type { MapSet } from '../server/maps.js';
 import { knockMapOptions } from './prefilter.js';
 import { KNOCK_REJECTS, KnockOpener, type Access } from './datagram.js';
 import { loadPrivateKey } from './keys.js';
@@ -44,7 +45,7 @@ export interface KnockClientCount { client: string; result: KnockResult; count: 
 /** The client label of knocks that identified no known client (bad datagram, unknown id). */
 export const UNKNOWN_CLIENT = '(unknown)';
 
-export interface KnockServiceMaps extends KnockMaps { spak_allow: BpfMap }
+export type KnockServiceMaps = KnockMaps & MapSet<'spak_allow'>;
 
 export interface KnockServiceOptions {
   /**
