@@ -257,7 +257,7 @@ export class SpakServer {
   }
 
   /**
-   * The pinned link is of the other kind (the configuration went from XDP to TC or back): the new link
+   * The pinned link is of the other kind (the enforcement mode went from XDP to TC ingress or back): the new link
    * is attached and pinned in its place before the old one is detached, so both run for a moment and
    * the port is never open. Fails with the old link still attached and pinned.
    */
