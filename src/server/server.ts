@@ -361,7 +361,7 @@ export class SpakServer {
     return this.#program;
   }
 
-  /** One sweep of the flow and replay tables (the daemon runs it every sweepIntervalSeconds). */
+  /** One sweep of the flow, replay and allowlist tables (the daemon runs it every sweepIntervalSeconds). */
   sweep(nowS = monotonicSeconds()): SweepResult {
     return sweepTables(this.#running().maps(['spak_flows', 'spak_replay', 'spak_allow']), this.#opts, nowS);
   }
