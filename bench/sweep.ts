@@ -1,10 +1,13 @@
 // The daemon's periodic sweep with many recorded flows (issue 5, section 3: with 250,000 flows it
 // must cost under 2 % of one core). The server is loaded with its own code and the flows are
 // made the way they are made in service: distinct valid tagged SYNs run through the XDP program
-// (BPF_PROG_TEST_RUN), which is the flow table's writer. Then server.sweep() is timed in CPU time
+// (BPF_PROG_TEST_RUN), which is the flow table's writer. Then the daemon's sweep (sweepTables) is timed in CPU time
 // (process.cpuUsage: user + system of this process) several times.
 import { testRun } from '../src/bpf/libbpf.js';
-import { SpakServer, sweepIntervalSeconds, type ServerOptions } from '../src/server/server.js';
+import { DestCounterIndex } from '../src/server/destcounters.js';
+import { checkConfig, sweepIntervalSeconds, type ServerOptions } from '../src/server/options.js';
+import { ServerProgram } from '../src/server/program.js';
+import { sweepTables } from '../src/server/sweep.js';
 import { computeTag, encodeOption, timeStepAt } from '../src/wire/option.js';
 import { buildTcp, linuxSynOptions } from '../src/wire/packet.js';
 import { median } from './median.js';
@@ -58,10 +61,10 @@ export function benchSweep(wantedFlows = 250_000, sweeps = 5): SweepResult {
     flowCapacity: capacity,
     replayCapacity: capacity,
   };
-  const server = new SpakServer(opts);
+  const server = ServerProgram.load(opts);
   try {
-    const prog = server.load();
-    server.protectWithoutAttaching();
+    server.configure(checkConfig(opts), new DestCounterIndex());
+    const prog = server.program;
     const t0 = process.hrtime.bigint();
     let passed = 0;
     let step = timeStepAt(Date.now(), 30);
@@ -88,7 +91,7 @@ export function benchSweep(wantedFlows = 250_000, sweeps = 5): SweepResult {
     for (let s = 0; s < sweeps; s++) {
       const w0 = process.hrtime.bigint();
       const c0 = process.cpuUsage();
-      last = { ...server.sweep() };
+      last = { ...sweepTables(server.maps(['spak_flows', 'spak_replay', 'spak_allow']), opts) };
       const c = process.cpuUsage(c0);
       wallMs.push(Number(process.hrtime.bigint() - w0) / 1e6);
       cpuMs.push((c.user + c.system) / 1000);
@@ -106,6 +109,6 @@ export function benchSweep(wantedFlows = 250_000, sweeps = 5): SweepResult {
       last,
     };
   } finally {
-    server.stop();
+    server.close();
   }
 }

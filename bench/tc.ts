@@ -5,7 +5,9 @@
 //   node dist/bench/tc.js [repeat] [rounds]
 import { BpfObject, testRun } from '../src/bpf/libbpf.js';
 import { objectPath } from '../src/bpf/objects.js';
-import { SpakServer } from '../src/server/server.js';
+import { DestCounterIndex } from '../src/server/destcounters.js';
+import { checkConfig } from '../src/server/options.js';
+import { ServerProgram } from '../src/server/program.js';
 import { median } from './median.js';
 import { frames } from './xdp.js';
 
@@ -16,15 +18,15 @@ export interface TcCase { name: string; nsPerPacket: number; baselineNs: number;
 
 export function benchTc(repeat = 1_000_000, rounds = 5): TcCase[] {
   const baselineObj = BpfObject.open(objectPath('baseline'));
-  const server = new SpakServer({
-    iface: 'none', enforcement: 'tc', xdpMode: 'native', keys: [{ id: 1, key: KEY }], protect: [{ address: '198.51.100.1', port: 22 }],
-    stepSeconds: 30, stepWindow: 1, flowIdleSeconds: 3600, flowFinSeconds: 30, seedExisting: false,
-  });
+  const server = ServerProgram.load({ enforcement: 'tc' });
   try {
+    server.configure(checkConfig({
+      keys: [{ id: 1, key: KEY }], protect: [{ address: '198.51.100.1', port: 22 }],
+      stepSeconds: 30, stepWindow: 1, flowIdleSeconds: 3600, flowFinSeconds: 30,
+    }), new DestCounterIndex());
     baselineObj.load();
     const baseline = baselineObj.program('baseline_tc_ok');
-    const prog = server.load();
-    server.protectWithoutAttaching();
+    const prog = server.program;
     const cases = frames();
     // The valid SYN opens the flow the established ACK belongs to; its repeats are same-source retransmits.
     for (const data of Object.values(cases)) testRun(prog, data);
@@ -46,7 +48,7 @@ export function benchTc(repeat = 1_000_000, rounds = 5): TcCase[] {
       return { name, nsPerPacket: own, baselineNs: base, ratio: own / base, deltaNs: own - base, verdict: s.verdict };
     });
   } finally {
-    server.stop();
+    server.close();
     baselineObj.close();
   }
 }

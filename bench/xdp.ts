@@ -6,7 +6,9 @@
 // stable so the two sides match by name.
 import { BpfObject, testRun, type BpfProgram } from '../src/bpf/libbpf.js';
 import { objectPath } from '../src/bpf/objects.js';
-import { SpakServer } from '../src/server/server.js';
+import { DestCounterIndex } from '../src/server/destcounters.js';
+import { checkConfig, type ProgramConfig } from '../src/server/options.js';
+import { ServerProgram } from '../src/server/program.js';
 import { randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { KnockSealer } from '../src/knock/datagram.js';
@@ -125,30 +127,36 @@ export async function benchXdp(repeat = 10_000_000, rounds = 5): Promise<XdpCase
   const knockCases = await knockFrames();
   const stealth = await stealthFrames();
   const baselineObj = BpfObject.open(objectPath('baseline'));
-  const settings = {
-    iface: 'none', xdpMode: 'native' as const, keys: [{ id: 1, key: KEY }], protect: [{ address: SERVER, port: 22 }],
-    stepSeconds: 30, stepWindow: 1, flowIdleSeconds: 3600, flowFinSeconds: 30, seedExisting: false,
+  const settings: ProgramConfig = {
+    keys: [{ id: 1, key: KEY }], protect: [{ address: SERVER, port: 22 }],
+    stepSeconds: 30, stepWindow: 1, flowIdleSeconds: 3600, flowFinSeconds: 30,
   };
   // SYN mode alone (its drop paths never ask the allowlists), and with knock mode and
-  // always-allow configured for the knock-mode cases: each case runs on its own server.
-  const server = new SpakServer(settings);
-  const listServer = new SpakServer({
-    ...settings,
-    // A rate no repeat count reaches: the cases time the lookups, not the rate limit's drop.
-    knock: knockMapOptions({ port: KNOCK_PORT, clients: [KNOCK_CLIENT.publicKey], serverKey: KNOCK_SERVER.privateKey, rate: 1e9, burst: 1_000_000 }),
-    alwaysAllow: [ALWAYS_CIDR],
-  });
-  const stealthServer = new SpakServer({ ...settings, stealth: true, stealthUdp: true });
+  // always-allow configured for the knock-mode cases: each case runs on its own program.
+  const loaded = (c: ProgramConfig) => {
+    const p = ServerProgram.load({});
+    p.configure(checkConfig(c), new DestCounterIndex());
+    return p;
+  };
+  const programs: ServerProgram[] = [];
   try {
+    const server = loaded(settings);
+    programs.push(server);
+    const listServer = loaded({
+      ...settings,
+      // A rate no repeat count reaches: the cases time the lookups, not the rate limit's drop.
+      knock: knockMapOptions({ port: KNOCK_PORT, clients: [KNOCK_CLIENT.publicKey], serverKey: KNOCK_SERVER.privateKey, rate: 1e9, burst: 1_000_000 }),
+      alwaysAllow: [ALWAYS_CIDR],
+    });
+    programs.push(listServer);
+    const stealthServer = loaded({ ...settings, stealth: true, stealthUdp: true });
+    programs.push(stealthServer);
     baselineObj.load();
     const baseline = baselineObj.program('baseline_xdp_pass');
-    const synProg = server.load();
-    server.protectWithoutAttaching();
-    const listProg = listServer.load();
-    listServer.protectWithoutAttaching();
+    const synProg = server.program;
+    const listProg = listServer.program;
     allowSource(listServer.map('spak_allow'), { addr: ALLOWLISTED, proto: 'tcp', port: 22, expiresNs: process.hrtime.bigint() + 3_600_000_000_000n });
-    const stealthProg = stealthServer.load();
-    stealthServer.protectWithoutAttaching();
+    const stealthProg = stealthServer.program;
     const cases = { ...frames(), ...knockCases, ...stealth.frames };
     const progOf = (name: string) => (name in knockCases ? listProg : STEALTH_ON.has(name) ? stealthProg : synProg);
     const samples = new Map<string, { own: number[]; base: number[]; ownWall: number[]; baseWall: number[]; verdict: number }>();
@@ -220,9 +228,7 @@ export async function benchXdp(repeat = 10_000_000, rounds = 5): Promise<XdpCase
       return { name, nsPerPacket: own, baselineNs: base, ratio: own / base, deltaNs: own - base, wallNs, wallBaselineNs, verdict: s.verdict };
     });
   } finally {
-    server.stop();
-    listServer.stop();
-    stealthServer.stop();
+    for (const p of programs) p.close();
     baselineObj.close();
     await new Promise<void>((r) => stealth.listener.close(() => r()));
   }

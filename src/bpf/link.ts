@@ -1,4 +1,6 @@
-// bpf_link attachments (XDP, and TC ingress through tcx). Unlike a netlink XDP attachment, a link is owned by its fds and pins: it
+// bpf_link attachments: XDP links, and tcx links at TC ingress. Words: "TC ingress" is the hook, "tcx"
+// the kernel's link type for it, 'tc' the server's enforcement mode that runs there.
+// Unlike a netlink XDP attachment, a link is owned by its fds and pins: it
 // survives our process when pinned, its program can be swapped atomically (bpf_link_update with the
 // expected old program), and bpf_link_detach removes exactly it, whoever else holds it.
 import fs from 'node:fs';
@@ -25,7 +27,7 @@ export const LINK_TYPE_TCX = 11;
  */
 export interface LinkInfo { id: number; progId: number; type: number; ifindex: number; attachType: number }
 
-/** 'xdp' or 'tc' for the link types a server attaches, null for any other. */
+/** The enforcement mode a server link of this type serves ('xdp', or 'tc' for a tcx link), null for any other type. */
 export function linkKind(info: Pick<LinkInfo, 'type'>): 'xdp' | 'tc' | null {
   return info.type === LINK_TYPE_XDP ? 'xdp' : info.type === LINK_TYPE_TCX ? 'tc' : null;
 }
@@ -91,7 +93,7 @@ export class BpfLink {
     const op = `attaching TC ingress (tcx) link to ${ifname}`;
     const ifindex = ifIndex(ifname);
     const ret = libbpf().bpf_link_create(prog.fd, ifindex, BPF_TCX_INGRESS, { sz: sizes().linkCreateOpts, flags: 0 });
-    const old = ret === -E.EINVAL ? 'the kernel has no tcx links (Linux 6.6 or later is needed for TC enforcement)' : undefined;
+    const old = ret === -E.EINVAL ? 'the kernel has no tcx links (Linux 6.6 or later is needed for enforcement at TC ingress)' : undefined;
     check(ret, op, old);
     return new BpfLink(ret);
   }

@@ -108,6 +108,7 @@ function bindLibbpf(lib: LibraryHandle) {
     bpf_object__close: fn<(obj: Ptr) => void>('void bpf_object__close(spak_bpf_object *obj)'),
     bpf_object__find_program_by_name: fn<(obj: Ptr, name: string) => Ptr | null>('spak_bpf_program *bpf_object__find_program_by_name(spak_bpf_object *obj, const char *name)'),
     bpf_object__find_map_by_name: fn<(obj: Ptr, name: string) => Ptr | null>('spak_bpf_map *bpf_object__find_map_by_name(spak_bpf_object *obj, const char *name)'),
+    bpf_object__next_map: fn<(obj: Ptr, prev: Ptr | null) => Ptr | null>('spak_bpf_map *bpf_object__next_map(const spak_bpf_object *obj, const spak_bpf_map *map)'),
     bpf_program__fd: fn<(prog: Ptr) => number>('int bpf_program__fd(spak_bpf_program *prog)'),
     bpf_map__fd: fn<MapGetter>('int bpf_map__fd(spak_bpf_map *map)'),
     bpf_map__name: fn<(map: Ptr) => string>('const char *bpf_map__name(spak_bpf_map *map)'),

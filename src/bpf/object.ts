@@ -98,6 +98,15 @@ export class BpfObject {
     return BpfMap.fromObject(this, this.#findMap(name));
   }
 
+  /** The names of every map the object defines (internal ones such as .rodata too), in libbpf's order. */
+  mapNames(): string[] {
+    this.ensureOpen('listing maps');
+    const lib = libbpf();
+    const names: string[] = [];
+    for (let m = lib.bpf_object__next_map(this.#ptr, null); m; m = lib.bpf_object__next_map(this.#ptr, m)) names.push(lib.bpf_map__name(m));
+    return names;
+  }
+
   /** Unload everything this object created (pinned maps and attachments stay); idempotent. */
   close(): void {
     if (this.#closed) return;

@@ -17,7 +17,7 @@ import { decisionLog, knockLog } from '../observe/log.js';
 import type { MetricsEndpoint } from '../observe/metrics.js';
 import { startDaemonMetrics, type MetricsSetting } from '../observe/setup.js';
 import { runForeground } from './foreground.js';
-import { SpakServer, type ReloadableOptions, type ServerOptions, type StartedServer } from '../server/server.js';
+import { checkConfig, SpakServer, type Checked, type ReloadableOptions, type ServerOptions, type StartedServer } from '../server/server.js';
 import { hostPort } from '../wire/address.js';
 
 /** Command-line options: they win over the file, at start and at every reload. */
@@ -255,20 +255,21 @@ export class SpakDaemon {
     const next = planFromConfig(where, this.#opts.overrides);
     const why = restartNeeded(this.#plan, next);
     if (why) throw new Error(`${why}: restart needed`);
-    for (const i of next.interfaces) new SpakServer(serverOptions(next, i, this.#opts)); // the same checks a start makes
-    const done: SpakServer[] = [];
+    const update = checkConfig(reloadable(next)); // the one check: every interface gets the same configuration
+    const done: [SpakServer, Checked<ReloadableOptions>][] = [];
     const swaps: string[] = [];
     try {
       for (const [n, s] of this.#servers.entries()) {
-        const r = s.reload(reloadable(next));
-        done.push(s);
+        const prev = s.options;
+        const r = s.reload(update);
+        done.push([s, prev]);
         swaps.push(`${next.interfaces[n]!.name} program ${r.oldProgId} -> ${r.newProgId}`);
       }
     } catch (err) {
       // Interfaces already swapped go back to the old configuration (with the same mechanism).
-      for (const s of done) {
+      for (const [s, prev] of done) {
         try {
-          s.reload(reloadable(this.#plan));
+          s.reload(prev);
         } catch (e) {
           this.#opts.logger.error({ err: e }, 'restoring the old configuration failed');
         }

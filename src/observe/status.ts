@@ -3,7 +3,7 @@
 // map is decoded with src/wire/layout.ts, the TypeScript mirror of the C header.
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { BpfLink, BpfMap, LINK_TYPE_XDP, readLockHolder } from '../bpf/libbpf.js';
+import { BpfLink, BpfMap, LINK_TYPE_TCX, LINK_TYPE_XDP, readLockHolder } from '../bpf/libbpf.js';
 import { monotonicNs } from '../bpf/clock.js';
 import { readCounters } from '../bpf/counters.js';
 import { DEFAULT_BPFFS, netnsScope, pinPaths } from '../bpf/pins.js';
@@ -18,10 +18,8 @@ import {
   SPAK_DEST_BIND_SOURCE,
   type ServerReason,
 } from '../wire/layout.js';
+import type { ServerMapName } from '../server/maps.js';
 import { TABLES, tableFill, type TableFill, type TableName } from './tables.js';
-
-/** enum bpf_link_type: TCX (kernel 6.6+) besides XDP. */
-export const LINK_TYPE_TCX = 11;
 
 export interface StatusDestination { address: string; port: number; protocol: 'tcp' | 'udp'; keyIds: number[]; bindSource: boolean }
 export interface StatusAllowEntry { address: string; protocol: 'tcp' | 'udp'; port: number; secondsLeft: number }
@@ -71,7 +69,7 @@ function isDir(p: string): boolean {
 
 /** The pinned maps of one interface, opened for reading; close() releases them. */
 export class PinnedServer {
-  readonly #maps = new Map<string, BpfMap | null>();
+  readonly #maps = new Map<ServerMapName, BpfMap | null>();
   readonly problems: string[] = [];
   constructor(readonly iface: string, readonly bpffs = DEFAULT_BPFFS) {}
 
@@ -79,8 +77,8 @@ export class PinnedServer {
     return pinPaths(this.iface, 'server', this.bpffs);
   }
 
-  /** The pinned map, or null (noted in problems) when it cannot be opened. */
-  map(name: string): BpfMap | null {
+  /** The pinned map (server/maps.ts names them), or null (noted in problems) when it cannot be opened. */
+  map(name: ServerMapName): BpfMap | null {
     if (this.#maps.has(name)) return this.#maps.get(name)!;
     let m: BpfMap | null = null;
     try {
@@ -173,7 +171,7 @@ export function readInterfaceStatus(iface: string, bpffs = DEFAULT_BPFFS): Inter
     const knockPort = knockRaw ? decodeKnockConfig(knockRaw).port : 0;
     const destinations = readDestinations(p);
     const tables: Partial<Record<TableName, TableFill>> = {};
-    for (const [t, name] of Object.entries(TABLES) as [TableName, string][]) {
+    for (const [t, name] of Object.entries(TABLES) as [TableName, ServerMapName][]) {
       const m = p.map(name);
       if (m) tables[t] = tableFill(m);
     }

@@ -1,9 +1,10 @@
 // Sizes of the server's tables, read from the kernel when asked (never cached).
 import type { BpfMap } from '../bpf/libbpf.js';
+import { TABLES, type Tables } from '../server/maps.js';
 
-/** The tables whose fill the metrics and `spak status` report, by map name. */
-export const TABLES = { flows: 'spak_flows', replay: 'spak_replay', allowlist: 'spak_allow' } as const;
-export type TableName = keyof typeof TABLES;
+/** The tables whose fill the metrics and `spak status` report, by map name (server/maps.ts says which). */
+export { TABLES };
+export type TableName = keyof Tables;
 
 /** Entries in a hash map now (batch lookups, the way the sweep reads them). */
 export function countEntries(map: BpfMap): number {

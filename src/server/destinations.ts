@@ -3,7 +3,7 @@
 // keys valid for it. The daemon and the tests both write through here.
 // UDP destinations (protocol "udp") have no tags: a bit in spak_udp_ports and an entry in
 // spak_udp_protected (bpf/spak_udp.h); the knock allowlist decides who passes.
-import type { BpfMap } from '../bpf/libbpf.js';
+import { writtenBy, type MapSet } from './maps.js';
 import { destinationState } from '../wire/option.js';
 import {
   encodeDest,
@@ -44,16 +44,9 @@ export interface ServerKey {
   key: Buffer;
 }
 
-/** The maps this module writes, by their names in server.bpf.o. */
-export interface DestinationMaps {
-  spak_ports: BpfMap;
-  spak_port_slots: BpfMap;
-  spak_protected: BpfMap;
-  spak_dests: BpfMap;
-  spak_protected_addrs: BpfMap;
-  spak_udp_ports: BpfMap;
-  spak_udp_protected: BpfMap;
-}
+/** The maps this module writes (server/maps.ts). */
+export const DESTINATION_MAPS = writtenBy('server/destinations.ts');
+export type DestinationMaps = MapSet<(typeof DESTINATION_MAPS)[number]>;
 
 const V4_ANY = '0.0.0.0';
 const V6_ANY = '::';
@@ -139,8 +132,7 @@ function writeUdpDestinations(m: DestinationMaps, protect: ProtectedDest[], coun
 /**
  * Writes every protected destination. The port bitmap goes last: until a port's bit is
  * set, nothing on it is gated, so a reader never sees a half-written destination.
- */
-/**
+ * protect and keys are trusted: checked once by checkConfig (options.ts).
  * lists: knock mode or always-allow is configured, so a packet that would be dropped asks the
  * allowlists first (SPAK_DEST_LISTS); without them the drop paths cost nothing more.
  * counterIdx: each destination's index into spak_dest_counters (destcounters.ts), in the order
@@ -149,7 +141,6 @@ function writeUdpDestinations(m: DestinationMaps, protect: ProtectedDest[], coun
 export function writeDestinations(
   m: DestinationMaps, protect: ProtectedDest[], keys: ServerKey[], lists = false, counterIdx: number[] = protect.map((_, i) => i),
 ): void {
-  checkDestinations(protect, keys);
   if (counterIdx.length !== protect.length) throw new Error(`${counterIdx.length} counter indexes for ${protect.length} destinations`);
   clearDestinations(m);
   writeUdpDestinations(m, protect, counterIdx);

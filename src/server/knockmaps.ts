@@ -3,7 +3,7 @@
 // A client left out of the list is removed from the map: that is how a revoked client's
 // next knock dies in XDP. Keys arrive derived (src/knock/prefilter.ts): the kernel side
 // knows ids and 16-byte keys, not X25519.
-import type { BpfMap } from '../bpf/libbpf.js';
+import { writtenBy, type MapSet } from './maps.js';
 import {
   encodeKnockConfig,
   SPAK_KNOCK_DEFAULT_BURST,
@@ -23,11 +23,9 @@ export interface KnockMapOptions {
   burst?: number | undefined;
 }
 
-/** The maps this module writes, by their names in server.bpf.o. */
-export interface KnockMaps {
-  spak_knock_config: BpfMap;
-  spak_knock_clients: BpfMap;
-}
+/** The maps this module writes (server/maps.ts). */
+export const KNOCK_MAPS = writtenBy('server/knockmaps.ts');
+export type KnockMaps = MapSet<(typeof KNOCK_MAPS)[number]>;
 
 const NS_PER_S = 1_000_000_000;
 const MAX_BURST = 1_000_000;
@@ -57,6 +55,7 @@ const idKey = (id: number): Buffer => {
  * Writes knock mode, or turns it off (undefined). Clients go in before the port is set, and
  * the port is cleared before clients go out, so XDP never judges against a half-written list.
  * The value of spak_knock_clients (struct spak_key) is the 16 key bytes as they are.
+ * `o` is trusted: checked by checkConfig (options.ts) or checkKnockMaps.
  */
 export function writeKnockMaps(m: KnockMaps, o: KnockMapOptions | undefined): void {
   const zero = Buffer.alloc(4);
@@ -65,7 +64,6 @@ export function writeKnockMaps(m: KnockMaps, o: KnockMapOptions | undefined): vo
     for (const key of m.spak_knock_clients.keys()) m.spak_knock_clients.delete(key);
     return;
   }
-  checkKnockMaps(o);
   const want = new Set<string>();
   for (const [id, key] of o.clients) {
     const k = idKey(id);

@@ -2,7 +2,10 @@
 // be protecting the very SSH port they are connected through). They are read from
 // the kernel's socket tables in /proc/net/tcp{,6} of our network namespace.
 import { readFileSync } from 'node:fs';
+import type { BpfMap } from '../bpf/libbpf.js';
+import { monotonicSeconds } from '../bpf/clock.js';
 import { addrFrom16, addrTo16 } from '../wire/address.js';
+import { encodeFlow, encodeFlowKey, SPAK_FLOW_OPEN } from '../wire/layout.js';
 import { ALL_ADDRESSES, protocolOf, type ProtectedDest } from './destinations.js';
 
 export interface KernelSocket {
@@ -91,4 +94,18 @@ export function coverage(protect: ProtectedDest[]): (address: string, port: numb
     const wildcard = address.includes('.') || local.subarray(0, 12).equals(v4Any.subarray(0, 12)) ? v4Any : v6Any;
     return entries.some((e) => e.port === port && (e.all || e.addr!.equals(local) || e.addr!.equals(wildcard)));
   };
+}
+
+/** Records the kernel's live connections to protected TCP destinations as open flows; returns how many. */
+export function seedFlows(flows: BpfMap, protect: ProtectedDest[]): number {
+  const covers = coverage(protect);
+  const nowS = monotonicSeconds();
+  let n = 0;
+  for (const s of liveTcpSockets()) {
+    if (!covers(s.localAddr, s.localPort)) continue;
+    const key = encodeFlowKey({ saddr: s.remoteAddr, daddr: s.localAddr, sport: s.remotePort, dport: s.localPort });
+    flows.update(key, encodeFlow({ seenS: nowS, state: SPAK_FLOW_OPEN }));
+    n++;
+  }
+  return n;
 }

@@ -1,130 +1,44 @@
-// The SYN-mode server daemon: loads server.bpf.o, writes its configuration maps, and
-// attaches it at XDP (or TC ingress, through tcx) as a pinned bpf_link, so that protection outlives the daemon.
-// A new daemon adopts what an earlier one (stopped, crashed or older) left pinned: it
-// keeps the state maps (flows, replay, knock rates, allowlist, counters), writes fresh configuration maps and
-// swaps the program in atomically. The port is never open in between.
+// The lifecycle of one protected interface: the SYN-mode server program (program.ts) attached at
+// XDP or at TC ingress (through a tcx link) as a pinned bpf_link, so that protection outlives the daemon.
+// A new daemon adopts what an earlier one (stopped, crashed or older) left pinned: it keeps the
+// state maps (server/maps.ts says which), writes fresh configuration maps and swaps the program in
+// atomically, switching the hook if the enforcement mode changed. Reload and knock client changes
+// come through here too. The port is never open in between.
 import { closeSync, constants, openSync, renameSync } from 'node:fs';
-import type { Logger } from 'pino';
 import {
-  BpfLink,
-  BpfMap,
-  BpfObject,
-  type BpfProgram,
-  linkKind,
-  type LinkInfo,
-  ensureBpffs,
-  ifIndex,
-  mkdirPins,
-  removePins,
-  tryLock,
-  type XdpMode,
+  BpfLink, type BpfMap, type BpfProgram, ensureBpffs, ifIndex, linkKind, type LinkInfo, mkdirPins, removePins, tryLock,
 } from '../bpf/libbpf.js';
-import { keepClockCurrent, monotonicNs, monotonicSeconds, writeTimeConfig } from '../bpf/clock.js';
-import { readCounters } from '../bpf/counters.js';
+import { keepClockCurrent, monotonicSeconds } from '../bpf/clock.js';
 import { objectPath } from '../bpf/objects.js';
-import { timeStepAt } from '../wire/option.js';
-import {
-  encodeFlow,
-  encodeFlowKey,
-  SERVER_REASON_NAMES,
-  SPAK_DEFAULT_ALLOW_CAPACITY,
-  SPAK_DEFAULT_FLOW_CAPACITY,
-  SPAK_DEFAULT_REPLAY_CAPACITY,
-  SPAK_FLOW_OPEN,
-  SPAK_MAX_ALWAYS_ALLOW,
-  type ServerReason,
-} from '../wire/layout.js';
-import { checkKnockMaps, writeKnockMaps, type KnockMapOptions } from './knockmaps.js';
-import { sweepAllowlist, writeAlwaysAllow } from './allowlist.js';
-import { parseCidr } from '../wire/address.js';
-import { checkDestinations, writeDestinations, type ProtectedDest, type ServerKey } from './destinations.js';
-import { DestCounterIndex, readDestinationCounters, zeroDestCounters, type DestinationCounters } from './destcounters.js';
+import type { ServerReason } from '../wire/layout.js';
+import type { KnockMapOptions } from './knockmaps.js';
+import { DestCounterIndex, type DestinationCounters } from './destcounters.js';
 import { openPinnedState, copyPinnedState, type PinnedState } from './adoption.js';
 import { DEFAULT_BPFFS, openPinnedLink, pinPaths, removePin, stagedLinkPin, type PinPaths } from '../bpf/pins.js';
+import { capacities, PINNED_MAPS, RELOAD_SHARED_MAPS, SERVER_MAPS, STATE_MAPS, type ServerMapName } from './maps.js';
+import {
+  checkConfig, sweepIntervalSeconds, withConfig, withKnock, type Checked, type Enforcement, type ReloadableOptions, type ServerOptions,
+} from './options.js';
+import { ServerProgram } from './program.js';
 import { removeServer } from './remove.js';
-import { coverage, liveTcpSockets } from './seed.js';
-import { sweepFlows, sweepReplay, type SweepResult } from './sweep.js';
+import { seedFlows } from './seed.js';
+import { sweepTables, type SweepResult } from './sweep.js';
 
 export type { ProtectedDest, ServerKey } from './destinations.js';
 export type { KnockMapOptions } from './knockmaps.js';
 export type { DestinationCounters } from './destcounters.js';
-
-/** Where the server program runs: XDP (the default, cheapest), or TC ingress for interfaces or drivers where XDP cannot. */
-export type Enforcement = 'xdp' | 'tc';
-export const ENFORCEMENTS: readonly Enforcement[] = ['xdp', 'tc'];
-
-/** The program of server.bpf.o for each enforcement mode. */
-export const SERVER_PROGRAMS: Record<Enforcement, string> = { xdp: 'spak_server', tc: 'spak_server_tc' };
-
-export interface ServerOptions {
-  iface: string;
-  /** Default 'xdp'. */
-  enforcement?: Enforcement | undefined;
-  /** XDP mode (enforcement 'xdp' only). */
-  xdpMode: XdpMode;
-  keys: ServerKey[];
-  protect: ProtectedDest[];
-  stepSeconds: number;
-  stepWindow: number;
-  /** An open flow idle this long whose socket is gone is removed. */
-  flowIdleSeconds: number;
-  /** A closing flow idle this long whose socket is gone is removed. */
-  flowFinSeconds: number;
-  replayCapacity?: number | undefined;
-  flowCapacity?: number | undefined;
-  /** Seed flows from the kernel's sockets at first start, so existing connections survive. */
-  seedExisting: boolean;
-  /** Knock mode: the XDP side of the knock port (port, clients, rate limit); off when absent. */
-  knock?: KnockMapOptions | undefined;
-  /** Sources every protected destination admits: IPv4/IPv6 addresses and CIDRs. */
-  alwaysAllow?: string[] | undefined;
-  /** Entries of the knock allowlist (spak_allow). */
-  allowCapacity?: number | undefined;
-  /** Drop SYNs to ports of protected addresses with no socket, instead of the kernel's RST (bpf/spak_stealth.h). */
-  stealth?: boolean | undefined;
-  /** The same for UDP datagrams, instead of the kernel's ICMP port unreachable. */
-  stealthUdp?: boolean | undefined;
-  /** Where bpffs is (mounted there when missing). */
-  bpffs?: string | undefined;
-  logger?: Logger | undefined;
-}
-
-/**
- * How often the daemon sweeps: no flow becomes removable sooner than the shorter of its two
- * grace periods, so sweeping more often than that finds nothing; 30 s at most, 5 s at least.
- * A sweep reads both whole tables (about 0.5 µs an entry on a slow VM), so 250,000 flows swept
- * every 30 s cost well under 1 % of a core. Tags wait for the sweep: see the README, Capacity.
- */
-export function sweepIntervalSeconds(o: Pick<ServerOptions, 'flowFinSeconds' | 'flowIdleSeconds'>): number {
-  return Math.min(30, Math.max(5, Math.min(o.flowFinSeconds, o.flowIdleSeconds)));
-}
-/**
- * Rewritten by each daemon and swapped in with its program. spak_dest_counters too: its
- * indexes are the daemon's own assignment (destcounters.ts), so a new daemon counts afresh.
- */
-const CONFIG_MAPS = [
-  'spak_config', 'spak_ports', 'spak_port_slots', 'spak_protected', 'spak_dests', 'spak_protected_addrs',
-  'spak_knock_config', 'spak_knock_clients', 'spak_udp_ports', 'spak_udp_protected', 'spak_always', 'spak_dest_counters',
-] as const;
-/**
- * Kept across daemons: what the program learned (flows, tags seen, knock rates), what knocks
- * opened (the allowlist) and its counters. Knock rates are state so that a restart does not
- * hand a flooding source a fresh burst.
- */
-const STATE_MAPS = ['spak_flows', 'spak_replay', 'spak_knock_rate', 'spak_allow', 'spak_server_counters'] as const;
-export const SERVER_MAPS = [...CONFIG_MAPS, ...STATE_MAPS] as const;
-export type ServerMapName = (typeof SERVER_MAPS)[number];
-
-/** What a reload may change (see SpakServer.reload). */
-export type ReloadableOptions = Pick<ServerOptions,
-  'keys' | 'protect' | 'stepSeconds' | 'stepWindow' | 'flowIdleSeconds' | 'flowFinSeconds' | 'knock' | 'alwaysAllow' | 'seedExisting'
-  | 'stealth' | 'stealthUdp'>;
+export type { ServerMapName } from './maps.js';
+export {
+  checkConfig, ENFORCEMENTS, SERVER_PROGRAMS, sweepIntervalSeconds,
+  type Checked, type Enforcement, type ProgramConfig, type ReloadableOptions, type ServerOptions,
+} from './options.js';
+export { ServerProgram } from './program.js';
 
 export interface StartedServer {
   ifname: string;
   ifindex: number;
   enforcement: Enforcement;
-  /** The XDP mode, or 'tc' for TC ingress. */
+  /** The XDP mode, or 'tc' at TC ingress. */
   mode: 'native' | 'generic' | 'tc';
   /**
    * Set when an earlier daemon's pinned program was replaced; switchedFrom when that one ran in the other
@@ -136,8 +50,8 @@ export interface StartedServer {
 }
 
 export class SpakServer {
-  #opts: ServerOptions;
-  #obj: BpfObject | null = null;
+  #opts: Checked<ServerOptions>;
+  #program: ServerProgram | null = null;
   #link: BpfLink | null = null;
   #lock: { release(): void } | null = null;
   #timers: NodeJS.Timeout[] = [];
@@ -146,71 +60,20 @@ export class SpakServer {
   /** This daemon attached the link (rather than adopting one an earlier daemon left). */
   #attachedHere = false;
   #pinDirFd: number | null = null;
+  /** Kept for the daemon's life: a destination keeps its counter slot across reloads. */
   #counterIndex = new DestCounterIndex();
-  #counterIdx: number[] = [];
 
-  constructor(opts: ServerOptions) {
-    this.#opts = opts;
-    checkDestinations(opts.protect, opts.keys);
-    if (opts.knock) checkKnockMaps(opts.knock);
-    checkAlwaysAllow(opts.alwaysAllow);
-  }
-
-  /**
-   * Opens server.bpf.o, sizes the tables, reuses the given state maps, loads it and writes
-   * the time config; attaches nothing. Tests and benchmarks run the program from here.
-   */
-  load(reuse: Partial<Record<ServerMapName, BpfMap>> = {}): BpfProgram {
-    const o = this.#opts;
-    const obj = BpfObject.open(objectPath('server'));
-    this.#obj = obj;
-    obj.setMaxEntries('spak_replay', o.replayCapacity ?? SPAK_DEFAULT_REPLAY_CAPACITY);
-    obj.setMaxEntries('spak_flows', o.flowCapacity ?? SPAK_DEFAULT_FLOW_CAPACITY);
-    obj.setMaxEntries('spak_allow', o.allowCapacity ?? SPAK_DEFAULT_ALLOW_CAPACITY);
-    for (const [name, map] of Object.entries(reuse)) obj.reuseMap(name, map);
-    obj.load();
-    writeTimeConfig(obj.map('spak_config'), o);
-    this.#writeKnock();
-    writeAlwaysAllow(obj.map('spak_always'), o.alwaysAllow ?? []);
-    return obj.program(SERVER_PROGRAMS[this.enforcement]);
+  constructor(opts: ServerOptions | Checked<ServerOptions>) {
+    this.#opts = checkConfig(opts);
   }
 
   get enforcement(): Enforcement {
     return this.#opts.enforcement ?? 'xdp';
   }
 
-  /** Writes the protected destinations and their keys (no attach: for BPF_PROG_TEST_RUN). */
-  protectWithoutAttaching(): void {
-    const o = this.#opts;
-    checkDestinations(o.protect, o.keys);
-    const { indexes, fresh } = this.#counterIndex.assign(o.protect);
-    for (const idx of fresh) zeroDestCounters(this.map('spak_dest_counters'), idx);
-    this.#counterIdx = indexes;
-    writeDestinations(this.#destinationMaps(), o.protect, o.keys, o.knock !== undefined || (o.alwaysAllow?.length ?? 0) > 0, indexes);
-  }
-
-  /** Rewrites the time config and the destinations of the loaded program with new settings. */
-  configure(update: Partial<Pick<ServerOptions, 'protect' | 'keys' | 'stepSeconds' | 'stepWindow' | 'flowIdleSeconds' | 'flowFinSeconds' | 'knock' | 'alwaysAllow' | 'stealth' | 'stealthUdp'>>): void {
-    const next = { ...this.#opts, ...update };
-    checkDestinations(next.protect, next.keys);
-    if (next.knock) checkKnockMaps(next.knock);
-    checkAlwaysAllow(next.alwaysAllow);
-    Object.assign(this.#opts, update);
-    writeTimeConfig(this.map('spak_config'), this.#opts);
-    this.protectWithoutAttaching();
-    this.#writeKnock();
-    writeAlwaysAllow(this.map('spak_always'), this.#opts.alwaysAllow ?? []);
-  }
-
-  #writeKnock(): void {
-    writeKnockMaps({ spak_knock_config: this.map('spak_knock_config'), spak_knock_clients: this.map('spak_knock_clients') }, this.#opts.knock);
-  }
-
-  /** The knock clients changed (the knock service's directory): the knock maps follow at once. */
-  setKnock(knock: KnockMapOptions | undefined): void {
-    if (knock) checkKnockMaps(knock);
-    this.#opts.knock = knock;
-    if (this.#obj) this.#writeKnock();
+  /** The options in force (the daemon restores them when a reload of several interfaces fails halfway). */
+  get options(): Checked<ServerOptions> {
+    return this.#opts;
   }
 
   /**
@@ -254,18 +117,19 @@ export class SpakServer {
 
   #fresh(paths: PinPaths, ifindex: number): StartedServer {
     const o = this.#opts;
-    const prog = this.load();
+    const program = ServerProgram.load(o);
+    this.#program = program;
     // Existing connections first, then the destinations, then the attach: there is no
     // moment where a connection that existed before protection is gated.
-    let seeded = o.seedExisting ? this.#seedFlows() : 0;
-    this.protectWithoutAttaching();
-    const { link, mode } = this.#attach(prog);
+    let seeded = o.seedExisting ? seedFlows(this.map('spak_flows'), o.protect) : 0;
+    program.configure(o, this.#counterIndex);
+    const { link, mode } = this.#attach(program.program);
     this.#link = link;
     try {
       // Connections completed between the first scan and the attach: still before protection.
-      if (o.seedExisting) seeded = Math.max(seeded, this.#seedFlows());
+      if (o.seedExisting) seeded = Math.max(seeded, seedFlows(this.map('spak_flows'), o.protect));
       mkdirPins(paths.dir);
-      for (const name of SERVER_MAPS) this.#obj!.map(name).pin(paths.map(name));
+      for (const name of PINNED_MAPS) program.map(name).pin(paths.map(name));
       link.pin(paths.link);
     } catch (err) {
       // Not pinned: closing our fd detaches it. Nothing was protected before, nothing is lost.
@@ -277,7 +141,7 @@ export class SpakServer {
     return { ifname: o.iface, ifindex, enforcement: this.enforcement, mode, adopted: null, seededFlows: seeded, pinDir: paths.dir };
   }
 
-  /** A new link for prog on the interface, in this server's enforcement mode. */
+  /** A new link for prog on the interface: an XDP link, or a tcx link at TC ingress. */
   #attach(prog: BpfProgram): { link: BpfLink; mode: StartedServer['mode'] } {
     const o = this.#opts;
     if (this.enforcement === 'tc') return { link: BpfLink.createTcx(prog, o.iface), mode: 'tc' };
@@ -289,12 +153,7 @@ export class SpakServer {
     const oldProgId = oldInfo.progId;
     const oldKind = linkKind(oldInfo)!;
     this.#link = old;
-    const want: Record<string, number> = {
-      spak_flows: o.flowCapacity ?? SPAK_DEFAULT_FLOW_CAPACITY,
-      spak_replay: o.replayCapacity ?? SPAK_DEFAULT_REPLAY_CAPACITY,
-      spak_allow: o.allowCapacity ?? SPAK_DEFAULT_ALLOW_CAPACITY,
-    };
-    const state = openPinnedState(STATE_MAPS, (name) => paths.map(name), want, (msg) => o.logger?.warn(msg));
+    const state = openPinnedState(STATE_MAPS, (name) => paths.map(name), capacities(o), (msg) => o.logger?.warn(msg));
     this.#adoptedMaps.push(...state.opened);
     let mode: StartedServer['mode'] = 'native';
     const { newProgId } = this.#swapProgram(paths, state.reuse, state, (prog) => {
@@ -310,8 +169,8 @@ export class SpakServer {
   }
 
   /**
-   * Loads a fresh program instance whose state maps are `reuse` (shared with the running
-   * program) and whose configuration maps hold this.#opts, copies the tables `carry` says, and swaps
+   * Loads a fresh program instance whose maps in `reuse` are shared with the running
+   * program and whose configuration maps hold this.#opts, copies the tables `carry` says, and swaps
    * it in with `swapIn` (bpf_link_update + BPF_F_REPLACE against the old program, or a new link
    * of the other kind attached before the old one goes): a packet sees the old program with the
    * old configuration or the new one with the new, never a mix. Then re-pins the maps that are
@@ -321,23 +180,25 @@ export class SpakServer {
     paths: PinPaths, reuse: Partial<Record<ServerMapName, BpfMap>>,
     carry: PinnedState<ServerMapName> | null, swapIn: (prog: BpfProgram) => void,
   ): { newProgId: number } {
-    const prog = this.load(reuse);
-    this.protectWithoutAttaching();
-    const target = (name: ServerMapName) => this.#obj!.map(name);
+    const program = ServerProgram.load(this.#opts, reuse);
+    this.#program = program;
+    program.configure(this.#opts, this.#counterIndex);
+    const target = (name: ServerMapName) => program.map(name);
     if (carry) copyPinnedState(carry, target);
+    const prog = program.program;
     const newProgId = prog.id;
     swapIn(prog);
     if (carry) copyPinnedState(carry, target); // entries the old program added while we copied
-    for (const name of SERVER_MAPS) {
+    for (const name of PINNED_MAPS) {
       if (reuse[name]) continue;
       try {
         removePin(paths.map(name));
-        this.#obj!.map(name).pin(paths.map(name));
+        program.map(name).pin(paths.map(name));
       } catch (err) {
         // A state table the next daemon must find: the failure is the caller's. A configuration
         // map only misleads readers of the pins (the next daemon writes fresh ones anyway), and
         // the new program is in force already: say so and go on.
-        if ((STATE_MAPS as readonly string[]).includes(name)) throw err;
+        if (SERVER_MAPS[name].role === 'state') throw err;
         this.#opts.logger?.warn(`re-pinning ${name} failed: ${(err as Error).message}`);
       }
     }
@@ -348,44 +209,37 @@ export class SpakServer {
    * Reload: the running program is replaced by a fresh instance configured with `update`
    * (keys, destinations, timing, knock clients, always-allow), sharing every state map with it
    * (flows, replay, knock rates, allowlist, counters), so no established connection is lost
-   * and no tag can be replayed. Everything is checked before anything changes; on failure the
-   * old program and configuration stay in force. Capacities, the XDP mode and the interface
-   * are fixed for the daemon's life (a restart changes them).
+   * and no tag can be replayed. `update` was checked (checkConfig) before anything changes; on
+   * failure the old program and configuration stay in force. Capacities, the XDP mode and the
+   * interface are fixed for the daemon's life (a restart changes them).
    */
-  reload(update: ReloadableOptions): { oldProgId: number; newProgId: number } {
+  reload(update: Checked<ReloadableOptions>): { oldProgId: number; newProgId: number } {
     const prevOpts = this.#opts;
-    const next: ServerOptions = { ...prevOpts, ...update };
-    checkDestinations(next.protect, next.keys);
-    if (next.knock) checkKnockMaps(next.knock);
-    checkAlwaysAllow(next.alwaysAllow);
-    const oldObj = this.#obj;
+    const old = this.#program;
     const link = this.#link;
     const paths = this.#paths;
-    if (!oldObj || !link || !paths) throw new Error(`the server on ${prevOpts.iface} is not running`);
+    if (!old || !link || !paths) throw new Error(`the server on ${prevOpts.iface} is not running`);
     // The running instance's program fd, not its id: after a privilege drop an id lookup is refused.
-    const oldProg = oldObj.program(SERVER_PROGRAMS[this.enforcement]);
+    const oldProg = old.program;
     const oldProgId = oldProg.id;
+    // The state goes on, and so do this daemon's per-destination counters: the same destination
+    // keeps its index (DestCounterIndex), a new one gets a zeroed slot.
     const reuse: Partial<Record<ServerMapName, BpfMap>> = {};
-    for (const name of STATE_MAPS) reuse[name] = oldObj.map(name);
-    // This daemon's per-destination counters go on too: the same destination keeps its index
-    // (DestCounterIndex), a new one gets a zeroed slot.
-    reuse.spak_dest_counters = oldObj.map('spak_dest_counters');
-    const prevCounterIdx = this.#counterIdx;
-    this.#opts = next;
-    this.#obj = null;
+    for (const name of RELOAD_SHARED_MAPS) reuse[name] = old.map(name);
+    this.#opts = withConfig(prevOpts, update);
+    this.#program = null;
     let newProgId: number;
     try {
       ({ newProgId } = this.#swapProgram(paths, reuse, null, (prog) => link.update(prog, oldProg)));
     } catch (err) {
       // Nothing after link.update throws (re-pinning only warns), so the swap did not happen:
       // the old instance stays in force with the old configuration.
-      (this.#obj as BpfObject | null)?.close(); // the instance load() made, if it got that far
-      this.#obj = oldObj;
+      (this.#program as ServerProgram | null)?.close(); // the instance the swap loaded, if it got that far
+      this.#program = old;
       this.#opts = prevOpts;
-      this.#counterIdx = prevCounterIdx;
       throw err;
     }
-    oldObj.close();
+    old.close();
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
     this.#runTimers(); // the clock refresh writes the new spak_config
@@ -393,7 +247,17 @@ export class SpakServer {
   }
 
   /**
-   * The pinned link is of the other kind (the configuration went from XDP to TC or back): the new link
+   * The knock clients changed: checks `knock`, keeps it in the options (a later reload or swap
+   * writes the same) and writes the running instance's knock maps (server/knockmaps.ts).
+   */
+  setKnock(knock: KnockMapOptions | undefined): void {
+    const next = withKnock(this.#opts, knock);
+    this.#program?.writeKnock(next);
+    this.#opts = next;
+  }
+
+  /**
+   * The pinned link is of the other kind (the enforcement mode went from XDP to TC ingress or back): the new link
    * is attached and pinned in its place before the old one is detached, so both run for a moment and
    * the port is never open. Fails with the old link still attached and pinned.
    */
@@ -415,10 +279,9 @@ export class SpakServer {
     return mode;
   }
 
-  /** A map of the loaded object, for tests and benchmarks. */
+  /** A map of the running program instance (the knock service and the metrics read them). */
   map(name: ServerMapName): BpfMap {
-    if (!this.#obj) throw new Error('server is not loaded');
-    return this.#obj.map(name);
+    return this.#running().map(name);
   }
 
   /**
@@ -473,8 +336,8 @@ export class SpakServer {
     this.#link = null;
     for (const m of this.#adoptedMaps) m.close();
     this.#adoptedMaps = [];
-    this.#obj?.close();
-    this.#obj = null;
+    this.#program?.close();
+    this.#program = null;
     this.#lock?.release();
     this.#lock = null;
     this.#paths = null;
@@ -485,24 +348,22 @@ export class SpakServer {
 
   /** Verdict counters summed over CPUs. */
   counters(): Record<ServerReason, bigint> {
-    return readCounters(this.map('spak_server_counters'), SERVER_REASON_NAMES);
+    return this.#running().counters();
   }
 
-  /**
-   * Per protected destination (as configured: address, port, protocol), the counts of its
-   * new-connection decisions by outcome (admit_tag, refuse_tag, ...), summed over CPUs.
-   */
+  /** Per protected destination, the counts of its new-connection decisions by outcome (ServerProgram). */
   destinationCounters(): DestinationCounters[] {
-    return readDestinationCounters(this.map('spak_dest_counters'), this.#opts.protect, this.#counterIdx);
+    return this.#running().destinationCounters();
   }
 
-  /** One sweep of the flow and replay tables (the daemon runs it every sweepIntervalSeconds). */
+  #running(): ServerProgram {
+    if (!this.#program) throw new Error(`the server on ${this.#opts.iface} is not running`);
+    return this.#program;
+  }
+
+  /** One sweep of the flow, replay and allowlist tables (the daemon runs it every sweepIntervalSeconds). */
   sweep(nowS = monotonicSeconds()): SweepResult {
-    const o = this.#opts;
-    const flows = sweepFlows(this.map('spak_flows'), { nowS, idleS: o.flowIdleSeconds, finS: o.flowFinSeconds });
-    const replay = sweepReplay(this.map('spak_replay'), timeStepAt(Date.now(), o.stepSeconds), o.stepWindow);
-    const allowRemoved = sweepAllowlist(this.map('spak_allow'), monotonicNs());
-    return { ...flows, ...replay, allowRemoved };
+    return sweepTables(this.#running().maps(['spak_flows', 'spak_replay', 'spak_allow']), this.#opts, nowS);
   }
 
   #runTimers(): void {
@@ -520,30 +381,6 @@ export class SpakServer {
     this.#timers.push(sweep);
   }
 
-  #destinationMaps() {
-    const m = (name: ServerMapName) => this.map(name);
-    return {
-      spak_ports: m('spak_ports'), spak_port_slots: m('spak_port_slots'), spak_protected: m('spak_protected'),
-      spak_dests: m('spak_dests'), spak_protected_addrs: m('spak_protected_addrs'),
-      spak_udp_ports: m('spak_udp_ports'), spak_udp_protected: m('spak_udp_protected'),
-    };
-  }
-
-  /** Records the kernel's live connections to protected TCP destinations as flows. */
-  #seedFlows(): number {
-    const flows = this.map('spak_flows');
-    const covers = coverage(this.#opts.protect);
-    const nowS = monotonicSeconds();
-    let n = 0;
-    for (const s of liveTcpSockets()) {
-      if (!covers(s.localAddr, s.localPort)) continue;
-      const key = encodeFlowKey({ saddr: s.remoteAddr, daddr: s.localAddr, sport: s.remotePort, dport: s.localPort });
-      flows.update(key, encodeFlow({ seenS: nowS, state: SPAK_FLOW_OPEN }));
-      n++;
-    }
-    return n;
-  }
-
   /**
    * `spak server stop IFACE`: the one explicit way to remove protection. Stops a daemon that
    * still serves the interface, detaches the link, removes every pin. Returns what it did.
@@ -551,11 +388,4 @@ export class SpakServer {
   static remove(iface: string, bpffs = DEFAULT_BPFFS): string[] {
     return removeServer(iface, bpffs);
   }
-}
-
-/** Bad always-allow entries are refused before anything is written. */
-function checkAlwaysAllow(cidrs: string[] | undefined): void {
-  if (!cidrs) return;
-  if (cidrs.length > SPAK_MAX_ALWAYS_ALLOW) throw new Error(`${cidrs.length} always-allow entries: at most ${SPAK_MAX_ALWAYS_ALLOW}`);
-  for (const c of cidrs) parseCidr(c);
 }

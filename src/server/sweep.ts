@@ -7,6 +7,10 @@
 // UDP flows (protected UDP destinations, bpf/spak_udp.h) have no socket to ask: they go
 // after idleS of silence. The knock allowlist is swept by sweepAllowlist (allowlist.ts).
 import type { BpfMap } from '../bpf/libbpf.js';
+import { monotonicNs, monotonicSeconds } from '../bpf/clock.js';
+import { timeStepAt } from '../wire/option.js';
+import { sweepAllowlist } from './allowlist.js';
+import type { MapSet } from './maps.js';
 import {
   encodeFlow,
   encodeFlowKey,
@@ -105,4 +109,14 @@ export function sweepReplay(replay: BpfMap, nowStep: number, window: number): Pi
     total += chunk.count;
   }
   return { replay: total, replayRemoved: stale.length > 0 ? replay.deleteBatch(stale) : 0 };
+}
+
+export interface SweepSettings { flowIdleSeconds: number; flowFinSeconds: number; stepSeconds: number; stepWindow: number }
+
+/** One sweep of the flow, replay and allowlist tables (the daemon runs it every sweepIntervalSeconds). */
+export function sweepTables(m: MapSet<'spak_flows' | 'spak_replay' | 'spak_allow'>, o: SweepSettings, nowS = monotonicSeconds()): SweepResult {
+  const flows = sweepFlows(m.spak_flows, { nowS, idleS: o.flowIdleSeconds, finS: o.flowFinSeconds });
+  const replay = sweepReplay(m.spak_replay, timeStepAt(Date.now(), o.stepSeconds), o.stepWindow);
+  const allowRemoved = sweepAllowlist(m.spak_allow, monotonicNs());
+  return { ...flows, ...replay, allowRemoved };
 }

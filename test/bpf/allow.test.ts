@@ -39,11 +39,11 @@ let srv: ServerHarness;
 before(() => {
   srv = new ServerHarness();
   srv.configure(SETUP);
-  srv.server.configure({ knock: knockMapOptions({ port: KNOCK_PORT, clients: [knockClient.publicKey], serverKey: knockServer.privateKey, rate: 1e6, burst: 1e6 }) });
+  srv.update({ knock: knockMapOptions({ port: KNOCK_PORT, clients: [knockClient.publicKey], serverKey: knockServer.privateKey, rate: 1e6, burst: 1e6 }) });
 });
 after(() => srv?.close());
 
-const allowMap = () => srv.server.map('spak_allow');
+const allowMap = () => srv.program.map('spak_allow');
 const flowKeys = () => srv.flows.keys().map((k) => decodeFlowKey(k));
 
 function clearAllow(): void {
@@ -178,9 +178,9 @@ for (const e of Object.values(FAMILIES)) {
     beforeEach(() => {
       srv.reset();
       clearAllow();
-      srv.server.configure({ alwaysAllow: [prefix, exact] });
+      srv.update({ alwaysAllow: [prefix, exact] });
     });
-    after(() => srv.server.configure({ alwaysAllow: [] }));
+    after(() => srv.update({ alwaysAllow: [] }));
 
     test('inside the prefix or the exact address -> pass_always (SYN records a flow); just outside -> today\'s reasons', () => {
       srv.expect(bareSyn(e), 'pass_always');
@@ -202,13 +202,13 @@ for (const e of Object.values(FAMILIES)) {
     });
 
     test('the list is replaced, not added to; a bad entry changes nothing', () => {
-      assert.throws(() => writeAlwaysAllow(srv.server.map('spak_always'), [exact, '198.51.100.1/24']), /host bits/);
-      assert.throws(() => writeAlwaysAllow(srv.server.map('spak_always'), ['2001:db8::/129']), /prefix length/);
+      assert.throws(() => writeAlwaysAllow(srv.program.map('spak_always'), [exact, '198.51.100.1/24']), /host bits/);
+      assert.throws(() => writeAlwaysAllow(srv.program.map('spak_always'), ['2001:db8::/129']), /prefix length/);
       srv.expect(bareSyn(e), 'pass_always');
-      srv.server.configure({ alwaysAllow: [exact] });
+      srv.update({ alwaysAllow: [exact] });
       srv.expect(bareSyn(e), 'drop_no_option');
-      srv.server.configure({ alwaysAllow: [] });
-      assert.equal(srv.server.map('spak_always').keys().length, 0);
+      srv.update({ alwaysAllow: [] });
+      assert.equal(srv.program.map('spak_always').keys().length, 0);
       srv.expect(bareSyn(e, { saddr: exact }), 'drop_no_option');
     });
   });
@@ -308,10 +308,10 @@ describe('without knock mode or always-allow the lists are not asked', () => {
     try {
       plain.configure(SETUP);
       const e = FAMILIES[4];
-      allowSource(plain.server.map('spak_allow'), { addr: e.client, proto: 'tcp', port: 22, expiresNs: monotonicNs() + 60n * NS_PER_S });
+      allowSource(plain.program.map('spak_allow'), { addr: e.client, proto: 'tcp', port: 22, expiresNs: monotonicNs() + 60n * NS_PER_S });
       plain.expect(rawSyn(e, linuxSynOptions()), 'drop_no_option');
       plain.expect(segment(e, { ack: true }), 'drop_flow_miss');
-      plain.server.configure({ alwaysAllow: ['198.51.100.0/24'] });
+      plain.update({ alwaysAllow: ['198.51.100.0/24'] });
       plain.expect(rawSyn(e, linuxSynOptions()), 'pass_allowlisted');
     } finally {
       plain.close();

@@ -1,7 +1,7 @@
 // spak-test-modes: xdp tc
 // Per-destination counters of new-connection decisions (spak_dest_counters, bpf/spak_destcount.h)
 // through BPF_PROG_TEST_RUN: packets to several destinations, then each destination's counts
-// (SpakServer.destinationCounters, the daemon's own reader) must have moved by exactly what was
+// (ServerProgram.destinationCounters, the daemon's own reader) must have moved by exactly what was
 // sent to it, and the established-flow path must count nothing.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -25,7 +25,7 @@ const PROTECT = [...DEFAULT_SETUP.protect, { address: V4.server, port: UDP_PORT,
 
 function use(): void {
   file.use({ protect: PROTECT });
-  file.srv.server.configure({ alwaysAllow: [ALWAYS] });
+  file.srv.update({ alwaysAllow: [ALWAYS] });
 }
 
 function key(d: { address: string; port: number; protocol: string }): string {
@@ -33,7 +33,7 @@ function key(d: { address: string; port: number; protocol: string }): string {
 }
 
 function snapshot(): Map<string, DestinationCounters['counts']> {
-  return new Map(file.srv.server.destinationCounters().map((d) => [key(d), d.counts]));
+  return new Map(file.srv.program.destinationCounters().map((d) => [key(d), d.counts]));
 }
 
 /** Exactly `want` (outcome -> count, others 0) moved for each destination named, nothing for the rest. */
@@ -59,7 +59,7 @@ function untagged(e: Endpoints, saddr: string): Buffer {
 describe('per-destination counters', () => {
   test('destinationCounters lists every protected destination with every outcome', () => {
     use();
-    const list = file.srv.server.destinationCounters();
+    const list = file.srv.program.destinationCounters();
     assert.deepEqual(list.map(key), PROTECT.map((d) => key({ ...d, protocol: d.protocol ?? 'tcp' })));
     for (const d of list) assert.deepEqual(Object.keys(d.counts), [...DEST_OUTCOME_NAMES]);
   });
@@ -78,7 +78,7 @@ describe('per-destination counters', () => {
     file.srv.expect(validSyn(V4, step, { seq: 99, tag: { seq: 98 } }), 'drop_bad_tag');
     file.srv.expect(rawSyn(V4, linuxSynOptions(), { sport: 40002 }), 'drop_no_option');
     file.srv.expect(untagged(V4, ALWAYS_SRC), 'pass_always');
-    allowSource(file.srv.server.map('spak_allow'), { addr: KNOCKED_SRC, proto: 'tcp', port: 22, expiresNs: process.hrtime.bigint() + 600_000_000_000n });
+    allowSource(file.srv.program.map('spak_allow'), { addr: KNOCKED_SRC, proto: 'tcp', port: 22, expiresNs: process.hrtime.bigint() + 600_000_000_000n });
     file.srv.expect(untagged(V4, KNOCKED_SRC), 'pass_allowlisted');
     for (let i = 0; i < 3; i++) file.srv.expect(segment(V4, { ack: true }), 'pass_flow');
     // IPv6 :22 — one admitted by tag, one with a key id that is not loaded, one bad tag.
@@ -91,7 +91,7 @@ describe('per-destination counters', () => {
     file.srv.expect(udp(V4.other), 'drop_udp_not_allowed');
     file.srv.expect(udp(V4.other), 'drop_udp_not_allowed');
     file.srv.expect(udp(ALWAYS_SRC), 'pass_always');
-    allowSource(file.srv.server.map('spak_allow'), { addr: KNOCKED_SRC, proto: 'udp', port: UDP_PORT, expiresNs: process.hrtime.bigint() + 600_000_000_000n });
+    allowSource(file.srv.program.map('spak_allow'), { addr: KNOCKED_SRC, proto: 'udp', port: UDP_PORT, expiresNs: process.hrtime.bigint() + 600_000_000_000n });
     file.srv.expect(udp(KNOCKED_SRC), 'pass_allowlisted');
     file.srv.expect(udp(KNOCKED_SRC), 'pass_flow');
     assertMoved(before, {
@@ -99,7 +99,7 @@ describe('per-destination counters', () => {
       [`tcp ${V6.server} 22`]: { admit_tag: 1, refuse_tag: 2 },
       [`udp ${V4.server} ${UDP_PORT}`]: { refuse_not_allowed: 2, admit_always: 1, admit_knock: 1 },
     });
-    file.srv.server.configure({ alwaysAllow: [] });
+    file.srv.update({ alwaysAllow: [] });
   });
 
   test('a full flow table is counted as refuse_full at its destination', async () => {
@@ -109,10 +109,10 @@ describe('per-destination counters', () => {
     try {
       h.configure(DEFAULT_SETUP);
       const step = await file.step();
-      const before = h.server.destinationCounters()[0]!.counts;
+      const before = h.program.destinationCounters()[0]!.counts;
       h.expect(validSyn(V4, step), 'pass_valid_syn');
       h.expect(validSyn(V4, step, { sport: 40010, seq: 11 }), 'drop_flow_full');
-      const after = h.server.destinationCounters()[0]!;
+      const after = h.program.destinationCounters()[0]!;
       assert.equal(key(after), `tcp ${V4.server} 22`);
       assert.equal(after.counts.admit_tag - before.admit_tag, 1n);
       assert.equal(after.counts.refuse_full - before.refuse_full, 1n);

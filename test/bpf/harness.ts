@@ -9,7 +9,9 @@ import { writeTimeConfig } from '../../src/bpf/clock.js';
 import { readCounters } from '../../src/bpf/counters.js';
 import { objectPath } from '../../src/bpf/objects.js';
 import { writeTargets } from '../../src/client/client.js';
-import { SpakServer, type Enforcement } from '../../src/server/server.js';
+import { DestCounterIndex } from '../../src/server/destcounters.js';
+import { checkConfig, type Enforcement, type ProgramConfig } from '../../src/server/options.js';
+import { ServerProgram } from '../../src/server/program.js';
 import { testEnforcement } from '../enforcement.js';
 import { CLIENT_REASON_NAMES, SERVER_REASON_NAMES, type ClientReason, type ServerReason } from '../../src/wire/layout.js';
 import { computeTag, encodeOption, timeStepAt, type SpakOption, type TagInputFields } from '../../src/wire/option.js';
@@ -119,13 +121,13 @@ export interface ServerRun {
 }
 
 /**
- * server.bpf.o loaded once through the daemon's own code (SpakServer.load), configured
- * through its own writer (SpakServer.configure): the maps hold exactly what the daemon
- * would write, the per-port fast path included. The program is the one of the file's
- * enforcement mode (test/enforcement.ts): spak_server (XDP) or spak_server_tc (sched_cls).
+ * server.bpf.o loaded once through the daemon's own code (ServerProgram.load), configured
+ * through its own writer (ServerProgram.configure, from a checkConfig'd value): the maps hold
+ * exactly what the daemon would write, the per-port fast path included. The program is the one
+ * of the file's enforcement mode (test/enforcement.ts): spak_server (XDP) or spak_server_tc (sched_cls).
  */
 export class ServerHarness {
-  readonly server: SpakServer;
+  readonly program: ServerProgram;
   readonly enforcement: Enforcement;
   readonly prog: BpfProgram;
   readonly config: BpfMap;
@@ -133,25 +135,30 @@ export class ServerHarness {
   readonly replay: BpfMap;
   readonly counters: BpfMap;
   #stepSeconds = 30;
+  /** The configuration last written; update() changes parts of it, as the daemon's reload would. */
+  #settings: ProgramConfig = {
+    keys: [{ id: 1, key: KEY1 }], protect: [{ address: '198.51.100.1', port: 22 }],
+    stepSeconds: 30, stepWindow: 1, flowIdleSeconds: 300, flowFinSeconds: 10,
+  };
+  /** Counter slots stay with their destination across configurations, as in the daemon. */
+  #counterIndex = new DestCounterIndex();
 
   constructor(capacity: { replay?: number; flows?: number } = {}, enforcement: Enforcement = testEnforcement()) {
     this.enforcement = enforcement;
-    this.server = new SpakServer({
-      iface: 'none', enforcement, xdpMode: 'native', keys: [{ id: 1, key: KEY1 }], protect: [{ address: '198.51.100.1', port: 22 }],
-      stepSeconds: 30, stepWindow: 1, flowIdleSeconds: 300, flowFinSeconds: 10, seedExisting: false,
-      replayCapacity: capacity.replay, flowCapacity: capacity.flows,
-    });
-    this.prog = this.server.load();
-    this.config = this.server.map('spak_config');
-    this.flows = this.server.map('spak_flows');
-    this.replay = this.server.map('spak_replay');
-    this.counters = this.server.map('spak_server_counters');
+    this.program = ServerProgram.load({ enforcement, replayCapacity: capacity.replay, flowCapacity: capacity.flows });
+    this.prog = this.program.program;
+    this.config = this.program.map('spak_config');
+    this.flows = this.program.map('spak_flows');
+    this.replay = this.program.map('spak_replay');
+    this.counters = this.program.map('spak_server_counters');
+    // The clock and time step only: nothing is protected until configure().
+    writeTimeConfig(this.config, this.#settings);
   }
 
-  /** Replaces config, keys and protected destinations (what the daemon writes at start). */
+  /** Replaces config, keys and protected destinations (what the daemon writes at start); knock and always-allow stay. */
   configure(s: ServerSetup): void {
     this.#stepSeconds = s.stepSeconds ?? 30;
-    this.server.configure({
+    this.update({
       keys: s.keys,
       protect: s.protect,
       stepSeconds: this.#stepSeconds,
@@ -162,6 +169,13 @@ export class ServerHarness {
       stealthUdp: s.stealthUdp ?? false,
     });
     this.reset();
+  }
+
+  /** Changes part of the configuration and writes all of it, checked first as the daemon checks it. */
+  update(u: Partial<ProgramConfig>): void {
+    const next = checkConfig({ ...this.#settings, ...u });
+    this.program.configure(next, this.#counterIndex);
+    this.#settings = next;
   }
 
   get stepSeconds(): number {
@@ -195,7 +209,7 @@ export class ServerHarness {
   }
 
   close(): void {
-    this.server.stop();
+    this.program.close();
   }
 }
 

@@ -53,7 +53,7 @@ function addClient(name: string, policy?: object | string): void {
 }
 
 const start = async (): Promise<KnockService> => startKnockService(
-  { spak_allow: allow }, cfg, logger, { rescanMs: 200, decisions: knockLog(logger, 1000), onClients: (k) => srv.server.setKnock(k) });
+  { spak_allow: allow }, cfg, logger, { rescanMs: 200, decisions: knockLog(logger, 1000), onClients: (k) => srv.update({ knock: k }) });
 
 before(async () => {
   const obj = path.join(tmp, 'allow_fixture.bpf.o');
@@ -63,7 +63,7 @@ before(async () => {
   fixture.load();
   allow = fixture.map('spak_allow');
   srv = new ServerHarness();
-  clientsMap = srv.server.map('spak_knock_clients');
+  clientsMap = srv.program.map('spak_knock_clients');
   writeFileSync(cfg.serverKeyFile, privatePem(serverKeys.privateKey), { mode: 0o600 });
   execFileSync('mkdir', ['-p', clientsDir]);
   addClient('alice', { allow: ['tcp/22', 'udp/51820', 'tcp/2222'], maxDurationSeconds: 600, defaultDurationSeconds: 120, fromNetworks: ['127.0.0.0/8', '::1/128'], idleExtensionSeconds: 60, graceSeconds: 10 });

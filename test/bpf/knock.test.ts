@@ -1,7 +1,7 @@
 // spak-test-timeout: 600
 // spak-test-modes: xdp tc
 // The knock port of the XDP server (build/server.bpf.o) through BPF_PROG_TEST_RUN: knocks sealed with
-// real keys (src/knock/), maps written by the daemon's own writer (SpakServer.configure -> writeKnock),
+// real keys (src/knock/), maps written by the daemon's own writer (ServerProgram.configure -> knockmaps.ts),
 // every case asserting the verdict and the one reason counter that moved. Needs root and `make bpf`.
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -47,8 +47,8 @@ after(() => srv?.close());
 
 /** Knock mode as given (null: off), and an empty rate table. */
 function useKnock(k: KnockMapOptions | null = KNOCK): void {
-  srv.server.configure({ knock: k ?? undefined });
-  const rate = srv.server.map('spak_knock_rate');
+  srv.update({ knock: k ?? undefined });
+  const rate = srv.program.map('spak_knock_rate');
   for (const key of rate.keys()) rate.delete(key);
 }
 
@@ -92,8 +92,8 @@ describe('knock: valid knocks', () => {
     useKnock(null);
     srv.expect(udp(aliceKnock), 'pass_other');
     srv.expect(udp(Buffer.alloc(3)), 'pass_other');
-    assert.equal(decodeKnockConfig(srv.server.map('spak_knock_config').lookup(Buffer.alloc(4))!).port, 0);
-    assert.equal(srv.server.map('spak_knock_clients').keys().length, 0);
+    assert.equal(decodeKnockConfig(srv.program.map('spak_knock_config').lookup(Buffer.alloc(4))!).port, 0);
+    assert.equal(srv.program.map('spak_knock_clients').keys().length, 0);
   });
 });
 
@@ -147,7 +147,7 @@ describe('knock: the writer', () => {
   beforeEach(() => useKnock());
 
   test('client ids (big-endian) -> the server-side prefilter keys; config as given', () => {
-    const clients = srv.server.map('spak_knock_clients');
+    const clients = srv.program.map('spak_knock_clients');
     for (const c of [alice, bob]) {
       const id = Buffer.alloc(4);
       id.writeUInt32BE(clientIdOf(c.publicKey));
@@ -156,7 +156,7 @@ describe('knock: the writer', () => {
     }
     assert.equal(clients.keys().length, 2);
     useKnock({ ...KNOCK, rate: 10, burst: 20 });
-    assert.deepEqual(decodeKnockConfig(srv.server.map('spak_knock_config').lookup(Buffer.alloc(4))!), { port: PORT, intervalNs: 100_000_000n, burstNs: 2_000_000_000n });
+    assert.deepEqual(decodeKnockConfig(srv.program.map('spak_knock_config').lookup(Buffer.alloc(4))!), { port: PORT, intervalNs: 100_000_000n, burstNs: 2_000_000_000n });
   });
 
   test('a revoked client (left out by the writer) -> drop_knock_unknown_client; the others still pass', () => {
@@ -164,7 +164,7 @@ describe('knock: the writer', () => {
     srv.expect(udp(bobKnock), 'drop_knock_unknown_client');
     srv.expect(udp(bobKnock, { family: 6 }), 'drop_knock_unknown_client');
     srv.expect(udp(aliceKnock), 'pass_knock');
-    assert.equal(srv.server.map('spak_knock_clients').keys().length, 1);
+    assert.equal(srv.program.map('spak_knock_clients').keys().length, 1);
     useKnock();
     srv.expect(udp(bobKnock), 'pass_knock');
   });
@@ -173,8 +173,8 @@ describe('knock: the writer', () => {
     assert.throws(() => checkKnockMaps({ ...KNOCK, port: 0 }), /knock port 0/);
     assert.throws(() => checkKnockMaps({ ...KNOCK, burst: 0 }), /knock burst 0/);
     assert.throws(() => checkKnockMaps({ ...KNOCK, rate: 0 }), /knock rate 0/);
-    assert.throws(() => srv.server.configure({ knock: { ...KNOCK, port: 0 } }), /knock port 0/);
-    assert.throws(() => srv.server.configure({ knock: { ...KNOCK, clients: new Map([[1, Buffer.alloc(8)]]) } }), /prefilter key of 8 bytes/);
+    assert.throws(() => srv.update({ knock: { ...KNOCK, port: 0 } }), /knock port 0/);
+    assert.throws(() => srv.update({ knock: { ...KNOCK, clients: new Map([[1, Buffer.alloc(8)]]) } }), /prefilter key of 8 bytes/);
     assert.throws(() => knockMapOptions({ ...KNOCK_KEYS, clients: [alice.publicKey, publicPem(alice.publicKey)] }), /given twice/);
     assert.throws(() => knockMapOptions({ ...KNOCK_KEYS, clients: ['not a key'] }), /not a PEM public key/);
     srv.expect(udp(bobKnock), 'pass_knock'); // the earlier configuration still in force

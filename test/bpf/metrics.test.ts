@@ -1,7 +1,7 @@
 // The Prometheus endpoint (src/observe/metrics.ts) against the kernel: server.bpf.o loaded and
-// configured through the daemon's own code (ServerHarness -> SpakServer), frames run with
+// configured through the daemon's own code (ServerHarness -> ServerProgram), frames run with
 // BPF_PROG_TEST_RUN, /metrics scraped over HTTP on 127.0.0.1 and parsed. Every verdict counter
-// must equal what SpakServer.counters() reads from the per-CPU map, and move by exactly the
+// must equal what ServerProgram.counters() reads from the per-CPU map, and move by exactly the
 // packets sent; table sizes must equal the maps' entry counts and capacities.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -22,7 +22,7 @@ before(async () => {
   srv.configure(DEFAULT_SETUP);
   endpoint = await startMetrics({
     listen: '127.0.0.1', port: 0,
-    sources: { servers: () => [{ iface: IFACE, enforcement: { hook: 'xdp', mode: 'native' }, server: srv.server }] },
+    sources: { servers: () => [{ iface: IFACE, enforcement: { hook: 'xdp', mode: 'native' }, server: srv.program }] },
   });
 });
 after(async () => {
@@ -53,7 +53,7 @@ test('listens on 127.0.0.1 and serves only GET /metrics', async () => {
 
 test('every verdict counter equals the kernel map, and moves by exactly the packets sent', async () => {
   const first = await samples();
-  const kernelBefore = srv.server.counters();
+  const kernelBefore = srv.program.counters();
   for (const reason of SERVER_REASON_NAMES) assert.equal(verdict(first, reason), Number(kernelBefore[reason]), `${reason} before`);
 
   const step = await settledStep(srv.stepSeconds);
@@ -68,7 +68,7 @@ test('every verdict counter equals the kernel map, and moves by exactly the pack
   assert.equal(sent.get('drop_no_option'), 2, 'two untagged SYNs dropped');
 
   const second = await samples();
-  const kernelAfter = srv.server.counters();
+  const kernelAfter = srv.program.counters();
   for (const reason of SERVER_REASON_NAMES) {
     assert.equal(verdict(second, reason), Number(kernelAfter[reason]), `${reason} equals the map`);
     assert.equal(verdict(second, reason)! - verdict(first, reason)!, sent.get(reason) ?? 0, `${reason} moved by the packets sent`);
@@ -80,7 +80,7 @@ test('table entries and capacities are the maps\' own, read at scrape time', asy
   const step = await settledStep(srv.stepSeconds);
   for (let i = 0; i < 5; i++) srv.expect(validSyn(FAMILIES[4], step, { sport: 44000 + i, seq: 0x2000 + i }), 'pass_valid_syn');
   const expires = monotonicNs() + 60_000_000_000n;
-  const allow = srv.server.map('spak_allow');
+  const allow = srv.program.map('spak_allow');
   for (const k of allow.keys()) allow.delete(k);
   allowSource(allow, { addr: '198.51.100.7', proto: 'tcp', port: 22, expiresNs: expires });
   allowSource(allow, { addr: '2001:db8::7', proto: 'udp', port: 53, expiresNs: expires });
@@ -113,12 +113,12 @@ test('daemon info: version and enforcement mode', async () => {
   assert.equal(s.filter((x) => x.name === 'spak_knocks_total').length, 0);
 });
 
-test('per-destination counts equal SpakServer.destinationCounters(), and move by exactly the decisions made', async () => {
+test('per-destination counts equal ServerProgram.destinationCounters(), and move by exactly the decisions made', async () => {
   const label = (d: { address: string; port: number; protocol: string }) => destinationLabel({ ...d, protocol: d.protocol === 'udp' ? 'udp' : 'tcp' });
   const dest = (s: Sample[], d: { address: string; port: number; protocol: string }, reason: string) =>
     sampleValue(s, 'spak_destination_packets_total', { interface: IFACE, destination: label(d), reason });
   const first = await samples();
-  const before = srv.server.destinationCounters();
+  const before = srv.program.destinationCounters();
   assert.equal(before.length, DEFAULT_SETUP.protect.length);
   for (const d of before) for (const [reason, n] of Object.entries(d.counts)) assert.equal(dest(first, d, reason), Number(n), `${label(d)} ${reason}`);
   assert.equal(label(before[1]!), '[2001:db8::1]:22');
@@ -132,7 +132,7 @@ test('per-destination counts equal SpakServer.destinationCounters(), and move by
   const v4 = before.find((d) => d.address === FAMILIES[4].server && d.port === 22)!;
   assert.equal(dest(second, v4, 'admit_tag')! - dest(first, v4, 'admit_tag')!, 1);
   assert.equal(dest(second, v4, 'refuse_tag')! - dest(first, v4, 'refuse_tag')!, 1);
-  for (const d of srv.server.destinationCounters())
+  for (const d of srv.program.destinationCounters())
     for (const [reason, n] of Object.entries(d.counts)) assert.equal(dest(second, d, reason), Number(n), `${label(d)} ${reason} after`);
 });
 

@@ -1,7 +1,7 @@
 // Shared by the server packet matrices (server-*.test.ts): endpoints, the daemon-written setups
 // (DEFAULT_SETUP and the four shapes of port 22) and frame builders. Not a test file.
 //
-// Setup, written by the daemon's own writer (SpakServer.configure): keys 1 and 7 both valid
+// Setup, written by the daemon's own writer (ServerProgram.configure, through ServerHarness): keys 1 and 7 both valid
 // (rotation), clients 198.51.100.2:40000 and [2001:db8::2]:40000. Port 22 is protected in four
 // shapes, and the per-family matrix runs in each, so every lookup path of the program is taken:
 //   several   198.51.100.1:22 and [2001:db8::1]:22 (two addresses on the port: the hash)

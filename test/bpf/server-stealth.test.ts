@@ -130,12 +130,12 @@ for (const e of Object.values(FAMILIES)) {
 
     test('stealth on: always-allow still admits an untagged SYN to the protected port', () => {
       file.use({ stealth: true });
-      file.srv.server.configure({ alwaysAllow: [e.family === 4 ? `${e.client}/32` : `${e.client}/128`] });
+      file.srv.update({ alwaysAllow: [e.family === 4 ? `${e.client}/32` : `${e.client}/128`] });
       try {
         file.srv.expect(syn(e, 22), 'pass_always');
         file.srv.expect(syn(e, ports.closed[0]!), 'drop_stealth_syn');
       } finally {
-        file.srv.server.configure({ alwaysAllow: [] });
+        file.srv.update({ alwaysAllow: [] });
       }
     });
 

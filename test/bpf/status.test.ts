@@ -1,5 +1,5 @@
 // `spak status` decoding (src/observe/status.ts) against maps the daemon's own code wrote:
-// server.bpf.o loaded and configured through SpakServer (ServerHarness), its maps pinned under
+// server.bpf.o loaded and configured through ServerProgram (ServerHarness), its maps pinned under
 // a bpffs root of this test's own, frames run with BPF_PROG_TEST_RUN and allowlist entries
 // written with allowlist.ts. Everything status reports must equal the maps. (A real daemon,
 // running and then SIGKILLed, is test/e2e/observe.test.ts.)
@@ -10,7 +10,7 @@ import { ensureBpffs, mkdirPins, removePins } from '../../src/bpf/libbpf.js';
 import { monotonicNs } from '../../src/bpf/clock.js';
 import { allowSource } from '../../src/server/allowlist.js';
 import { DEFAULT_BPFFS, pinPaths } from '../../src/bpf/pins.js';
-import { SERVER_MAPS } from '../../src/server/server.js';
+import { PINNED_MAPS } from '../../src/server/maps.js';
 import { collectStatus, pinnedInterfaces, readInterfaceStatus } from '../../src/observe/status.js';
 import { formatStatus } from '../../src/observe/status-format.js';
 import { ServerHarness, settledStep } from './harness.js';
@@ -34,7 +34,7 @@ before(() => {
   const paths = pinPaths(IFACE, 'server', ROOT);
   dir = paths.dir;
   mkdirPins(dir);
-  for (const name of SERVER_MAPS) srv.server.map(name).pin(paths.map(name));
+  for (const name of PINNED_MAPS) srv.program.map(name).pin(paths.map(name));
 });
 after(() => {
   try {
@@ -49,7 +49,7 @@ test('status decodes the pinned maps: destinations, key ids, time step, allowlis
   const step = await settledStep(srv.stepSeconds);
   for (let i = 0; i < 3; i++) srv.expect(validSyn(FAMILIES[6], step, { sport: 45000 + i, seq: 0x3000 + i }), 'pass_valid_syn');
   srv.expect(rawSyn(FAMILIES[4], Buffer.alloc(0)), 'drop_no_option');
-  const allow = srv.server.map('spak_allow');
+  const allow = srv.program.map('spak_allow');
   const now = monotonicNs();
   allowSource(allow, { addr: '198.51.100.7', proto: 'tcp', port: 22, expiresNs: now + 100_000_000_000n });
   allowSource(allow, { addr: '2001:db8::7', proto: 'udp', port: 53, expiresNs: now + 3_600_000_000_000n });
@@ -81,7 +81,7 @@ test('status decodes the pinned maps: destinations, key ids, time step, allowlis
     allowlist: { entries: 2, capacity: allow.maxEntries },
   });
   assert.equal(s.tables.flows?.entries, 3);
-  const kernel = srv.server.counters();
+  const kernel = srv.program.counters();
   for (const [k, v] of Object.entries(kernel)) assert.equal(s.counters[k as keyof typeof s.counters], Number(v), k);
   assert.equal(s.rates, null);
 
@@ -113,6 +113,6 @@ test('a map missing from the pins is reported as a problem, the rest is still re
     assert.equal(s.tables.allowlist, undefined);
     assert.equal(s.destinations.length, 5);
   } finally {
-    srv.server.map('spak_allow').pin(p.map('spak_allow'));
+    srv.program.map('spak_allow').pin(p.map('spak_allow'));
   }
 });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import type { KernelSocket } from '../../src/server/seed.js';
 import { sweepFlows, sweepReplay } from '../../src/server/sweep.js';
-import { SpakServer } from '../../src/server/server.js';
+import { ServerProgram } from '../../src/server/program.js';
 import {
   decodeFlow,
   encodeFlow,
@@ -16,24 +16,15 @@ import {
   SPAK_FLOW_OPEN,
 } from '../../src/wire/layout.js';
 
-const server = new SpakServer({
-  iface: 'none',
-  xdpMode: 'native',
-  keys: [{ id: 1, key: Buffer.alloc(16, 7) }],
-  protect: [{ address: '198.51.100.1', port: 22 }],
-  stepSeconds: 30,
-  stepWindow: 1,
-  flowIdleSeconds: 300,
-  flowFinSeconds: 10,
-  seedExisting: false,
-});
+// Loaded, never configured: the sweep reads only the two tables.
+let server: ServerProgram;
 
 const NOW = 100_000;
 
 before(() => {
-  server.load();
+  server = ServerProgram.load({});
 });
-after(() => server.stop());
+after(() => server.close());
 beforeEach(() => {
   for (const name of ['spak_flows', 'spak_replay'] as const) for (const k of server.map(name).keys()) server.map(name).delete(k);
 });
