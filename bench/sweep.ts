@@ -5,8 +5,9 @@
 // (process.cpuUsage: user + system of this process) several times.
 import { testRun } from '../src/bpf/libbpf.js';
 import { SpakServer, sweepIntervalSeconds, type ServerOptions } from '../src/server/server.js';
-import { computeTag, encodeOption, timeStepAt } from '../src/wire/option.js';
-import { buildTcp, linuxSynOptions } from '../src/wire/packet.js';
+import { timeStepAt } from '../src/wire/option.js';
+import { computeTag, encodeOption } from '../test/support/option.js';
+import { buildTcp, linuxSynOptions } from '../test/support/packet.js';
 import { median } from './median.js';
 
 /** The daemon's sweep interval with its default flow settings (src/server/server.ts). */

@@ -12,8 +12,9 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import { KnockSealer } from '../src/knock/datagram.js';
 import { generateX25519 } from '../src/knock/keys.js';
 import { allowSource } from '../src/server/allowlist.js';
-import { computeTag, encodeOption, timeStepAt } from '../src/wire/option.js';
-import { buildTcp, buildUdp, linuxSynOptions } from '../src/wire/packet.js';
+import { timeStepAt } from '../src/wire/option.js';
+import { computeTag, encodeOption } from '../test/support/option.js';
+import { buildTcp, buildUdp, linuxSynOptions } from '../test/support/packet.js';
 import { median } from './median.js';
 import { knockMapOptions } from '../src/knock/prefilter.js';
 

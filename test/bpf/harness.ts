@@ -12,8 +12,9 @@ import { writeTargets } from '../../src/client/client.js';
 import { SpakServer, type Enforcement } from '../../src/server/server.js';
 import { testEnforcement } from '../enforcement.js';
 import { CLIENT_REASON_NAMES, SERVER_REASON_NAMES, type ClientReason, type ServerReason } from '../../src/wire/layout.js';
-import { computeTag, encodeOption, timeStepAt, type SpakOption, type TagInputFields } from '../../src/wire/option.js';
-import { buildTcp, linuxSynOptions, type TcpParams } from '../../src/wire/packet.js';
+import { timeStepAt, type TagInputFields } from '../../src/wire/option.js';
+import { computeTag, encodeOption, type SpakOption } from '../support/option.js';
+import { buildTcp, linuxSynOptions, type TcpParams } from '../support/packet.js';
 
 export const XDP_ABORTED = 0;
 export const XDP_DROP = 1;

@@ -19,7 +19,7 @@ import { knockTag, KnockSealer, type KnockPlain } from '../../src/knock/datagram
 import { clientIdOf, generateX25519, prefilterKey, privatePem, publicPem, type X25519Pair } from '../../src/knock/keys.js';
 import { KNOCK_COUNTER_NAMES, startKnockService, UNKNOWN_CLIENT, type KnockCounterName, type KnockService } from '../../src/knock/server.js';
 import { startMetrics } from '../../src/observe/metrics.js';
-import { parsePromText, sampleValue, type Sample } from '../../src/observe/promtext.js';
+import { parsePromText, sampleValue, type Sample } from '../support/promtext.js';
 import { addrFrom16 } from '../../src/wire/address.js';
 import * as W from '../../src/wire/knock.js';
 import { ServerHarness } from './harness.js';
