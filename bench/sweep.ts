@@ -4,14 +4,15 @@
 // (BPF_PROG_TEST_RUN), which is the flow table's writer. Then server.sweep() is timed in CPU time
 // (process.cpuUsage: user + system of this process) several times.
 import { testRun } from '../src/bpf/libbpf.js';
-import { SpakServer, sweepIntervalSeconds, type ServerOptions } from '../src/server/server.js';
+import { SpakServer, sweepIntervalSeconds } from '../src/server/server.js';
+import { BENCH_FLOW_TIMES, serverTestOptions } from '../test/support/server-options.js';
 import { timeStepAt } from '../src/wire/option.js';
 import { computeTag, encodeOption } from '../test/support/option.js';
 import { buildTcp, linuxSynOptions } from '../test/support/packet.js';
 import { median } from './median.js';
 
 /** The daemon's sweep interval with its default flow settings (src/server/server.ts). */
-export const SWEEP_INTERVAL_S = sweepIntervalSeconds({ flowFinSeconds: 30, flowIdleSeconds: 3600 });
+export const SWEEP_INTERVAL_S = sweepIntervalSeconds(BENCH_FLOW_TIMES);
 
 export interface SweepResult {
   /** Flows asked for, SYNs passed by the program, flows the table holds when sweeping. */
@@ -46,20 +47,13 @@ export function benchSweep(wantedFlows = 250_000, sweeps = 5): SweepResult {
   // capacities are options of the server from issue 5 on; an older server ignores them and
   // keeps its fixed sizes: the number of flows actually held is reported.)
   const capacity = Math.ceil(wantedFlows * 1.25);
-  const opts: ServerOptions & { flowCapacity: number; replayCapacity: number } = {
-    iface: 'none',
-    xdpMode: 'native',
+  const server = new SpakServer(serverTestOptions({
     keys: [{ id: 1, key: KEY }],
     protect: [{ address: SERVER, port: PORT }],
-    stepSeconds: 30,
-    stepWindow: 1,
-    flowIdleSeconds: 3600,
-    flowFinSeconds: 30,
-    seedExisting: false,
+    ...BENCH_FLOW_TIMES,
     flowCapacity: capacity,
     replayCapacity: capacity,
-  };
-  const server = new SpakServer(opts);
+  }));
   try {
     const prog = server.load();
     server.protectWithoutAttaching();

@@ -6,6 +6,7 @@
 import { BpfObject, testRun } from '../src/bpf/libbpf.js';
 import { objectPath } from '../src/bpf/objects.js';
 import { SpakServer } from '../src/server/server.js';
+import { BENCH_FLOW_TIMES, serverTestOptions } from '../test/support/server-options.js';
 import { median } from './median.js';
 import { frames } from './xdp.js';
 
@@ -16,10 +17,7 @@ export interface TcCase { name: string; nsPerPacket: number; baselineNs: number;
 
 export function benchTc(repeat = 1_000_000, rounds = 5): TcCase[] {
   const baselineObj = BpfObject.open(objectPath('baseline'));
-  const server = new SpakServer({
-    iface: 'none', enforcement: 'tc', xdpMode: 'native', keys: [{ id: 1, key: KEY }], protect: [{ address: '198.51.100.1', port: 22 }],
-    stepSeconds: 30, stepWindow: 1, flowIdleSeconds: 3600, flowFinSeconds: 30, seedExisting: false,
-  });
+  const server = new SpakServer(serverTestOptions({ enforcement: 'tc', keys: [{ id: 1, key: KEY }], ...BENCH_FLOW_TIMES }));
   try {
     baselineObj.load();
     const baseline = baselineObj.program('baseline_tc_ok');

@@ -7,6 +7,7 @@
 import { BpfObject, testRun, type BpfProgram } from '../src/bpf/libbpf.js';
 import { objectPath } from '../src/bpf/objects.js';
 import { SpakServer } from '../src/server/server.js';
+import { BENCH_FLOW_TIMES, serverTestOptions } from '../test/support/server-options.js';
 import { randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { KnockSealer } from '../src/knock/datagram.js';
@@ -126,10 +127,7 @@ export async function benchXdp(repeat = 10_000_000, rounds = 5): Promise<XdpCase
   const knockCases = await knockFrames();
   const stealth = await stealthFrames();
   const baselineObj = BpfObject.open(objectPath('baseline'));
-  const settings = {
-    iface: 'none', xdpMode: 'native' as const, keys: [{ id: 1, key: KEY }], protect: [{ address: SERVER, port: 22 }],
-    stepSeconds: 30, stepWindow: 1, flowIdleSeconds: 3600, flowFinSeconds: 30, seedExisting: false,
-  };
+  const settings = serverTestOptions({ keys: [{ id: 1, key: KEY }], protect: [{ address: SERVER, port: 22 }], ...BENCH_FLOW_TIMES });
   // SYN mode alone (its drop paths never ask the allowlists), and with knock mode and
   // always-allow configured for the knock-mode cases: each case runs on its own server.
   const server = new SpakServer(settings);

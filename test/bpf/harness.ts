@@ -15,6 +15,7 @@ import { CLIENT_REASON_NAMES, SERVER_REASON_NAMES, type ClientReason, type Serve
 import { timeStepAt, type TagInputFields } from '../../src/wire/option.js';
 import { computeTag, encodeOption, type SpakOption } from '../support/option.js';
 import { buildTcp, linuxSynOptions, type TcpParams } from '../support/packet.js';
+import { serverTestOptions } from '../support/server-options.js';
 
 export const XDP_ABORTED = 0;
 export const XDP_DROP = 1;
@@ -137,11 +138,9 @@ export class ServerHarness {
 
   constructor(capacity: { replay?: number; flows?: number } = {}, enforcement: Enforcement = testEnforcement()) {
     this.enforcement = enforcement;
-    this.server = new SpakServer({
-      iface: 'none', enforcement, xdpMode: 'native', keys: [{ id: 1, key: KEY1 }], protect: [{ address: '198.51.100.1', port: 22 }],
-      stepSeconds: 30, stepWindow: 1, flowIdleSeconds: 300, flowFinSeconds: 10, seedExisting: false,
-      replayCapacity: capacity.replay, flowCapacity: capacity.flows,
-    });
+    this.server = new SpakServer(serverTestOptions({
+      enforcement, keys: [{ id: 1, key: KEY1 }], replayCapacity: capacity.replay, flowCapacity: capacity.flows,
+    }));
     this.prog = this.server.load();
     this.config = this.server.map('spak_config');
     this.flows = this.server.map('spak_flows');

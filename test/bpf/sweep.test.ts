@@ -7,6 +7,7 @@ import { after, before, beforeEach, test } from 'node:test';
 import type { KernelSocket } from '../../src/server/seed.js';
 import { sweepFlows, sweepReplay } from '../../src/server/sweep.js';
 import { SpakServer } from '../../src/server/server.js';
+import { serverTestOptions } from '../support/server-options.js';
 import {
   decodeFlow,
   encodeFlow,
@@ -16,17 +17,7 @@ import {
   SPAK_FLOW_OPEN,
 } from '../../src/wire/layout.js';
 
-const server = new SpakServer({
-  iface: 'none',
-  xdpMode: 'native',
-  keys: [{ id: 1, key: Buffer.alloc(16, 7) }],
-  protect: [{ address: '198.51.100.1', port: 22 }],
-  stepSeconds: 30,
-  stepWindow: 1,
-  flowIdleSeconds: 300,
-  flowFinSeconds: 10,
-  seedExisting: false,
-});
+const server = new SpakServer(serverTestOptions());
 
 const NOW = 100_000;
 
