@@ -31,12 +31,6 @@ export const NS_PER_S = 1_000_000_000n;
 export const KEY1 = Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex');
 export const KEY7 = Buffer.from('f0e1d2c3b4a5968778695a4b3c2d1e0f', 'hex');
 
-/** A little-endian u32 map key. */
-export function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n >>> 0);
-  return b;
-}
 
 /** Open and load build/<name>.bpf.o; the program is looked up by its C function name. */
 export function loadProgram(name: string, progName: string): { obj: BpfObject; prog: BpfProgram } {
