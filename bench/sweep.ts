@@ -4,16 +4,16 @@
 // (BPF_PROG_TEST_RUN), which is the flow table's writer. Then the daemon's sweep (sweepTables) is timed in CPU time
 // (process.cpuUsage: user + system of this process) several times.
 import { testRun } from '../src/bpf/libbpf.js';
-import { DestCounterIndex } from '../src/server/destcounters.js';
-import { checkConfig, sweepIntervalSeconds, type ServerOptions } from '../src/server/options.js';
-import { ServerProgram } from '../src/server/program.js';
+import { sweepIntervalSeconds } from '../src/server/options.js';
 import { sweepTables } from '../src/server/sweep.js';
-import { computeTag, encodeOption, timeStepAt } from '../src/wire/option.js';
-import { buildTcp, linuxSynOptions } from '../src/wire/packet.js';
+import { timeStepAt } from '../src/wire/option.js';
+import { BENCH_FLOW_TIMES, loadTestProgram, serverTestConfig } from '../test/support/server-options.js';
+import { computeTag, encodeOption } from '../test/support/option.js';
+import { buildTcp, linuxSynOptions } from '../test/support/packet.js';
 import { median } from './median.js';
 
 /** The daemon's sweep interval with its default flow settings (src/server/server.ts). */
-export const SWEEP_INTERVAL_S = sweepIntervalSeconds({ flowFinSeconds: 30, flowIdleSeconds: 3600 });
+export const SWEEP_INTERVAL_S = sweepIntervalSeconds(BENCH_FLOW_TIMES);
 
 export interface SweepResult {
   /** Flows asked for, SYNs passed by the program, flows the table holds when sweeping. */
@@ -48,22 +48,9 @@ export function benchSweep(wantedFlows = 250_000, sweeps = 5): SweepResult {
   // capacities are options of the server from issue 5 on; an older server ignores them and
   // keeps its fixed sizes: the number of flows actually held is reported.)
   const capacity = Math.ceil(wantedFlows * 1.25);
-  const opts: ServerOptions & { flowCapacity: number; replayCapacity: number } = {
-    iface: 'none',
-    xdpMode: 'native',
-    keys: [{ id: 1, key: KEY }],
-    protect: [{ address: SERVER, port: PORT }],
-    stepSeconds: 30,
-    stepWindow: 1,
-    flowIdleSeconds: 3600,
-    flowFinSeconds: 30,
-    seedExisting: false,
-    flowCapacity: capacity,
-    replayCapacity: capacity,
-  };
-  const server = ServerProgram.load(opts);
+  const opts = serverTestConfig({ keys: [{ id: 1, key: KEY }], protect: [{ address: SERVER, port: PORT }], ...BENCH_FLOW_TIMES });
+  const server = loadTestProgram(opts, { flowCapacity: capacity, replayCapacity: capacity });
   try {
-    server.configure(checkConfig(opts), new DestCounterIndex());
     const prog = server.program;
     const t0 = process.hrtime.bigint();
     let passed = 0;

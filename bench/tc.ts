@@ -5,9 +5,7 @@
 //   node dist/bench/tc.js [repeat] [rounds]
 import { BpfObject, testRun } from '../src/bpf/libbpf.js';
 import { objectPath } from '../src/bpf/objects.js';
-import { DestCounterIndex } from '../src/server/destcounters.js';
-import { checkConfig } from '../src/server/options.js';
-import { ServerProgram } from '../src/server/program.js';
+import { BENCH_FLOW_TIMES, loadTestProgram, serverTestConfig } from '../test/support/server-options.js';
 import { median } from './median.js';
 import { frames } from './xdp.js';
 
@@ -18,12 +16,8 @@ export interface TcCase { name: string; nsPerPacket: number; baselineNs: number;
 
 export function benchTc(repeat = 1_000_000, rounds = 5): TcCase[] {
   const baselineObj = BpfObject.open(objectPath('baseline'));
-  const server = ServerProgram.load({ enforcement: 'tc' });
+  const server = loadTestProgram(serverTestConfig({ keys: [{ id: 1, key: KEY }], ...BENCH_FLOW_TIMES }), { enforcement: 'tc' });
   try {
-    server.configure(checkConfig({
-      keys: [{ id: 1, key: KEY }], protect: [{ address: '198.51.100.1', port: 22 }],
-      stepSeconds: 30, stepWindow: 1, flowIdleSeconds: 3600, flowFinSeconds: 30,
-    }), new DestCounterIndex());
     baselineObj.load();
     const baseline = baselineObj.program('baseline_tc_ok');
     const prog = server.program;

@@ -6,16 +6,17 @@
 // stable so the two sides match by name.
 import { BpfObject, testRun, type BpfProgram } from '../src/bpf/libbpf.js';
 import { objectPath } from '../src/bpf/objects.js';
-import { DestCounterIndex } from '../src/server/destcounters.js';
-import { checkConfig, type ProgramConfig } from '../src/server/options.js';
-import { ServerProgram } from '../src/server/program.js';
+import type { ProgramConfig } from '../src/server/options.js';
+import type { ServerProgram } from '../src/server/program.js';
+import { BENCH_FLOW_TIMES, loadTestProgram, serverTestConfig } from '../test/support/server-options.js';
 import { randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { KnockSealer } from '../src/knock/datagram.js';
 import { generateX25519 } from '../src/knock/keys.js';
 import { allowSource } from '../src/server/allowlist.js';
-import { computeTag, encodeOption, timeStepAt } from '../src/wire/option.js';
-import { buildTcp, buildUdp, linuxSynOptions } from '../src/wire/packet.js';
+import { timeStepAt } from '../src/wire/option.js';
+import { computeTag, encodeOption } from '../test/support/option.js';
+import { buildTcp, buildUdp, linuxSynOptions } from '../test/support/packet.js';
 import { median } from './median.js';
 import { knockMapOptions } from '../src/knock/prefilter.js';
 
@@ -127,17 +128,10 @@ export async function benchXdp(repeat = 10_000_000, rounds = 5): Promise<XdpCase
   const knockCases = await knockFrames();
   const stealth = await stealthFrames();
   const baselineObj = BpfObject.open(objectPath('baseline'));
-  const settings: ProgramConfig = {
-    keys: [{ id: 1, key: KEY }], protect: [{ address: SERVER, port: 22 }],
-    stepSeconds: 30, stepWindow: 1, flowIdleSeconds: 3600, flowFinSeconds: 30,
-  };
+  const settings: ProgramConfig = serverTestConfig({ keys: [{ id: 1, key: KEY }], protect: [{ address: SERVER, port: 22 }], ...BENCH_FLOW_TIMES });
   // SYN mode alone (its drop paths never ask the allowlists), and with knock mode and
   // always-allow configured for the knock-mode cases: each case runs on its own program.
-  const loaded = (c: ProgramConfig) => {
-    const p = ServerProgram.load({});
-    p.configure(checkConfig(c), new DestCounterIndex());
-    return p;
-  };
+  const loaded = (c: ProgramConfig) => loadTestProgram(c);
   const programs: ServerProgram[] = [];
   try {
     const server = loaded(settings);

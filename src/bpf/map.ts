@@ -13,6 +13,13 @@ const DEFAULT_BATCH = 8192;
 /** Update semantics: 'any' insert or overwrite, 'noexist' create only, 'exist' overwrite only. */
 export type UpdateFlag = keyof typeof UPDATE_FLAGS;
 
+/** A little-endian u32 map key (or value): array indexes, destination indexes, port words. */
+export function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n >>> 0);
+  return b;
+}
+
 /** A map's definition: what must match for a pinned map to stand in for an object's map. */
 export interface MapShape { name: string; type: number; keySize: number; valueSize: number; maxEntries: number; flags: number }
 

@@ -1,4 +1,4 @@
-// The native side of the binding: koffi loading of libc and libbpf (1.1, libbpf.so.1), the struct
+// The native side of the binding: libc and libbpf (1.1, libbpf.so.1, opened in libc.ts), the struct
 // types they take, errno naming, BpfError, and libbpf's log sink. Every other src/bpf module reaches
 // the kernel only through the functions bound here; nothing here runs ip/tc/bpftool.
 // Struct layouts follow /usr/include/bpf/{libbpf,bpf}.h of libbpf 1.1 and were checked against the C
@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import koffi, { type LibraryHandle } from 'koffi';
+import { libbpfLibrary, libcLibrary } from './libc.js';
 
 /** koffi 3 hands native pointers around as BigInt (NULL comes back as null). */
 export type Ptr = bigint;
@@ -187,7 +188,7 @@ let libbpfHandle: ReturnType<typeof bindLibbpf> | undefined;
 let structSizes: ReturnType<typeof declareTypes> | undefined;
 
 export function libc(): ReturnType<typeof bindLibc> {
-  libcHandle ??= bindLibc(koffi.load('libc.so.6'));
+  libcHandle ??= bindLibc(libcLibrary());
   return libcHandle;
 }
 
@@ -195,7 +196,7 @@ export function libbpf(): ReturnType<typeof bindLibbpf> {
   if (libbpfHandle) return libbpfHandle;
   let lib: LibraryHandle;
   try {
-    lib = koffi.load('libbpf.so.1');
+    lib = libbpfLibrary();
   } catch {
     throw new BpfError('libbpf.so.1 not found', E.ENOENT, 'install libbpf1');
   }

@@ -1,16 +1,15 @@
 // spak command line: server, client, keygen, stats. Errors are one line and a non-zero exit.
-import { isIP } from 'node:net';
 import { Command, CommanderError, Option } from 'commander';
 import type { Logger } from 'pino';
 import { BpfMap } from '../bpf/libbpf.js';
 import { formatCounters, readCounters } from '../bpf/counters.js';
 import { newHexKey } from '../config/keys.js';
-import { resolveSecret, type ServerConfig } from '../config/schema.js';
+import { resolveSecret, type ClientConfig, type ServerConfig } from '../config/schema.js';
+import { configFromArgs, numberArg, schemaDefault, wholeNumber, type ArgText } from '../config/args.js';
 import { configPath, loadConfig, secretKeyFromEnv, type ConfigPath } from '../config/load.js';
 import { SpakClient, type ClientOptions } from '../client/client.js';
 import { SpakServer } from '../server/server.js';
-import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
-import { allAddresses, planFromConfig, SpakDaemon, type DaemonOverrides, type DaemonPlan } from '../daemon/daemon.js';
+import { planFromServerConfig, SpakDaemon, type DaemonOverrides, type DaemonPlan } from '../daemon/daemon.js';
 import { DEFAULT_BPFFS, pinPaths } from '../bpf/pins.js';
 import type { XdpMode } from '../bpf/libbpf.js';
 import { SERVER_REASON_NAMES } from '../wire/layout.js';
@@ -23,10 +22,11 @@ import { createLogger } from '../observe/log.js';
 import { metricsArg, observeSettings } from '../observe/setup.js';
 import { hostPort } from '../wire/address.js';
 
+/** The positional form as given: <ip> <port> <key_id> <iface>. */
 interface Positionals {
   ip: string;
-  port: number;
-  keyId: number;
+  port: string;
+  keyId: string;
   iface: string;
 }
 
@@ -41,17 +41,17 @@ function parsePositionals(args: (string | undefined)[], config: string | undefin
   if (given.length !== 4)
     throw new UsageError(`spak ${role} needs <ip> <port> <key_id> <iface>, or --config <file>, or nothing (then $SPAK_CONFIG or /etc/spak/spak.json); see spak ${role} --help`);
   const [ip, port, keyId, iface] = given as [string, string, string, string];
-  if (isIP(ip) === 0 && !(role === 'server' && ip === ALL_ADDRESSES))
-    throw new UsageError(`bad address "${ip}": not an IPv4 or IPv6 address${role === 'server' ? ' (or "*")' : ''}`);
-  return { ip, port: parseIntIn(port, 'port', 1, 65535), keyId: parseIntIn(keyId, 'key_id', 0, 65535), iface };
+  return { ip, port, keyId, iface };
 }
 
-function parseIntIn(text: string, what: string, min: number, max: number): number {
-  if (!/^\d+$/.test(text)) throw new UsageError(`bad ${what} "${text}": expected a whole number from ${min} to ${max}`);
-  const n = Number(text);
-  if (n < min || n > max) throw new UsageError(`bad ${what} ${n}: must be from ${min} to ${max}`);
-  return n;
-}
+/** Number flags of `spak server` and the server fields they set (ranges and defaults: the schema's). */
+const SERVER_NUMBER_FLAGS = [
+  ['stepSeconds', 'stepSeconds', 'step seconds'],
+  ['stepWindow', 'stepWindow', 'step window'],
+  ['flowIdle', 'flowIdleSeconds', 'flow idle seconds'],
+  ['replayCapacity', 'replayCapacity', 'replay capacity'],
+  ['flowCapacity', 'flowCapacity', 'flow capacity'],
+] as const;
 
 function secretFromEnv(): Buffer {
   try {
@@ -76,63 +76,69 @@ function fromCli(cmd: Command, name: string): boolean {
 }
 
 /**
- * What `spak server` runs. The positional form is read here; --config is read by the daemon
- * (which reads it again on SIGHUP), with the flags given on the command line winning over it.
+ * What `spak server` runs. The positional form becomes a server section validated by the same
+ * schema as a file (its defaults and ranges); --config is read here once, and again by the
+ * daemon on SIGHUP, with the flags given on the command line winning over it.
  */
 function serverPlan(
   pos: Positionals | null, o: Record<string, unknown>, cmd: Command,
 ): { plan: DaemonPlan; overrides: DaemonOverrides; where?: ConfigPath; cfg?: ServerConfig } {
-  const int = (name: string, what: string, min: number, max: number) => parseIntIn(String(o[name]), what, min, max);
   if (pos) {
-    const dialAddress = o.dialAddress as string | undefined;
-    if (dialAddress !== undefined && isIP(dialAddress) === 0) throw new UsageError(`bad --dial-address "${dialAddress}"`);
-    let protect: ProtectedDest[] = [
-      {
-        address: pos.ip,
-        port: pos.port,
-        bindSource: o.bindSource === true,
-        dialAddress,
-        dialPort: o.dialPort === undefined ? undefined : parseIntIn(String(o.dialPort), 'dial port', 1, 65535),
-      },
-    ];
-    if (o.allAddresses === true) protect = usageErrors(() => allAddresses(protect));
-    const plan: DaemonPlan = {
-      interfaces: [{ name: pos.iface, xdpMode: o.xdpMode as XdpMode, enforcement: o.enforcement as 'xdp' | 'tc' }],
-      server: {
-        keys: [{ id: pos.keyId, key: secretFromEnv() }],
-        protect,
-        stepSeconds: int('stepSeconds', 'step seconds', 1, 3600),
-        stepWindow: int('stepWindow', 'step window', 0, 10),
-        flowIdleSeconds: int('flowIdle', 'flow idle seconds', 1, 1e9),
-        flowFinSeconds: 30,
-        replayCapacity: int('replayCapacity', 'replay capacity', 1024, 16_777_216),
-        flowCapacity: int('flowCapacity', 'flow capacity', 1024, 16_777_216),
-        seedExisting: o.seed !== false,
-        stealth: o.stealth === true,
-        stealthUdp: o.stealthUdp === true,
-      },
+    const args = new Map<string, ArgText>([
+      ['server.protect.0.address', { what: 'address', text: pos.ip }],
+      ['server.protect.0.port', { what: 'port', text: pos.port }],
+      ['server.keys.0.id', { what: 'key_id', text: pos.keyId }],
+      ['server.interface', { what: 'iface', text: pos.iface }],
+    ]);
+    const dest: Record<string, unknown> = { address: pos.ip, port: wholeNumber(pos.port), bindSource: o.bindSource === true };
+    if (o.dialAddress !== undefined) {
+      dest.dialAddress = o.dialAddress;
+      args.set('server.protect.0.dialAddress', { what: 'dial address', text: String(o.dialAddress) });
+    }
+    if (o.dialPort !== undefined) {
+      dest.dialPort = wholeNumber(String(o.dialPort));
+      args.set('server.protect.0.dialPort', { what: 'dial port', text: String(o.dialPort) });
+    }
+    const server: Record<string, unknown> = {
+      interface: pos.iface,
+      keys: [{ id: wholeNumber(pos.keyId) }],
+      protect: [dest],
+      seedExisting: o.seed !== false,
+      stealth: o.stealth === true,
+      stealthUdp: o.stealthUdp === true,
     };
+    if (o.xdpMode !== undefined) server.xdpMode = o.xdpMode;
+    if (o.enforcement !== undefined) server.enforcement = o.enforcement;
+    for (const [flag, key, what] of SERVER_NUMBER_FLAGS)
+      if (o[flag] !== undefined) {
+        server[key] = wholeNumber(String(o[flag]));
+        args.set(`server.${key}`, { what, text: String(o[flag]) });
+      }
+    const cfg = usageErrors(() => configFromArgs({ server }, args)).server!;
+    // The key of the positional form comes from $SECRET_KEY (or $SECRET_KEY_FILE).
+    cfg.keys[0]!.secret = secretFromEnv().toString('hex');
+    const plan = usageErrors(() => planFromServerConfig(cfg, 'the command line', { allAddresses: o.allAddresses === true }));
     return { plan, overrides: {} };
   }
   const where = configPath(o.config as string | undefined);
   for (const flag of ['dialAddress', 'dialPort', 'bindSource'])
     if (fromCli(cmd, flag)) throw new UsageError(`--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} goes with the positional form; in --config set it per destination`);
+  const numbers: Partial<Record<(typeof SERVER_NUMBER_FLAGS)[number][1], number>> = {};
+  for (const [flag, key, what] of SERVER_NUMBER_FLAGS)
+    if (o[flag] !== undefined) numbers[key] = usageErrors(() => numberArg('server', key, { what, text: String(o[flag]) }));
   const overrides: DaemonOverrides = {
-    xdpMode: fromCli(cmd, 'xdpMode') ? (o.xdpMode as XdpMode) : undefined,
-    enforcement: fromCli(cmd, 'enforcement') ? (o.enforcement as 'xdp' | 'tc') : undefined,
-    stepSeconds: fromCli(cmd, 'stepSeconds') ? int('stepSeconds', 'step seconds', 1, 3600) : undefined,
-    stepWindow: fromCli(cmd, 'stepWindow') ? int('stepWindow', 'step window', 0, 10) : undefined,
-    flowIdleSeconds: fromCli(cmd, 'flowIdle') ? int('flowIdle', 'flow idle seconds', 1, 1e9) : undefined,
-    replayCapacity: fromCli(cmd, 'replayCapacity') ? int('replayCapacity', 'replay capacity', 1024, 16_777_216) : undefined,
-    flowCapacity: fromCli(cmd, 'flowCapacity') ? int('flowCapacity', 'flow capacity', 1024, 16_777_216) : undefined,
+    xdpMode: o.xdpMode as XdpMode | undefined,
+    enforcement: o.enforcement as 'xdp' | 'tc' | undefined,
+    ...numbers,
     allAddresses: o.allAddresses === true,
     seed: o.seed !== false,
     stealth: o.stealth === true ? true : undefined,
     stealthUdp: o.stealthUdp === true ? true : undefined,
   };
+  // Read once for this start: the plan and the observability settings come from the same reading.
   const cfg = loadConfig(where).server;
   if (!cfg) throw new UsageError(`${where.file}: no "server" section`);
-  return { plan: planFromConfig(where, overrides), overrides, where, cfg };
+  return { plan: planFromServerConfig(cfg, where.file, overrides), overrides, where, cfg };
 }
 
 /** Runs fn; what it throws becomes a usage error (exit 2). */
@@ -145,17 +151,33 @@ function usageErrors<T>(fn: () => T): T {
 }
 
 function clientOptions(pos: Positionals | null, o: Record<string, unknown>, logger: Logger): ClientOptions {
-  if (pos)
-    return {
-      iface: pos.iface,
-      targets: [{ address: pos.ip, port: pos.port, keyId: pos.keyId, key: secretFromEnv(), bindSource: o.bindSource === true }],
-      stepSeconds: parseIntIn(String(o.stepSeconds), 'step seconds', 1, 3600),
-      logger,
+  let cfg: ClientConfig;
+  let file: string;
+  if (pos) {
+    const args = new Map<string, ArgText>([
+      ['client.destinations.0.address', { what: 'address', text: pos.ip }],
+      ['client.destinations.0.port', { what: 'port', text: pos.port }],
+      ['client.destinations.0.keyId', { what: 'key_id', text: pos.keyId }],
+      ['client.interface', { what: 'iface', text: pos.iface }],
+    ]);
+    const client: Record<string, unknown> = {
+      interface: pos.iface,
+      destinations: [{ address: pos.ip, port: wholeNumber(pos.port), keyId: wholeNumber(pos.keyId), bindSource: o.bindSource === true }],
     };
-  const where = configPath(o.config as string | undefined);
-  const file = where.file;
-  const cfg = loadConfig(where).client;
-  if (!cfg) throw new UsageError(`${file}: no "client" section`);
+    if (o.stepSeconds !== undefined) {
+      client.stepSeconds = wholeNumber(String(o.stepSeconds));
+      args.set('client.stepSeconds', { what: 'step seconds', text: String(o.stepSeconds) });
+    }
+    cfg = usageErrors(() => configFromArgs({ client }, args)).client!;
+    cfg.destinations[0]!.secret = secretFromEnv().toString('hex');
+    file = 'the command line';
+  } else {
+    const where = configPath(o.config as string | undefined);
+    file = where.file;
+    const read = loadConfig(where).client;
+    if (!read) throw new UsageError(`${file}: no "client" section`);
+    cfg = read;
+  }
   return {
     iface: cfg.interface,
     targets: cfg.destinations.map((d, i) => ({
@@ -183,15 +205,15 @@ export function buildProgram(): Command {
     .argument('[key_id]', 'key id clients tag with (0-65535)')
     .argument('[iface]', 'interface to attach the XDP program to')
     .option('-c, --config <file>', 'JSON config: interfaces, destinations, keys, knock, user (see README); SIGHUP reloads it')
-    .addOption(new Option('--xdp-mode <mode>', 'XDP attach mode').choices(['native', 'generic', 'auto']).default('native'))
-    .addOption(new Option('--enforcement <mode>', 'where the server program runs: xdp, or tc (TC ingress) where XDP cannot').choices(['xdp', 'tc']).default('xdp'))
-    .option('--step-seconds <n>', 'length of a time step', '30')
-    .option('--step-window <n>', 'accept time steps within +-n of ours', '1')
-    .option('--flow-idle <seconds>', 'forget an idle flow whose socket is gone after this long', '3600')
+    .addOption(new Option('--xdp-mode <mode>', `XDP attach mode (default: ${schemaDefault('server', 'xdpMode')})`).choices(['native', 'generic', 'auto']))
+    .addOption(new Option('--enforcement <mode>', `where the server program runs: xdp, or tc (TC ingress) where XDP cannot (default: ${schemaDefault('server', 'enforcement')})`).choices(['xdp', 'tc']))
+    .option('--step-seconds <n>', `length of a time step (default: ${schemaDefault('server', 'stepSeconds')})`)
+    .option('--step-window <n>', `accept time steps within +-n of ours (default: ${schemaDefault('server', 'stepWindow')})`)
+    .option('--flow-idle <seconds>', `forget an idle flow whose socket is gone after this long (default: ${schemaDefault('server', 'flowIdleSeconds')})`)
     .option('--bind-source', 'tags must cover the client\'s source address (not for clients behind NAT)')
     .option('--all-addresses', 'protect the port on every address of both families')
-    .option('--replay-capacity <n>', 'tags remembered at once (see README: Capacity)', '131072')
-    .option('--flow-capacity <n>', 'connections tracked at once', '131072')
+    .option('--replay-capacity <n>', `tags remembered at once (see README: Capacity; default: ${schemaDefault('server', 'replayCapacity')})`)
+    .option('--flow-capacity <n>', `connections tracked at once (default: ${schemaDefault('server', 'flowCapacity')})`)
     .option('--dial-address <ip>', 'behind DNAT: the address clients dial')
     .option('--dial-port <port>', 'behind DNAT: the port clients dial')
     .option('--no-seed', 'do not keep connections that exist at first start')
@@ -221,7 +243,7 @@ export function buildProgram(): Command {
     .argument('[key_id]', 'key id the server knows the key by')
     .argument('[iface]', 'interface to attach the TC egress program to')
     .option('-c, --config <file>', 'JSON config with many destinations and keys (see README; SPAK_* variables override it)')
-    .option('--step-seconds <n>', 'length of a time step (must match the server)', '30')
+    .option('--step-seconds <n>', `length of a time step, must match the server (default: ${schemaDefault('client', 'stepSeconds')})`)
     .option('--bind-source', 'cover the source address in the tag (the server must require it too)')
     .option('--stats-interval <seconds>', 'print the counters every n seconds', '0')
     .option('--log-level <level>', 'pino log level for events on stderr', 'info')

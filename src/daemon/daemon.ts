@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { XdpMode } from '../bpf/libbpf.js';
 import { formatCounters } from '../bpf/counters.js';
-import { resolveSecret, type KnockConfig } from '../config/schema.js';
+import { resolveSecret, type KnockConfig, type ServerConfig } from '../config/schema.js';
 import { loadConfig, type ConfigPath } from '../config/load.js';
 import { DEFAULT_STATE_ROOT, knockOptionsFromConfig, startKnockService, type KnockService, type KnockServiceMaps } from '../knock/service.js';
 import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
@@ -70,9 +70,16 @@ export const KEPT_CAPABILITIES: readonly CapName[] = ['BPF', 'NET_ADMIN', 'PERFM
  */
 export function planFromConfig(config: ConfigPath | string, ov: DaemonOverrides = {}): DaemonPlan {
   const where: ConfigPath = typeof config === 'string' ? { file: config, from: '--config' } : config;
-  const file = where.file;
   const cfg = loadConfig(where).server;
-  if (!cfg) throw new Error(`${file}: no "server" section`);
+  if (!cfg) throw new Error(`${where.file}: no "server" section`);
+  return planFromServerConfig(cfg, where.file, ov);
+}
+
+/**
+ * The plan of a validated server section (read once by the caller); `file` names where it came
+ * from in errors. Reads what it names (key files, knock keys and clients); throws one line.
+ */
+export function planFromServerConfig(cfg: ServerConfig, file: string, ov: DaemonOverrides = {}): DaemonPlan {
   const mode = ov.xdpMode ?? cfg.xdpMode;
   const interfaces: DaemonInterface[] = cfg.interfaces
     ? cfg.interfaces.map((i) => ({

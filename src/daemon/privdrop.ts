@@ -12,6 +12,7 @@
 //     can gain privileges again.
 import { readdirSync, readFileSync } from 'node:fs';
 import koffi from 'koffi';
+import { libcLibrary } from '../bpf/libc.js';
 
 /** Capability numbers (linux/capability.h) of those the daemon may keep. */
 export const CAP = { NET_BIND_SERVICE: 10, NET_ADMIN: 12, PERFMON: 38, BPF: 39 } as const;
@@ -34,7 +35,7 @@ type Ptr = unknown;
 let bound: ReturnType<typeof bind> | undefined;
 
 function bind() {
-  const lib = koffi.load('libc.so.6');
+  const lib = libcLibrary();
   const passwd = koffi.struct('spak_passwd', {
     pw_name: 'char *', pw_passwd: 'char *', pw_uid: 'uint32_t', pw_gid: 'uint32_t', pw_gecos: 'char *', pw_dir: 'char *', pw_shell: 'char *',
   });

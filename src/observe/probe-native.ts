@@ -1,18 +1,14 @@
 // Native calls only `spak doctor` makes: adjtimex(2) for the clock state, libbpf's version, and
 // two tiny programs loaded from raw instructions (no object file) to try the hooks.
 import koffi from 'koffi';
+import { libbpfLibrary, libcLibrary } from '../bpf/libc.js';
 import { closeFd, E, libbpf, sizes } from '../bpf/native.js';
-
-type Lib = ReturnType<typeof koffi.load>;
-let libcLib: Lib | undefined;
-let bpfLib: Lib | undefined;
 
 const TIMEX_SIZE = 208; // struct timex on x86_64 and aarch64 (LP64)
 
 /** adjtimex with modes 0 (read only): the clock state, status word and max error. */
 export function readAdjtimex(): { state: number; status: number; maxErrorUs: number } {
-  libcLib ??= koffi.load('libc.so.6');
-  const adjtimex = libcLib.func('int adjtimex(void *buf)') as (b: Buffer) => number;
+  const adjtimex = libcLibrary().func('int adjtimex(void *buf)') as (b: Buffer) => number;
   const buf = Buffer.alloc(TIMEX_SIZE);
   const state = adjtimex(buf);
   if (state < 0) throw new Error(`adjtimex: errno ${koffi.errno()}`);
@@ -21,8 +17,7 @@ export function readAdjtimex(): { state: number; status: number; maxErrorUs: num
 
 /** libbpf_version_string(), e.g. "v1.1". */
 export function libbpfVersion(): string {
-  bpfLib ??= koffi.load('libbpf.so.1');
-  const f = bpfLib.func('const char *libbpf_version_string(void)') as () => string;
+  const f = libbpfLibrary().func('const char *libbpf_version_string(void)') as () => string;
   return f();
 }
 
@@ -44,8 +39,7 @@ function returnProgram(imm: number): Buffer {
 
 /** Loads a program of `type` that returns `imm`; returns its fd (close it) or throws with the errno. */
 export function loadReturnProgram(type: number, imm: number): number {
-  bpfLib ??= koffi.load('libbpf.so.1');
-  const load = bpfLib.func('int bpf_prog_load(int prog_type, const char *prog_name, const char *license, const void *insns, size_t insn_cnt, void *opts)') as
+  const load = libbpfLibrary().func('int bpf_prog_load(int prog_type, const char *prog_name, const char *license, const void *insns, size_t insn_cnt, void *opts)') as
     (t: number, name: string, lic: string, insns: Buffer, n: number, opts: null) => number;
   const insns = returnProgram(imm);
   const fd = load(type, 'spak_doctor', 'GPL', insns, insns.length / 8, null);

@@ -3,7 +3,7 @@
 // map is decoded with src/wire/layout.ts, the TypeScript mirror of the C header.
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { BpfLink, BpfMap, LINK_TYPE_TCX, LINK_TYPE_XDP, readLockHolder } from '../bpf/libbpf.js';
+import { BpfLink, BpfMap, LINK_TYPE_TCX, LINK_TYPE_XDP, readLockHolder, u32 } from '../bpf/libbpf.js';
 import { monotonicNs } from '../bpf/clock.js';
 import { readCounters } from '../bpf/counters.js';
 import { DEFAULT_BPFFS, netnsScope, pinPaths } from '../bpf/pins.js';
@@ -101,11 +101,6 @@ export class PinnedServer {
   }
 }
 
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
-}
 
 function readLink(linkPath: string): InterfaceStatus['link'] {
   let link: BpfLink;

@@ -5,6 +5,7 @@
 // protocol is copied with its keys widened. Anything else starts empty, with a warning.
 import { BpfMap, BpfObject } from '../bpf/libbpf.js';
 import { objectPath } from '../bpf/objects.js';
+import { IPPROTO_TCP } from '../wire/layout.js';
 
 export interface PinnedState<N extends string> {
   /** Same type, key, value and capacity: shared with the running program. */
@@ -19,7 +20,6 @@ export interface PinnedState<N extends string> {
 
 /** spak_flow_key before it had a protocol (36 bytes): every flow was TCP. */
 const OLD_FLOW_KEY_SIZE = 36;
-const IPPROTO_TCP = 6;
 
 /**
  * Opens the pinned state tables `names` (a missing pin, e.g. after an interrupted first start, is

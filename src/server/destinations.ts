@@ -3,6 +3,7 @@
 // keys valid for it. The daemon and the tests both write through here.
 // UDP destinations (protocol "udp") have no tags: a bit in spak_udp_ports and an entry in
 // spak_udp_protected (bpf/spak_udp.h); the knock allowlist decides who passes.
+import { u32 } from '../bpf/libbpf.js';
 import { writtenBy, type MapSet } from './maps.js';
 import { destinationState } from '../wire/option.js';
 import {
@@ -181,8 +182,3 @@ export function writeDestinations(
   }
 }
 
-export function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n >>> 0);
-  return b;
-}

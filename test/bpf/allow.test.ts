@@ -17,7 +17,7 @@ import {
   IPPROTO_UDP,
   type L4Proto,
 } from '../../src/wire/layout.js';
-import { buildUdp, linuxSynOptions, type UdpParams } from '../../src/wire/packet.js';
+import { buildUdp, linuxSynOptions, type UdpParams } from '../support/packet.js';
 import { KEY1, NS_PER_S, ServerHarness, settledStep, type ServerSetup } from './harness.js';
 import { FAMILIES, rawSyn, segment, validSyn, type Endpoints } from './server-fixtures.js';
 import { knockMapOptions } from '../../src/knock/prefilter.js';

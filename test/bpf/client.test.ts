@@ -8,7 +8,8 @@
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { type ClientReason } from '../../src/wire/layout.js';
-import { computeTag, decodeOption, encodeOption, timeStepAt } from '../../src/wire/option.js';
+import { timeStepAt } from '../../src/wire/option.js';
+import { computeTag, decodeOption, encodeOption } from '../support/option.js';
 import {
   buildIcmp,
   buildTcp,
@@ -18,7 +19,7 @@ import {
   parseFrame,
   type TcpFlags,
   type TcpParams,
-} from '../../src/wire/packet.js';
+} from '../support/packet.js';
 import { ClientHarness, KEY1, KEY7, ServerHarness, settledStep, type ClientSetup, type ServerSetup } from './harness.js';
 
 const ISN = 0x89abcdef;

@@ -14,8 +14,10 @@ import { checkConfig, type Enforcement, type ProgramConfig } from '../../src/ser
 import { ServerProgram } from '../../src/server/program.js';
 import { testEnforcement } from '../enforcement.js';
 import { CLIENT_REASON_NAMES, SERVER_REASON_NAMES, type ClientReason, type ServerReason } from '../../src/wire/layout.js';
-import { computeTag, encodeOption, timeStepAt, type SpakOption, type TagInputFields } from '../../src/wire/option.js';
-import { buildTcp, linuxSynOptions, type TcpParams } from '../../src/wire/packet.js';
+import { timeStepAt, type TagInputFields } from '../../src/wire/option.js';
+import { computeTag, encodeOption, type SpakOption } from '../support/option.js';
+import { buildTcp, linuxSynOptions, type TcpParams } from '../support/packet.js';
+import { serverTestConfig } from '../support/server-options.js';
 
 export const XDP_ABORTED = 0;
 export const XDP_DROP = 1;
@@ -31,12 +33,6 @@ export const NS_PER_S = 1_000_000_000n;
 export const KEY1 = Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex');
 export const KEY7 = Buffer.from('f0e1d2c3b4a5968778695a4b3c2d1e0f', 'hex');
 
-/** A little-endian u32 map key. */
-export function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n >>> 0);
-  return b;
-}
 
 /** Open and load build/<name>.bpf.o; the program is looked up by its C function name. */
 export function loadProgram(name: string, progName: string): { obj: BpfObject; prog: BpfProgram } {
@@ -136,10 +132,7 @@ export class ServerHarness {
   readonly counters: BpfMap;
   #stepSeconds = 30;
   /** The configuration last written; update() changes parts of it, as the daemon's reload would. */
-  #settings: ProgramConfig = {
-    keys: [{ id: 1, key: KEY1 }], protect: [{ address: '198.51.100.1', port: 22 }],
-    stepSeconds: 30, stepWindow: 1, flowIdleSeconds: 300, flowFinSeconds: 10,
-  };
+  #settings: ProgramConfig = serverTestConfig({ keys: [{ id: 1, key: KEY1 }] });
   /** Counter slots stay with their destination across configurations, as in the daemon. */
   #counterIndex = new DestCounterIndex();
 

@@ -20,7 +20,7 @@ import { clientIdOf, generateX25519, prefilterKey, privatePem, publicPem, type X
 import { KNOCK_COUNTER_NAMES, UNKNOWN_CLIENT, type KnockCounterName } from '../../src/knock/counters.js';
 import { startKnockService, type KnockService } from '../../src/knock/service.js';
 import { startMetrics } from '../../src/observe/metrics.js';
-import { parsePromText, sampleValue, type Sample } from '../../src/observe/promtext.js';
+import { parsePromText, sampleValue, type Sample } from '../support/promtext.js';
 import { addrFrom16 } from '../../src/wire/address.js';
 import * as W from '../../src/wire/knock.js';
 import { ServerHarness } from './harness.js';

@@ -12,7 +12,7 @@ import { knockMapOptions } from '../../src/knock/prefilter.js';
 import { clientIdOf, generateX25519, prefilterKey, publicPem } from '../../src/knock/keys.js';
 import { decodeKnockConfig, type ServerReason } from '../../src/wire/layout.js';
 import { SPAK_KNOCK_LEN } from '../../src/wire/knock.js';
-import { buildIp, buildUdp, IPPROTO_UDP } from '../../src/wire/packet.js';
+import { buildIp, buildUdp, IPPROTO_UDP } from '../support/packet.js';
 import { KEY1, ServerHarness } from './harness.js';
 
 const PORT = 62201;

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  BpfError, BpfMap, BpfObject, DEFAULT_BPFFS, ensureBpffs, ifIndex, mapShapeMismatch, mkdirPins, numPossibleCpus, removePins, setLibbpfLogger, testRun,
+  BpfError, BpfMap, BpfObject, DEFAULT_BPFFS, ensureBpffs, ifIndex, mapShapeMismatch, mkdirPins, numPossibleCpus, removePins, setLibbpfLogger, testRun, u32,
 } from '../../src/bpf/libbpf.js';
 
 const LIB_URL = new URL('../../src/bpf/libbpf.js', import.meta.url).href; // the compiled module under test
@@ -49,11 +49,6 @@ function isBpfError(pattern: RegExp, code?: string) {
   };
 }
 
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
-}
 
 function u64(n: bigint): Buffer {
   const b = Buffer.alloc(8);

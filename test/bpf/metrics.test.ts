@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { monotonicNs } from '../../src/bpf/clock.js';
 import { destinationLabel, startMetrics, spakVersion, type MetricsEndpoint } from '../../src/observe/metrics.js';
-import { parsePromText, sampleValue, type Sample } from '../../src/observe/promtext.js';
+import { parsePromText, sampleValue, type Sample } from '../support/promtext.js';
 import { allowSource } from '../../src/server/allowlist.js';
 import { SERVER_REASON_NAMES, type ServerReason } from '../../src/wire/layout.js';
 import { ServerHarness, settledStep } from './harness.js';

@@ -10,7 +10,7 @@
 //   all       "*":22 (every address of both families)
 import { after, before } from 'node:test';
 import { encodeFlowKey, type ServerReason } from '../../src/wire/layout.js';
-import { buildTcp, padOptions, type TcpFlags, type TcpParams } from '../../src/wire/packet.js';
+import { buildTcp, padOptions, type TcpFlags, type TcpParams } from '../support/packet.js';
 import {
   ServerHarness, settledStep, taggedSyn, KEY1, KEY7, type ServerSetup, type TaggedSynParams
 } from './harness.js';

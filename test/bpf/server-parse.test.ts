@@ -7,7 +7,7 @@
 import { after, before, beforeEach, describe, test } from 'node:test';
 import {
   buildIcmp, buildIp, buildUdp, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, linuxSynOptions
-} from '../../src/wire/packet.js';
+} from '../support/packet.js';
 import {
   DEFAULT_SETUP, FAMILIES, fileServer, rawSyn, segment, validSyn, withHopByHop, truncateL4, withTags,
   withOuterTag, type Endpoints

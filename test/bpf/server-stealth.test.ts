@@ -9,7 +9,7 @@ import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type AddressInfo, type Server } from 'node:net';
-import { buildTcp, buildUdp, linuxSynOptions } from '../../src/wire/packet.js';
+import { buildTcp, buildUdp, linuxSynOptions } from '../support/packet.js';
 import { DEFAULT_SETUP, FAMILIES, fileServer, segment, validSyn, type Endpoints } from './server-fixtures.js';
 
 const file = fileServer();

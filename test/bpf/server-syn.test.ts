@@ -7,8 +7,8 @@
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeFlow, decodeFlowKey, decodeReplay, SPAK_FLOW_OPEN, type ServerReason } from '../../src/wire/layout.js';
-import { encodeOption, type SpakOption } from '../../src/wire/option.js';
-import { buildTcp, linuxSynOptions } from '../../src/wire/packet.js';
+import { encodeOption, type SpakOption } from '../support/option.js';
+import { buildTcp, linuxSynOptions } from '../support/packet.js';
 import {
   DEFAULT_SETUP, FAMILIES, ISN, fileServer, rawSyn, shapeSetup, SHAPES, synBase, validSyn, WRONG_KEY,
   flowKey, type Family

@@ -7,7 +7,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { testRun, type BpfObject, type BpfProgram } from '../../src/bpf/libbpf.js';
-import { SIPHASH24_VECTORS } from '../../src/wire/siphash-vectors.js';
+import { SIPHASH24_VECTORS } from '../support/siphash-vectors.js';
 import { siphash24 } from '../../src/wire/siphash.js';
 import { loadProgram, XDP_ABORTED, XDP_PASS, XDP_TX } from './harness.js';
 

@@ -2,7 +2,7 @@
 // node -e helper scripts run inside the hosts, and the scapy scripts' runners.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { type Lab, type LabProcess, REPO_ROOT, sleep, SYSTEM_PYTHON } from '../../src/lab/lab.js';
 
@@ -276,11 +276,45 @@ export function delta(before: Record<string, number>, after: Record<string, numb
   return (after[name] ?? 0) - (before[name] ?? 0);
 }
 
-/** Stops the given processes and removes what spak left on the server and the client host. */
-export async function cleanupHosts(lab: Lab, ...procs: ({ stop(): Promise<unknown> } | null | undefined)[]): Promise<void> {
+type Stoppable = { stop(): Promise<unknown> } | null | undefined;
+
+/** Stops the given processes, then removes what spak left on each of `hosts`. Never throws. */
+export async function stopAndClean(lab: Lab, hosts: readonly string[], ...procs: Stoppable[]): Promise<void> {
   for (const p of procs) await p?.stop().catch(() => undefined);
-  await lab.cleanupSpak(SRV);
-  await lab.cleanupSpak(CLI);
+  for (const h of hosts) await lab.cleanupSpak(h);
+}
+
+/** Stops the given processes and removes what spak left on the server and the client host. */
+export async function cleanupHosts(lab: Lab, ...procs: Stoppable[]): Promise<void> {
+  await stopAndClean(lab, [SRV, CLI], ...procs);
+}
+
+/** Asserts that an HTTP GET from host to every (address, port) succeeds. */
+export async function assertConnects(lab: Lab, host: string, targets: { addr: string; port: number }[], what: string): Promise<void> {
+  for (const t of targets) {
+    const r = await lab.httpGet(host, t.addr, t.port);
+    assert.ok(r.ok, `${what}: ${host} -> ${t.addr} port ${t.port}: ${r.error}`);
+  }
+}
+
+/** Runs `spak <args>` in a host and asserts it exits 0; returns its stdout. */
+export async function spakOk(lab: Lab, host: string, args: string[]): Promise<string> {
+  const r = await lab.spak(host, args);
+  assert.equal(r.code, 0, `spak ${args.join(' ')}: ${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+/**
+ * A knock client: `spak keygen client` on `host` (its bundle and key pair go to `home`), its public
+ * key and its policy (NAME.json) put in the server's `clientsDir`. Returns the bundle's path.
+ */
+export async function newKnockClient(
+  lab: Lab, o: { host: string; name: string; serverPub: string; home: string; clientsDir: string; policy: Record<string, unknown> },
+): Promise<string> {
+  await spakOk(lab, o.host, ['keygen', 'client', '--name', o.name, '--server-pub', o.serverPub, '--out', o.home]);
+  writeFileSync(path.join(o.clientsDir, `${o.name}.json`), JSON.stringify(o.policy));
+  copyFileSync(path.join(o.home, `${o.name}.pub`), path.join(o.clientsDir, `${o.name}.pub`));
+  return path.join(o.home, `${o.name}.spak`);
 }
 
 /**

@@ -4,11 +4,13 @@
 // eth0 is served in native XDP mode, eth1 in generic mode, from one config. Starting is all or
 // nothing. Nothing here asserts a timing.
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { hasXdp, Lab, netnsInode, run, SPAK_BPFFS_DIR, startSpak, type SpakProcess } from '../../src/lab/lab.js';
-import { ADDR, assertBlocked, CLI, connectsWithin, FAMILIES, KEY, KEY_ID, OTH, skip, SRV, threeHosts } from './common.js';
+import {
+  ADDR, assertBlocked, assertConnects, CLI, connectsWithin, FAMILIES, KEY, KEY_ID, newKnockClient, OTH, skip, spakOk, SRV, stopAndClean, threeHosts,
+} from './common.js';
 import { startDaemon } from './daemon-helpers.js';
 
 const PORT = 8080;
@@ -48,19 +50,12 @@ describe('one daemon, two interfaces', { skip }, () => {
   const clientFor = (host: string, addrs: string[]) =>
     startSpak(lab, host, 'client', { config: { destinations: addrs.map((address) => ({ address, port: PORT, keyId: KEY_ID, secret: KEY })) } });
 
-  async function connects(host: string, addrs: string[], what: string): Promise<void> {
-    for (const a of addrs) {
-      const r = await lab.httpGet(host, a, PORT);
-      assert.ok(r.ok, `${what}: ${host} -> ${a}: ${r.error}`);
-    }
-  }
+  const connects = (host: string, addrs: string[], what: string) => assertConnects(lab, host, addrs.map((addr) => ({ addr, port: PORT })), what);
 
   async function cleanup(...procs: ({ stop(): Promise<unknown> } | null | undefined)[]): Promise<void> {
-    for (const p of procs) await p?.stop().catch(() => undefined);
+    await stopAndClean(lab, [], ...procs);
     await lab.serverStop(SRV, 'eth1').catch(() => undefined);
-    await lab.cleanupSpak(SRV);
-    await lab.cleanupSpak(CLI);
-    await lab.cleanupSpak(FAR);
+    await stopAndClean(lab, [SRV, CLI, FAR]);
   }
 
   async function xdpFlavour(ifname: string): Promise<string> {
@@ -116,14 +111,8 @@ describe('one daemon, two interfaces', { skip }, () => {
     const clientsDir = path.join(lab.dir, 'knock-clients');
     const home = path.join(lab.dir, 'knock-home');
     mkdirSync(clientsDir, { recursive: true });
-    const spakOk = async (host: string, args: string[]) => {
-      const r = await lab.spak(host, args);
-      assert.equal(r.code, 0, `spak ${args.join(' ')}: ${r.stderr}${r.stdout}`);
-    };
-    await spakOk(SRV, ['keygen', 'server', '--out', keys]);
-    await spakOk(SRV, ['keygen', 'client', '--name', 'roamer', '--server-pub', path.join(keys, 'server.pub'), '--out', home]);
-    copyFileSync(path.join(home, 'roamer.pub'), path.join(clientsDir, 'roamer.pub'));
-    writeFileSync(path.join(clientsDir, 'roamer.json'), JSON.stringify({ allow: [`tcp/${PORT}`] }));
+    await spakOk(lab, SRV, ['keygen', 'server', '--out', keys]);
+    const bundle = await newKnockClient(lab, { host: SRV, name: 'roamer', serverPub: path.join(keys, 'server.pub'), home, clientsDir, policy: { allow: [`tcp/${PORT}`] } });
     const knock = { port: KNOCK_PORT, serverKeyFile: path.join(keys, 'server.key'), clientsDir, stateDir: path.join(lab.dir, 'knock-state') };
     writeConfig([{ name: 'eth0', xdpMode: 'native' }, { name: 'eth1', xdpMode: 'generic' }], { knock });
     let server: SpakProcess | null = null;
@@ -132,11 +121,10 @@ describe('one daemon, two interfaces', { skip }, () => {
       await server.proc.waitForLine(/spak server: knock port/, 10_000);
       await assertBlocked(lab, OTH, eth0Targets, 'the third host before its knock');
       await assertBlocked(lab, FAR, eth1Targets(), 'the far host before its knock');
-      const bundle = path.join(home, 'roamer.spak');
       // The same client knocks from both sides: over eth0 at the LAN address, over eth1 at eth1's.
-      await spakOk(OTH, ['knock', ADDR.v4, '--port', String(KNOCK_PORT), '--bundle', bundle, '--open', `tcp/${PORT}`]);
+      await spakOk(lab, OTH, ['knock', ADDR.v4, '--port', String(KNOCK_PORT), '--bundle', bundle, '--open', `tcp/${PORT}`]);
       await connectsWithin(lab, OTH, ADDR.v4, PORT, 10_000, 'the third host after its knock over eth0');
-      await spakOk(FAR, ['knock', eth1.v4, '--port', String(KNOCK_PORT), '--bundle', bundle, '--open', `tcp/${PORT}`]);
+      await spakOk(lab, FAR, ['knock', eth1.v4, '--port', String(KNOCK_PORT), '--bundle', bundle, '--open', `tcp/${PORT}`]);
       await connectsWithin(lab, FAR, eth1.v4, PORT, 10_000, 'the far host after its knock over eth1');
       const counters = await server.counters();
       assert.equal(counters.knock_accepted, 2, `both knocks accepted: ${JSON.stringify(counters)}`);

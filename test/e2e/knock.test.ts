@@ -5,7 +5,7 @@
 // third host .3/::3 (no key). Protected: tcp/8080 (http), tcp/9090 (echo), udp/5300 (echo).
 // Nothing here asserts a timing: every wait is a bounded poll for a state.
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Lab, REPO_ROOT, sleep, startSpak, SYSTEM_PYTHON, type SpakProcess } from '../../src/lab/lab.js';
@@ -18,10 +18,13 @@ import {
   FAMILIES,
   type Family,
   longLived,
+  newKnockClient,
   OTH,
   serverConfig,
   skip,
+  spakOk,
   SRV,
+  stopAndClean,
   threeHosts,
   capture,
 } from './common.js';
@@ -105,7 +108,7 @@ describe('knock mode end to end', { skip }, () => {
     clientsDir = path.join(lab.dir, 'clients');
     clientHome = path.join(lab.dir, 'client-home');
     mkdirSync(clientsDir, { recursive: true });
-    await spakOk(SRV, ['keygen', 'server', '--out', keysDir]);
+    await spakOk(lab, SRV, ['keygen', 'server', '--out', keysDir]);
     laptop = await newClient('laptop', { allow: [`tcp/${HTTP_PORT}`, `tcp/${ECHO_PORT}`, `udp/${UDP_PORT}`], maxDurationSeconds: 600 });
     gone = await newClient('gone', { allow: [`tcp/${HTTP_PORT}`] });
 
@@ -121,17 +124,9 @@ describe('knock mode end to end', { skip }, () => {
     await lab?.destroy();
   });
 
-  async function spakOk(host: string, args: string[]): Promise<string> {
-    const r = await lab.spak(host, args);
-    assert.equal(r.code, 0, `spak ${args.join(' ')}: ${r.stderr}${r.stdout}`);
-    return r.stdout;
-  }
-
   async function newClient(name: string, policy: Record<string, unknown>): Promise<Client> {
-    await spakOk(CLI, ['keygen', 'client', '--name', name, '--server-pub', path.join(keysDir, 'server.pub'), '--out', clientHome]);
-    writeFileSync(path.join(clientsDir, `${name}.json`), JSON.stringify(policy));
-    copyFileSync(path.join(clientHome, `${name}.pub`), path.join(clientsDir, `${name}.pub`));
-    return { name, bundle: path.join(clientHome, `${name}.spak`) };
+    const bundle = await newKnockClient(lab, { host: CLI, name, serverPub: path.join(keysDir, 'server.pub'), home: clientHome, clientsDir, policy });
+    return { name, bundle };
   }
 
   /** Starts the server with a knock section; each start gets a fresh state dir unless `stateDir` is given. */
@@ -155,10 +150,7 @@ describe('knock mode end to end', { skip }, () => {
     return server;
   }
 
-  async function cleanup(...procs: ({ stop(): Promise<unknown> } | null | undefined)[]): Promise<void> {
-    for (const p of procs) await p?.stop().catch(() => undefined);
-    await lab.cleanupSpak(SRV);
-  }
+  const cleanup = (...procs: ({ stop(): Promise<unknown> } | null | undefined)[]) => stopAndClean(lab, [SRV], ...procs);
 
   async function udpRequest(host: string, addr: string, ms = 1_500): Promise<{ ok: boolean; error?: string }> {
     const r = await lab.exec(host, [process.execPath, '-e', UDP_REQUEST, addr, String(UDP_PORT), String(ms)], { timeoutMs: ms + 10_000 });
@@ -170,7 +162,7 @@ describe('knock mode end to end', { skip }, () => {
   }
 
   async function knock(c: Client, f: Family, open: string, extra: string[] = []): Promise<void> {
-    await spakOk(CLI, ['knock', ADDR[f], '--port', String(KNOCK_PORT), '--bundle', c.bundle, '--open', open, ...extra]);
+    await spakOk(lab, CLI, ['knock', ADDR[f], '--port', String(KNOCK_PORT), '--bundle', c.bundle, '--open', open, ...extra]);
   }
 
   /** Polls `probe` until it reports ok, bounded by OPEN_WITHIN_MS. */

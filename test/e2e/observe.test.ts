@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { BpfMap } from '../../src/bpf/libbpf.js';
 import { readCounters } from '../../src/bpf/counters.js';
 import { Lab, netnsInode, SPAK_BPFFS_DIR, startSpak, type Counters, type SpakProcess } from '../../src/lab/lab.js';
-import { parsePromText, sampleValue, type Sample } from '../../src/observe/promtext.js';
+import { parsePromText, sampleValue, type Sample } from '../support/promtext.js';
 import type { InterfaceStatus } from '../../src/observe/status.js';
 import { SERVER_REASON_NAMES } from '../../src/wire/layout.js';
 import { ADDR, assertBlocked, CLI, clientConfig, KEY_ID, OTH, serverConfig, skip, SRV, threeHosts } from './common.js';

@@ -74,6 +74,21 @@ describe('npm package: packed, installed into a temporary prefix, run from there
     assert.deepEqual(unwanted, []);
   });
 
+  test('the product is all there: every module of src/ but the lab, and nothing of the lab or the test support', () => {
+    assert.ok(tarball, 'packed');
+    const sourcesOf = (dir: string): string[] => readdirSync(path.join(REPO_ROOT, dir), { withFileTypes: true }).flatMap((e) =>
+      e.isDirectory() ? sourcesOf(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : []);
+    const product = sourcesOf('src').filter((f) => !f.startsWith(`src${path.sep}lab${path.sep}`)).map((f) => `dist/${f.replace(/\.ts$/, '.js')}`);
+    assert.deepEqual(product.filter((f) => !entries.includes(f)), [], 'every product module is packed');
+    const packedJs = entries.filter((e) => e.startsWith('dist/src/'));
+    // The lab (make demo, the benchmarks, the e2e tests) stays out, and so does whatever a stale dist/ still holds.
+    assert.deepEqual(packedJs.filter((e) => e.startsWith('dist/src/lab/')), [], 'no dist/src/lab');
+    assert.deepEqual(packedJs.filter((e) => !product.includes(e)), [], 'nothing packed without its source in src/');
+    const support = sourcesOf(path.join('test', 'support')).map((f) => path.basename(f, '.ts'));
+    assert.ok(support.includes('packet'), 'the test support is where this test looks for it');
+    assert.deepEqual(entries.filter((e) => support.some((name) => e.endsWith(`/${name}.js`) && !product.includes(e))), [], 'no test support');
+  });
+
   test('npm install -g into a temporary prefix (from the npm cache when it has everything)', () => {
     assert.ok(tarball, 'packed');
     const r = sh('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', tarball], {

@@ -7,11 +7,11 @@
 // Nothing here asserts a timing: every wait is bounded and for a state.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, copyFileSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Lab, startSpak, type SpakProcess } from '../../src/lab/lab.js';
-import { ADDR, assertBlocked, CLI, connectsWithin, FAMILIES, OTH, skip, SRV, threeHosts } from './common.js';
+import { ADDR, assertBlocked, CLI, connectsWithin, FAMILIES, newKnockClient, OTH, skip, spakOk, SRV, threeHosts } from './common.js';
 import { reloadOk, startDaemon } from './daemon-helpers.js';
 
 const PORT = 8080;
@@ -53,7 +53,7 @@ describe('privilege drop after attach', { skip }, () => {
     stateDir = path.join(lab.dir, 'state');
     configFile = path.join(etc, 'spak.json');
     mkdirSync(clientsDir, { recursive: true, mode: 0o700 });
-    await spakOk(SRV, ['keygen', 'server', '--out', path.join(etc, 'keys')]);
+    await spakOk(lab, SRV, ['keygen', 'server', '--out', path.join(etc, 'keys')]);
     await newClient('laptop');
     writeFileSync(path.join(etc, 'key-b'), `${KEY_B.secret}\n`, { mode: 0o600 });
     giveToNobody(etc);
@@ -73,18 +73,8 @@ describe('privilege drop after attach', { skip }, () => {
     }
   }
 
-  async function spakOk(host: string, args: string[]): Promise<string> {
-    const r = await lab.spak(host, args);
-    assert.equal(r.code, 0, `spak ${args.join(' ')}: ${r.stderr}${r.stdout}`);
-    return r.stdout;
-  }
-
-  async function newClient(name: string): Promise<string> {
-    await spakOk(OTH, ['keygen', 'client', '--name', name, '--server-pub', path.join(etc, 'keys', 'server.pub'), '--out', clientHome]);
-    writeFileSync(path.join(clientsDir, `${name}.json`), JSON.stringify({ allow: [`tcp/${PORT}`] }));
-    copyFileSync(path.join(clientHome, `${name}.pub`), path.join(clientsDir, `${name}.pub`));
-    return path.join(clientHome, `${name}.spak`);
-  }
+  const newClient = (name: string) =>
+    newKnockClient(lab, { host: OTH, name, serverPub: path.join(etc, 'keys', 'server.pub'), home: clientHome, clientsDir, policy: { allow: [`tcp/${PORT}`] } });
 
   function writeConfig(keys: object[]): void {
     const server = {
@@ -145,7 +135,7 @@ describe('privilege drop after attach', { skip }, () => {
 
       // A knock opens, without root.
       const laptop = path.join(clientHome, 'laptop.spak');
-      await spakOk(OTH, ['knock', ADDR.v4, '--port', String(KNOCK_PORT), '--bundle', laptop, '--open', `tcp/${PORT}`]);
+      await spakOk(lab, OTH, ['knock', ADDR.v4, '--port', String(KNOCK_PORT), '--bundle', laptop, '--open', `tcp/${PORT}`]);
       await connectsWithin(lab, OTH, ADDR.v4, PORT, 10_000, 'a knock after the drop');
 
       // Reload as nobody: key A goes, key B comes; a client added since is rescanned.
@@ -168,7 +158,7 @@ describe('privilege drop after attach', { skip }, () => {
       // The late client's knock must pass the new program's client map. The first knock opened the
       // third host's IPv4 address only; its IPv6 address is still shut until the late knock.
       await assertBlocked(lab, OTH, [{ addr: ADDR.v6, port: PORT }], 'the third host over IPv6 before the late knock');
-      await spakOk(OTH, ['knock', ADDR.v6, '--port', String(KNOCK_PORT), '--bundle', late, '--open', `tcp/${PORT}`]);
+      await spakOk(lab, OTH, ['knock', ADDR.v6, '--port', String(KNOCK_PORT), '--bundle', late, '--open', `tcp/${PORT}`]);
       await connectsWithin(lab, OTH, ADDR.v6, PORT, 10_000, 'a knock by a client added after the drop');
 
       // Sweeps run after the drop and the reload (every 5 s here), without failing.

@@ -10,7 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Lab, startSpak, type SpakProcess } from '../../src/lab/lab.js';
-import { ADDR, assertBlocked, assertStillEchoes, delta, FAMILIES, longLived, skip, SRV } from './common.js';
+import { ADDR, assertBlocked, assertConnects, assertStillEchoes, delta, FAMILIES, longLived, skip, SRV, stopAndClean } from './common.js';
 import { reloadOk, serverProgId, sighup, startDaemon } from './daemon-helpers.js';
 
 const ECHO_PORT = 9090;
@@ -58,19 +58,11 @@ describe('SIGHUP reload', { skip }, () => {
     config: { destinations: [ECHO_PORT, HTTP_PORT].flatMap((port) => FAMILIES.map((f) => ({ address: ADDR[f], port, keyId: key.id, secret: key.secret }))) },
   });
 
-  async function connects(host: string, what: string): Promise<void> {
-    for (const f of FAMILIES) {
-      const r = await lab.httpGet(host, ADDR[f], HTTP_PORT);
-      assert.ok(r.ok, `${what}: ${host} -> ${f}: ${r.error}`);
-    }
-  }
+  const connects = (host: string, what: string) => assertConnects(lab, host, FAMILIES.map((f) => ({ addr: ADDR[f], port: HTTP_PORT })), what);
   const refused = (host: string, what: string) =>
     assertBlocked(lab, host, FAMILIES.map((f) => ({ addr: ADDR[f], port: HTTP_PORT })), what);
 
-  async function cleanup(...procs: ({ stop(): Promise<unknown> } | null | undefined)[]): Promise<void> {
-    for (const p of procs) await p?.stop().catch(() => undefined);
-    for (const h of [SRV, CLA, CLB]) await lab.cleanupSpak(h);
-  }
+  const cleanup = (...procs: ({ stop(): Promise<unknown> } | null | undefined)[]) => stopAndClean(lab, [SRV, CLA, CLB], ...procs);
 
   it('rotates a key with overlap while connections transfer: both ids valid together, the old refused after, nothing dropped', { timeout: 240_000 }, async () => {
     writeConfig([KEY_A]);

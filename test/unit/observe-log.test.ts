@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { RateLimitedLog } from '../../src/observe/limiter.js';
 import { createLogger, prettyLine } from '../../src/observe/log.js';
 import { parseListen } from '../../src/observe/metrics.js';
-import { parsePromText, sampleValue } from '../../src/observe/promtext.js';
+import { parsePromText, sampleValue } from '../support/promtext.js';
 import { observeSettings } from '../../src/observe/setup.js';
 import { counterRates } from '../../src/observe/status.js';
 import { parseSample } from '../../src/cli/status.js';

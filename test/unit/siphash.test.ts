@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { siphash24, siphashKeyWords } from '../../src/wire/siphash.js';
-import { SIPHASH24_VECTORS } from '../../src/wire/siphash-vectors.js';
+import { SIPHASH24_VECTORS } from '../support/siphash-vectors.js';
 
 const KEY = Buffer.from(Array.from({ length: 16 }, (_, i) => i));
 const msgOf = (n: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => i));

@@ -19,15 +19,17 @@ import {
 } from '../../src/wire/layout.js';
 import { addrFrom16, addrTo16, isV4Mapped } from '../../src/wire/address.js';
 import {
-  computeTag,
-  decodeOption,
-  encodeOption,
   destinationState,
-  findSpakOption,
-  parseTcpOptions,
   tagInput,
   timeStepAt,
 } from '../../src/wire/option.js';
+import {
+  computeTag,
+  decodeOption,
+  encodeOption,
+  findSpakOption,
+  parseTcpOptions,
+} from '../support/option.js';
 import {
   buildIcmp,
   buildTcp,
@@ -35,7 +37,7 @@ import {
   linuxSynOptions,
   padOptions,
   parseFrame,
-} from '../../src/wire/packet.js';
+} from '../support/packet.js';
 import { siphash24, sipResume } from '../../src/wire/siphash.js';
 
 /* ---- the headers, read as text ---- */

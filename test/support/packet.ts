@@ -5,7 +5,10 @@
  * frames back so tests can check what the client program emits byte by byte.
  */
 import { isIP } from 'node:net';
-import { addrFrom16, addrTo16, parseV4 } from './address.js';
+import { addrFrom16, addrTo16, parseV4 } from '../../src/wire/address.js';
+import { IPPROTO_TCP, IPPROTO_UDP } from '../../src/wire/layout.js';
+
+export { IPPROTO_TCP, IPPROTO_UDP };
 
 export const ETH_HLEN = 14;
 export const ETH_P_IP = 0x0800;
@@ -13,8 +16,6 @@ export const ETH_P_IPV6 = 0x86dd;
 export const ETH_P_8021Q = 0x8100;
 export const ETH_P_8021AD = 0x88a8;
 export const IPPROTO_ICMP = 1;
-export const IPPROTO_TCP = 6;
-export const IPPROTO_UDP = 17;
 export const IPPROTO_FRAGMENT = 44;
 export const IPPROTO_ICMPV6 = 58;
 
