@@ -3,7 +3,7 @@
 //   node dist/bench/hooks.js xdp IFACE [native|generic|auto]   baseline_xdp_pass at XDP
 //   node dist/bench/hooks.js tc IFACE                          baseline_tc_ok at tc egress
 import { attachTc, attachXdp, BpfObject, type XdpMode } from '../src/bpf/libbpf.js';
-import { objectPath } from '../src/bpf/objects.js';
+import { objectPath } from '../src/bpf/object-files.js';
 
 function main(): void {
   const [kind, ifname, mode = 'native'] = process.argv.slice(2);

@@ -8,7 +8,7 @@
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { REPO_ROOT } from '../src/bpf/objects.js';
+import { REPO_ROOT } from '../src/bpf/object-files.js';
 import { killBenchChildren, runBenchChild } from './child.js';
 import { benchConnect, type ConnectResult } from './connect.js';
 import { median } from './median.js';

@@ -4,7 +4,7 @@
 // delta over the bare program mean anything, and only beside the XDP figures of the same run.
 //   node dist/bench/tc.js [repeat] [rounds]
 import { BpfObject, testRun } from '../src/bpf/libbpf.js';
-import { objectPath } from '../src/bpf/objects.js';
+import { objectPath } from '../src/bpf/object-files.js';
 import { BENCH_FLOW_TIMES, loadTestProgram, serverTestConfig } from '../test/support/server-options.js';
 import { median } from './median.js';
 import { frames } from './xdp.js';

@@ -5,7 +5,7 @@
 // the build of a previous ref (its own copy of this file): keep the export and the case names
 // stable so the two sides match by name.
 import { BpfObject, testRun, type BpfProgram } from '../src/bpf/libbpf.js';
-import { objectPath } from '../src/bpf/objects.js';
+import { objectPath } from '../src/bpf/object-files.js';
 import type { ProgramConfig } from '../src/server/options.js';
 import type { ServerProgram } from '../src/server/program.js';
 import { BENCH_FLOW_TIMES, loadTestProgram, serverTestConfig } from '../test/support/server-options.js';

@@ -12,7 +12,7 @@ import { SpakServer } from '../server/server.js';
 import { planFromServerConfig, SpakDaemon, type DaemonOverrides, type DaemonPlan } from '../daemon/daemon.js';
 import { DEFAULT_BPFFS, pinPaths } from '../bpf/pins.js';
 import type { XdpMode } from '../bpf/libbpf.js';
-import { SERVER_REASON_NAMES } from '../wire/layout.js';
+import { SERVER_REASON_NAMES } from '../wire/reasons.js';
 import { registerKnock } from './knock.js';
 import { UsageError } from './usage.js';
 import { runForeground } from '../daemon/foreground.js';

@@ -6,10 +6,11 @@ import type { Logger } from 'pino';
 import { attachTc, BpfObject, ifIndex, queryTc, tryLock, type BpfMap, type TcAttachment } from '../bpf/libbpf.js';
 import { keepClockCurrent, writeTimeConfig } from '../bpf/clock.js';
 import { readCounters } from '../bpf/counters.js';
-import { objectPath } from '../bpf/objects.js';
+import { objectPath } from '../bpf/object-files.js';
 import { pinPaths } from '../bpf/pins.js';
 import { destinationState } from '../wire/option.js';
-import { CLIENT_REASON_NAMES, encodeDest, encodeTarget, SPAK_TIN_SOURCE_BOUND, type ClientReason } from '../wire/layout.js';
+import { encodeDest, encodeTarget, SPAK_TIN_SOURCE_BOUND } from '../wire/layout.js';
+import { CLIENT_REASON_NAMES, type ClientReason } from '../wire/reasons.js';
 
 export interface ClientTarget {
   address: string;

@@ -1,7 +1,7 @@
 // Processes of the lab: commands run to completion (bounded), and long-running ones inside a host.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { REPO_ROOT } from '../bpf/objects.js';
+import { REPO_ROOT } from '../bpf/object-files.js';
 
 /** The repository root (this file is src/lab/lab.ts, compiled to dist/src/lab/lab.js). */
 export { REPO_ROOT };

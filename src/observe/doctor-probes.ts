@@ -8,7 +8,7 @@ import { BpfLink, BpfObject, readLockHolder } from '../bpf/libbpf.js';
 import { isBpffs } from '../bpf/bpffs.js';
 import { queryXdp, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE } from '../bpf/attach.js';
 import { E, libbpf, libc, sizes } from '../bpf/native.js';
-import { objectPath } from '../bpf/objects.js';
+import { objectPath } from '../bpf/object-files.js';
 import { resolveSecret, type ServerConfig } from '../config/schema.js';
 import { configPath, loadConfig as loadSpakConfig, type ConfigPath } from '../config/load.js';
 import { loadPrivateKey } from '../knock/keys.js';

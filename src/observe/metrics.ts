@@ -23,7 +23,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { BpfMap } from '../bpf/libbpf.js';
-import { REPO_ROOT } from '../bpf/objects.js';
+import { REPO_ROOT } from '../bpf/object-files.js';
 import type { KnockService } from '../knock/service.js';
 import { TABLES, tableFill } from './tables.js';
 import { hostPort } from '../wire/address.js';

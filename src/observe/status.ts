@@ -14,10 +14,9 @@ import {
   decodeDest,
   decodeDestInfo,
   decodeKnockConfig,
-  SERVER_REASON_NAMES,
   SPAK_DEST_BIND_SOURCE,
-  type ServerReason,
 } from '../wire/layout.js';
+import { SERVER_REASON_NAMES, type ServerReason } from '../wire/reasons.js';
 import type { ServerMapName } from '../server/maps.js';
 import { TABLES, tableFill, type TableFill, type TableName } from './tables.js';
 

@@ -4,7 +4,7 @@
 // after it (for what the old program added meanwhile); a flow table from before flow keys had a
 // protocol is copied with its keys widened. Anything else starts empty, with a warning.
 import { BpfMap, BpfObject } from '../bpf/libbpf.js';
-import { objectPath } from '../bpf/objects.js';
+import { objectPath } from '../bpf/object-files.js';
 import { IPPROTO_TCP } from '../wire/layout.js';
 
 export interface PinnedState<N extends string> {

@@ -5,7 +5,8 @@
 // spak_udp_protected for UDP). Indexes are stable while the daemon runs: a reconfiguration keeps
 // the index of every destination it keeps, and a freed index is zeroed before it is reused.
 import type { BpfMap } from '../bpf/libbpf.js';
-import { DEST_OUTCOME_NAMES, SPAK_DOUT_MAX, SPAK_MAX_DESTS, type DestOutcome } from '../wire/layout.js';
+import { SPAK_MAX_DESTS } from '../wire/layout.js';
+import { DEST_OUTCOME_NAMES, SPAK_DOUT_MAX, type DestOutcome } from '../wire/reasons.js';
 import { addrTo16 } from '../wire/address.js';
 import { ALL_ADDRESSES, protocolOf, type ProtectedDest } from './destinations.js';
 

@@ -4,12 +4,7 @@
 // next knock dies in XDP. Keys arrive derived (src/knock/prefilter.ts): the kernel side
 // knows ids and 16-byte keys, not X25519.
 import { writtenBy, type MapSet } from './maps.js';
-import {
-  encodeKnockConfig,
-  SPAK_KNOCK_DEFAULT_BURST,
-  SPAK_KNOCK_DEFAULT_RATE,
-  SPAK_MAX_KNOCK_CLIENTS,
-} from '../wire/layout.js';
+import { encodeKnockConfig, SPAK_KNOCK_DEFAULT_BURST, SPAK_KNOCK_DEFAULT_RATE, SPAK_MAX_KNOCK_CLIENTS } from '../wire/layout.js';
 import { SPAK_KNOCK_PREFILTER_KEY_LEN } from '../wire/knock.js';
 
 export interface KnockMapOptions {

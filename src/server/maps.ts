@@ -2,11 +2,7 @@
 // `spak status` all read their lists from here; test/bpf/maps.test.ts holds it against the
 // compiled object, so a map added to the C side and forgotten here fails a test.
 import type { BpfMap } from '../bpf/libbpf.js';
-import {
-  SPAK_DEFAULT_ALLOW_CAPACITY,
-  SPAK_DEFAULT_FLOW_CAPACITY,
-  SPAK_DEFAULT_REPLAY_CAPACITY,
-} from '../wire/layout.js';
+import { SPAK_DEFAULT_ALLOW_CAPACITY, SPAK_DEFAULT_FLOW_CAPACITY, SPAK_DEFAULT_REPLAY_CAPACITY } from '../wire/layout.js';
 
 /**
  * config: rewritten by each daemon from its options and swapped in with its program.

@@ -5,8 +5,8 @@
 import { BpfObject, type BpfMap, type BpfProgram } from '../bpf/libbpf.js';
 import { writeTimeConfig } from '../bpf/clock.js';
 import { readCounters } from '../bpf/counters.js';
-import { objectPath } from '../bpf/objects.js';
-import { SERVER_REASON_NAMES, type ServerReason } from '../wire/layout.js';
+import { objectPath } from '../bpf/object-files.js';
+import { SERVER_REASON_NAMES, type ServerReason } from '../wire/reasons.js';
 import { writeAlwaysAllow } from './allowlist.js';
 import { DestCounterIndex, readDestinationCounters, zeroDestCounters, type DestinationCounters } from './destcounters.js';
 import { DESTINATION_MAPS, writeDestinations } from './destinations.js';

@@ -9,8 +9,8 @@ import {
   BpfLink, type BpfMap, type BpfProgram, ensureBpffs, ifIndex, linkKind, type LinkInfo, mkdirPins, removePins, tryLock,
 } from '../bpf/libbpf.js';
 import { keepClockCurrent, monotonicSeconds } from '../bpf/clock.js';
-import { objectPath } from '../bpf/objects.js';
-import type { ServerReason } from '../wire/layout.js';
+import { objectPath } from '../bpf/object-files.js';
+import type { ServerReason } from '../wire/reasons.js';
 import type { KnockMapOptions } from './knockmaps.js';
 import { DestCounterIndex, type DestinationCounters } from './destcounters.js';
 import { openPinnedState, copyPinnedState, type PinnedState } from './adoption.js';

@@ -7,7 +7,7 @@
 // The server here protects the same destinations with keys 1 and 7.
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { type ClientReason } from '../../src/wire/layout.js';
+import { type ClientReason } from '../../src/wire/reasons.js';
 import { timeStepAt } from '../../src/wire/option.js';
 import { computeTag, decodeOption, encodeOption } from '../support/option.js';
 import {

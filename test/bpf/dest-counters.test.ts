@@ -7,7 +7,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { allowSource } from '../../src/server/allowlist.js';
 import type { DestinationCounters } from '../../src/server/server.js';
-import { DEST_OUTCOME_NAMES, type DestOutcome } from '../../src/wire/layout.js';
+import { DEST_OUTCOME_NAMES, type DestOutcome } from '../../src/wire/reasons.js';
 import { buildTcp, buildUdp, linuxSynOptions } from '../support/packet.js';
 import { KEY1 } from './harness.js';
 import { DEFAULT_SETUP, FAMILIES, fileServer, rawSyn, segment, validSyn, type Endpoints } from './server-fixtures.js';

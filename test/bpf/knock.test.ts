@@ -10,7 +10,8 @@ import { knockClient, KnockOpener, KnockSealer, type KnockClient, type KnockReje
 import { checkKnockMaps, type KnockMapOptions } from '../../src/server/knockmaps.js';
 import { knockMapOptions } from '../../src/knock/prefilter.js';
 import { clientIdOf, generateX25519, prefilterKey, publicPem } from '../../src/knock/keys.js';
-import { decodeKnockConfig, type ServerReason } from '../../src/wire/layout.js';
+import { decodeKnockConfig } from '../../src/wire/layout.js';
+import { type ServerReason } from '../../src/wire/reasons.js';
 import { SPAK_KNOCK_LEN } from '../../src/wire/knock.js';
 import { buildIp, buildUdp, IPPROTO_UDP } from '../support/packet.js';
 import { KEY1, ServerHarness } from './harness.js';

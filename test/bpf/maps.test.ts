@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { BpfObject } from '../../src/bpf/libbpf.js';
-import { objectPath } from '../../src/bpf/objects.js';
+import { objectPath } from '../../src/bpf/object-files.js';
 import {
   capacities, PINNED_MAPS, RELOAD_SHARED_MAPS, SERVER_MAP_NAMES, SERVER_MAPS, STATE_MAPS, TABLES, type MapSpec,
 } from '../../src/server/maps.js';

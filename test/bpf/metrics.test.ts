@@ -9,7 +9,7 @@ import { monotonicNs } from '../../src/bpf/clock.js';
 import { destinationLabel, startMetrics, spakVersion, type MetricsEndpoint } from '../../src/observe/metrics.js';
 import { parsePromText, sampleValue, type Sample } from '../support/promtext.js';
 import { allowSource } from '../../src/server/allowlist.js';
-import { SERVER_REASON_NAMES, type ServerReason } from '../../src/wire/layout.js';
+import { SERVER_REASON_NAMES, type ServerReason } from '../../src/wire/reasons.js';
 import { ServerHarness, settledStep } from './harness.js';
 import { DEFAULT_SETUP, FAMILIES, rawSyn, segment, validSyn } from './server-fixtures.js';
 

@@ -9,7 +9,8 @@
 //   wildcard  0.0.0.0:22 or [::]:22 (the slot, every address of the family, address bound at run)
 //   all       "*":22 (every address of both families)
 import { after, before } from 'node:test';
-import { encodeFlowKey, type ServerReason } from '../../src/wire/layout.js';
+import { encodeFlowKey } from '../../src/wire/layout.js';
+import { type ServerReason } from '../../src/wire/reasons.js';
 import { buildTcp, padOptions, type TcpFlags, type TcpParams } from '../support/packet.js';
 import {
   ServerHarness, settledStep, taggedSyn, KEY1, KEY7, type ServerSetup, type TaggedSynParams

@@ -6,7 +6,8 @@
 // This file: SYN verification (option, tag, key ids, time steps, replay, source binding, DNAT).
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeFlow, decodeFlowKey, decodeReplay, SPAK_FLOW_OPEN, type ServerReason } from '../../src/wire/layout.js';
+import { decodeFlow, decodeFlowKey, decodeReplay, SPAK_FLOW_OPEN } from '../../src/wire/layout.js';
+import { type ServerReason } from '../../src/wire/reasons.js';
 import { encodeOption, type SpakOption } from '../support/option.js';
 import { buildTcp, linuxSynOptions } from '../support/packet.js';
 import {

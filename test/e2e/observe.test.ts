@@ -12,7 +12,7 @@ import { readCounters } from '../../src/bpf/counters.js';
 import { Lab, netnsInode, SPAK_BPFFS_DIR, startSpak, type Counters, type SpakProcess } from '../../src/lab/lab.js';
 import { parsePromText, sampleValue, type Sample } from '../support/promtext.js';
 import type { InterfaceStatus } from '../../src/observe/status.js';
-import { SERVER_REASON_NAMES } from '../../src/wire/layout.js';
+import { SERVER_REASON_NAMES } from '../../src/wire/reasons.js';
 import { ADDR, assertBlocked, CLI, clientConfig, KEY_ID, OTH, serverConfig, skip, SRV, threeHosts } from './common.js';
 
 const PORT = 8080;

@@ -30,7 +30,7 @@ function cleanEnv(): Record<string, string> {
 
 /** mtimes of what the pack must take as built: nothing may be rebuilt. */
 function builtMtimes(): Map<string, number> {
-  const files = ['build/server.bpf.o', 'build/client.bpf.o', 'dist/src/cli/main.js', 'dist/src/bpf/objects.js'];
+  const files = ['build/server.bpf.o', 'build/client.bpf.o', 'dist/src/cli/main.js', 'dist/src/bpf/object-files.js'];
   return new Map(files.map((f) => [f, statSync(path.join(REPO_ROOT, f)).mtimeMs]));
 }
 
@@ -67,7 +67,7 @@ describe('npm package: packed, installed into a temporary prefix, run from there
 
   test('the tarball carries the eBPF objects, the CLI, README, examples and packaging, and no tests or sources', () => {
     assert.ok(tarball, 'packed');
-    for (const f of ['build/server.bpf.o', 'build/client.bpf.o', 'bin/spak', 'dist/src/cli/main.js', 'dist/src/bpf/objects.js', 'README.md',
+    for (const f of ['build/server.bpf.o', 'build/client.bpf.o', 'bin/spak', 'dist/src/cli/main.js', 'dist/src/bpf/object-files.js', 'README.md',
       'package.json', 'examples/spak.json', 'examples/client.json', 'packaging/systemd/spak-server.service', 'packaging/systemd/spak-client.service'])
       assert.ok(entries.includes(f), `${f} is in the tarball`);
     const unwanted = entries.filter((e) => /^(test|bench|src|bpf|scripts|dist\/test|dist\/bench)\//.test(e) || e.endsWith('.ts') || e.endsWith('.map') || e === 'build/siphash_test.bpf.o');
@@ -111,7 +111,7 @@ describe('npm package: packed, installed into a temporary prefix, run from there
     const key = sh(spak, ['keygen'], { env: cleanEnv() });
     assert.equal(key.status, 0, key.stderr);
     assert.match(key.stdout, /^[0-9a-f]{32}\n$/);
-    const objects = path.join(prefix, 'lib', 'node_modules', 'spak', 'dist', 'src', 'bpf', 'objects.js');
+    const objects = path.join(prefix, 'lib', 'node_modules', 'spak', 'dist', 'src', 'bpf', 'object-files.js');
     const where = sh(process.execPath, ['--input-type=module', '-e', `import(${JSON.stringify(objects)}).then((m) => console.log(m.objectPath('server')))`], { env: cleanEnv() });
     assert.equal(where.status, 0, where.stderr);
     assert.equal(where.stdout.trim(), path.join(prefix, 'lib', 'node_modules', 'spak', 'build', 'server.bpf.o'));

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { REPO_ROOT } from '../../src/bpf/objects.js';
+import { REPO_ROOT } from '../../src/bpf/object-files.js';
 import { envFields, readEnv, screamingSnake, type Env } from '../../src/config/env.js';
 import { configPath, DEFAULT_CONFIG_PATH, loadConfig, secretKeyFromEnv } from '../../src/config/load.js';
 import { configSchema, validateConfig } from '../../src/config/schema.js';

@@ -5,9 +5,11 @@ import { SocketAddress } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import * as structLayout from '../../src/wire/layout.js';
 import * as knockLayout from '../../src/wire/knock.js';
+import * as reasonLayout from '../../src/wire/reasons.js';
 
 /** Every constant the headers define, as the TypeScript mirror exports them. */
-const layout = { ...structLayout, ...knockLayout };
+const layout = { ...structLayout, ...knockLayout, ...reasonLayout };
+import { STRUCT_SIZES } from '../../src/wire/layout.js';
 import {
   CLIENT_REASONS,
   CLIENT_REASON_NAMES,
@@ -15,8 +17,7 @@ import {
   DEST_OUTCOME_NAMES,
   SERVER_REASONS,
   SERVER_REASON_NAMES,
-  STRUCT_SIZES,
-} from '../../src/wire/layout.js';
+} from '../../src/wire/reasons.js';
 import { addrFrom16, addrTo16, isV4Mapped } from '../../src/wire/address.js';
 import {
   destinationState,

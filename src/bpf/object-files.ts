@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** The checkout (or installed package) root: dist/src/bpf/objects.js is three levels below it. */
+/** The checkout (or installed package) root: dist/src/bpf/object-files.js is three levels below it. */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 /** Path of build/<name>.bpf.o; throws a one-line error when it has not been built. */
