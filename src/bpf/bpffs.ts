@@ -63,6 +63,20 @@ function notOnBpffs(op: string, p: string): BpfError {
 
 /** Create dir (and missing parents) one level at a time, refusing unless every level is on bpffs; returns what it created. */
 export function mkdirPins(dir: string): string[] {
+  // Another daemon's removePins may take an empty parent away (spak/, netns-N/) between two of
+  // our mkdirs: start again from what exists, a few times.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return mkdirPinsOnce(dir);
+    } catch (err) {
+      if (attempt >= 5 || !(err instanceof ParentGone)) throw err instanceof ParentGone ? err.cause : err;
+    }
+  }
+}
+
+class ParentGone extends Error {}
+
+function mkdirPinsOnce(dir: string): string[] {
   const op = `creating pin directory ${dir}`;
   const target = path.resolve(dir);
   const missing: string[] = [];
@@ -79,7 +93,9 @@ export function mkdirPins(dir: string): string[] {
     try {
       fs.mkdirSync(level, { mode: 0o700 });
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw fsError(op, err);
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new ParentGone(op, { cause: fsError(op, err) });
+      if (code !== 'EEXIST') throw fsError(op, err);
     }
     if (!isBpffs(level)) throw notOnBpffs(op, level);
   }
