@@ -14,9 +14,8 @@
 // does share is declared in its first lines:
 //   // spak-test-shares: <name> ...   never runs beside another file naming one of the same resources
 //   // spak-test-exclusive            runs with nothing else running
-// Before anything runs, the machine-wide mounts that files would otherwise race to make are made once:
-// bpffs at /sys/fs/bpf (as `spak server` mounts it; two concurrent mounts would stack, hiding pins) and
-// /run/netns as the shared mount `ip netns add` makes of it.
+// Before anything runs, what files would otherwise race to make is made once (see prepareMachine): the
+// bpffs mount at /sys/fs/bpf, the shared /run/netns mount, and /sys/fs/bpf/spak itself.
 // Files start longest first (e2e, then bpf, then unit, each in path order; the xdp run of a file before
 // its tc run). Each file's output is held back and printed whole, with its wall time, when it ends;
 // the failures are repeated at the end, before the closing "tests: N passed, N failed, N skipped".
@@ -98,9 +97,15 @@ if (files.length === 0) {
   process.exit(1);
 }
 
-/** Mounts nobody must race to make: bpffs (spak server would mount it) and the shared /run/netns of `ip netns add`. */
+/**
+ * What concurrent files would otherwise race on, made once before any runs: bpffs at /sys/fs/bpf (each
+ * `spak server` mounts it when missing: two at once stack two mounts, and pins made in the lower one
+ * vanish from view); /run/netns as the shared mount the first `ip netns add` makes of it (same race);
+ * and a placeholder in /sys/fs/bpf/spak, so a `spak server stop` that removes the last pins never
+ * removes that directory under a server creating its own pins beside them. Returns the cleanup.
+ */
 function prepareMachine() {
-  if (files.every(({ file }) => groupOf(file) === 'unit')) return;
+  if (files.every(({ file }) => groupOf(file) === 'unit')) return () => {};
   let onBpffs = false;
   try { onBpffs = fs.statfsSync(BPFFS).type === BPF_FS_MAGIC; } catch { /* no such directory */ }
   if (!onBpffs) {
@@ -109,8 +114,30 @@ function prepareMachine() {
   }
   const ns = `spak-${process.pid}-runner`; // the lab's naming: removeStaleLabs knows it
   if (spawnSync('ip', ['netns', 'add', ns]).status === 0) spawnSync('ip', ['netns', 'del', ns]);
+  // A directory with a "netns-" name: spak skips those where it lists the interfaces pinned in the
+  // initial namespace. One left by a runner that was killed is removed.
+  const spakDir = path.join(BPFFS, 'spak');
+  const keep = path.join(spakDir, `netns-test-runner-${process.pid}`);
+  try {
+    if (fs.statfsSync(BPFFS).type !== BPF_FS_MAGIC) return () => {}; // a recursive mkdir would spin on sysfs
+    for (const name of fs.existsSync(spakDir) ? fs.readdirSync(spakDir) : []) {
+      const pid = Number(/^netns-test-runner-(\d+)$/.exec(name)?.[1]);
+      if (pid && !pidAlive(pid)) fs.rmdirSync(path.join(spakDir, name));
+    }
+    fs.mkdirSync(keep, { recursive: true, mode: 0o700 });
+  } catch {
+    return () => {};
+  }
+  return () => {
+    for (const dir of [keep, spakDir]) try { fs.rmdirSync(dir); } catch { break; } // spak/ only if empty
+  };
 }
 
+function pidAlive(pid) {
+  try { process.kill(pid, 0); return true; } catch (err) { return err.code === 'EPERM'; }
+}
+
+let unprepare = () => {};
 const running = new Set(); // the children running now, so a signal to us stops them too
 
 function killGroup(child, signal) {
@@ -178,6 +205,7 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
     setInterval(() => {
       if (Date.now() < graceEnd && children.some(groupAlive)) return;
       for (const child of children) if (groupAlive(child)) killGroup(child, 'SIGKILL');
+      unprepare();
       process.exit(1);
     }, 100);
   });
@@ -230,7 +258,7 @@ function canStart(entry, active) {
   return active.every((other) => !other.exclusive && !other.shares.some((s) => entry.shares.includes(s)));
 }
 
-prepareMachine();
+unprepare = prepareMachine();
 try {
   await new Promise((done) => {
     const pending = files.map((entry, i) => ({ ...entry, tap: path.join(tapDir, `file-${i}.tap`) }));
@@ -269,6 +297,7 @@ try {
     pump();
   });
 } finally {
+  unprepare();
   fs.rmSync(tapDir, { recursive: true, force: true });
 }
 if (failures.length) console.log(`\nfailing tests, by file:\n${failures.join('\n\n')}`);
