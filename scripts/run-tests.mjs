@@ -137,7 +137,9 @@ function pidAlive(pid) {
   try { process.kill(pid, 0); return true; } catch (err) { return err.code === 'EPERM'; }
 }
 
+const tapDir = fs.mkdtempSync(path.join(os.tmpdir(), 'spak-tests-')); // each file's TAP, totalled at the end
 let unprepare = () => {};
+let stopping = false; // a signal came: start nothing more
 const running = new Set(); // the children running now, so a signal to us stops them too
 
 function killGroup(child, signal) {
@@ -198,7 +200,9 @@ function runFile(file, mode, limitS, tap) {
 
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, () => {
-    // Every running file gets SIGTERM (its lab cleans up), then SIGKILL after the grace period.
+    // No file starts any more; every running one gets SIGTERM (its lab cleans up), then SIGKILL after the grace period.
+    if (stopping) return;
+    stopping = true;
     const children = [...running];
     for (const child of children) killGroup(child, 'SIGTERM');
     const graceEnd = Date.now() + KILL_GRACE_MS;
@@ -206,6 +210,7 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
       if (Date.now() < graceEnd && children.some(groupAlive)) return;
       for (const child of children) if (groupAlive(child)) killGroup(child, 'SIGKILL');
       unprepare();
+      fs.rmSync(tapDir, { recursive: true, force: true });
       process.exit(1);
     }, 100);
   });
@@ -213,7 +218,6 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 
 // Each file reports with spec into our buffer and TAP into a file we total at the end, so the run
 // closes with one "tests: N passed, N failed, N skipped" line over every file.
-const tapDir = fs.mkdtempSync(path.join(os.tmpdir(), 'spak-tests-'));
 const totals = { pass: 0, fail: 0, skipped: 0, todo: 0 };
 const problems = [];
 const failures = []; // the "failing tests" part of each failed file's output, repeated at the end
@@ -271,7 +275,7 @@ try {
         exitCode = 1;
         pending.length = 0;
       }
-      for (let i = 0; i < pending.length;) {
+      for (let i = 0; i < pending.length && !stopping;) {
         const entry = pending[i];
         if (!canStart(entry, active)) {
           if (entry.exclusive) break; // nothing overtakes a waiting exclusive file: the slots drain for it
