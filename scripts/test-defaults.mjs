@@ -60,3 +60,13 @@ if (mode) {
   nodeTest.suite = withModeName(nodeTest.suite, true);
 }
 syncBuiltinESMExports(); // `import { test } from 'node:test'` in the test files now sees the wrapped functions
+
+// run-tests.mjs stops a file with SIGTERM to its process group, and `node --test` passes a SIGTERM on to
+// the file's process too. The second must not cut short the cleanup the first started (the lab's one-shot
+// SIGTERM listener removes its namespaces): with no listener left, Node would take the default action and
+// die halfway. This listener keeps one there; alone (no lab), it ends the process as SIGTERM would.
+if (!process.execArgv.includes('--test')) {
+  process.on('SIGTERM', () => {
+    if (process.listenerCount('SIGTERM') === 1) process.exit(143);
+  });
+}
