@@ -100,9 +100,8 @@ if (files.length === 0) {
 /**
  * What concurrent files would otherwise race on, made once before any runs: bpffs at /sys/fs/bpf (each
  * `spak server` mounts it when missing: two at once stack two mounts, and pins made in the lower one
- * vanish from view); /run/netns as the shared mount the first `ip netns add` makes of it (same race);
- * and a placeholder in /sys/fs/bpf/spak, so a `spak server stop` that removes the last pins never
- * removes that directory under a server creating its own pins beside them. Returns the cleanup.
+ * vanish from view); /run/netns as the shared mount the first `ip netns add` makes of it (same race).
+ * Returns the cleanup (nothing: both stay, as a sequential run left them).
  */
 function prepareMachine() {
   if (files.every(({ file }) => groupOf(file) === 'unit')) return () => {};
@@ -114,28 +113,9 @@ function prepareMachine() {
   }
   const ns = `spak-${process.pid}-runner`; // the lab's naming: removeStaleLabs knows it
   if (spawnSync('ip', ['netns', 'add', ns]).status === 0) spawnSync('ip', ['netns', 'del', ns]);
-  // A directory with a "netns-" name: spak skips those where it lists the interfaces pinned in the
-  // initial namespace. One left by a runner that was killed is removed.
-  const spakDir = path.join(BPFFS, 'spak');
-  const keep = path.join(spakDir, `netns-test-runner-${process.pid}`);
-  try {
-    if (fs.statfsSync(BPFFS).type !== BPF_FS_MAGIC) return () => {}; // a recursive mkdir would spin on sysfs
-    for (const name of fs.existsSync(spakDir) ? fs.readdirSync(spakDir) : []) {
-      const pid = Number(/^netns-test-runner-(\d+)$/.exec(name)?.[1]);
-      if (pid && !pidAlive(pid)) fs.rmdirSync(path.join(spakDir, name));
-    }
-    fs.mkdirSync(keep, { recursive: true, mode: 0o700 });
-  } catch {
-    return () => {};
-  }
-  return () => {
-    for (const dir of [keep, spakDir]) try { fs.rmdirSync(dir); } catch { break; } // spak/ only if empty
-  };
+  return () => {};
 }
 
-function pidAlive(pid) {
-  try { process.kill(pid, 0); return true; } catch (err) { return err.code === 'EPERM'; }
-}
 
 const tapDir = fs.mkdtempSync(path.join(os.tmpdir(), 'spak-tests-')); // each file's TAP, totalled at the end
 let unprepare = () => {};
