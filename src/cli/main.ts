@@ -30,6 +30,16 @@ interface Positionals {
   iface: string;
 }
 
+/** Where in the config each positional value lands, with its name for errors (bad port "ssh": ...). */
+function positionalTexts(pos: Positionals, dest: string, keyIdPath: string, ifacePath: string): Map<string, ArgText> {
+  return new Map<string, ArgText>([
+    [`${dest}.address`, { what: 'address', text: pos.ip }],
+    [`${dest}.port`, { what: 'port', text: pos.port }],
+    [keyIdPath, { what: 'key_id', text: pos.keyId }],
+    [ifacePath, { what: 'iface', text: pos.iface }],
+  ]);
+}
+
 function parsePositionals(args: (string | undefined)[], config: string | undefined, role: string): Positionals | null {
   const given = args.filter((a) => a !== undefined);
   if (config !== undefined) {
@@ -84,12 +94,7 @@ function serverPlan(
   pos: Positionals | null, o: Record<string, unknown>, cmd: Command,
 ): { plan: DaemonPlan; overrides: DaemonOverrides; where?: ConfigPath; cfg?: ServerConfig } {
   if (pos) {
-    const args = new Map<string, ArgText>([
-      ['server.protect.0.address', { what: 'address', text: pos.ip }],
-      ['server.protect.0.port', { what: 'port', text: pos.port }],
-      ['server.keys.0.id', { what: 'key_id', text: pos.keyId }],
-      ['server.interface', { what: 'iface', text: pos.iface }],
-    ]);
+    const args = positionalTexts(pos, 'server.protect.0', 'server.keys.0.id', 'server.interface');
     const dest: Record<string, unknown> = { address: pos.ip, port: wholeNumber(pos.port), bindSource: o.bindSource === true };
     if (o.dialAddress !== undefined) {
       dest.dialAddress = o.dialAddress;
@@ -154,12 +159,7 @@ function clientOptions(pos: Positionals | null, o: Record<string, unknown>, logg
   let cfg: ClientConfig;
   let file: string;
   if (pos) {
-    const args = new Map<string, ArgText>([
-      ['client.destinations.0.address', { what: 'address', text: pos.ip }],
-      ['client.destinations.0.port', { what: 'port', text: pos.port }],
-      ['client.destinations.0.keyId', { what: 'key_id', text: pos.keyId }],
-      ['client.interface', { what: 'iface', text: pos.iface }],
-    ]);
+    const args = positionalTexts(pos, 'client.destinations.0', 'client.destinations.0.keyId', 'client.interface');
     const client: Record<string, unknown> = {
       interface: pos.iface,
       destinations: [{ address: pos.ip, port: wholeNumber(pos.port), keyId: wholeNumber(pos.keyId), bindSource: o.bindSource === true }],
