@@ -1,0 +1,119 @@
+// spak-test-timeout: 600
+// spak-test-modes: xdp tc
+// Stealth (issue 12, Low) end to end: with --stealth and --stealth-udp, a protected port and a
+// closed port of the server must get the same state from every nmap scan type, not only the SYN
+// scan: -sS, -sA, -sF, -sN, -sX, -sW, -sM (TCP) and -sU (UDP), IPv4 and IPv6, from a keyless host.
+// An ACK, FIN, NULL, Xmas, window or Maimon probe to a closed port draws a RST from the kernel,
+// while the protected port drops every segment without a flow: that difference is what the file
+// looks for. An open unprotected port is scanned alongside and only reported (a stray ACK to a
+// listener draws a RST from the kernel: that is normal TCP, not a closed port). The server's own
+// outgoing TCP connection still gets its answers afterwards. Nothing here asserts a timing.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Lab, startSpak, type LabProcess } from '../../src/lab/lab.js';
+import { ADDR, delta, FAMILIES, KEY, KEY_ID, OTH, skip, SRV, type Family } from './common.js';
+
+const PROTECTED = 8180;
+const CLOSED = 8182;
+const OPEN = 8181;
+const UDP_PROTECTED = 5400;
+const UDP_CLOSED = 5402;
+/** A service on the scanner the server connects out to, after the scans. */
+const OUT_TCP = 7170;
+
+const TCP_SCANS = ['-sS', '-sA', '-sF', '-sN', '-sX', '-sW', '-sM'] as const;
+type Scan = (typeof TCP_SCANS)[number] | '-sU';
+
+/** Answers every datagram with "pong" (the protected UDP port has a receiver behind it). */
+const UDP_PONG = `
+const s = require('dgram').createSocket({ type: 'udp6', ipv6Only: false });
+s.on('message', (m, r) => s.send(Buffer.from('pong'), r.port, r.address));
+s.bind(Number(process.argv[1]), '::', () => console.log('udp pong listening'));
+`;
+
+function config() {
+  return {
+    keys: [{ id: KEY_ID, secret: KEY }],
+    protect: FAMILIES.flatMap((f) => [
+      { address: ADDR[f], port: PROTECTED },
+      { address: ADDR[f], port: UDP_PROTECTED, protocol: 'udp' },
+    ]),
+    stealthUdp: true,
+  };
+}
+
+/** Port -> state from nmap's grepable output ("8180/filtered/tcp//..."). */
+function grepableStates(out: string): Record<number, string> {
+  const states: Record<number, string> = {};
+  for (const m of out.matchAll(/(\d+)\/([a-z|]+)\/(?:tcp|udp)\//g)) states[Number(m[1])] = m[2]!;
+  return states;
+}
+
+describe('stealth: every nmap scan type sees the protected port as it sees a closed one', { skip }, () => {
+  let lab: Lab;
+  const services: LabProcess[] = [];
+
+  before(async () => {
+    lab = await Lab.create({ tag: 'stscan' });
+    await lab.addHost(SRV, 1);
+    await lab.addHost(OTH, 3);
+    // ICMP errors are rate-limited per peer; without stealth a closed UDP port must answer each probe.
+    await lab.exec(SRV, ['sysctl', '-q', '-w', 'net.ipv4.icmp_ratelimit=0', 'net.ipv6.icmp.ratelimit=0'], { check: true });
+    for (const f of FAMILIES) {
+      services.push(await lab.startService(SRV, ADDR[f], PROTECTED, 'http', 'protected\n'));
+      services.push(await lab.startService(SRV, ADDR[f], OPEN, 'http', 'open\n'));
+      services.push(await lab.startService(OTH, lab.host(OTH)[f], OUT_TCP, 'http', 'outside\n'));
+    }
+    const p = lab.spawn(SRV, [process.execPath, '-e', UDP_PONG, String(UDP_PROTECTED)], {}, 'udp pong');
+    services.push(p);
+    await p.waitForLine(/udp pong listening/, 10_000);
+  });
+
+  after(async () => {
+    await lab?.destroy();
+  });
+
+  /** One nmap scan from the keyless host: the state of each port, and the output for messages. */
+  async function scan(f: Family, type: Scan): Promise<{ states: Record<number, string>; out: string }> {
+    const ports = type === '-sU' ? `${UDP_PROTECTED},${UDP_CLOSED}` : `${PROTECTED},${OPEN},${CLOSED}`;
+    const argv = ['nmap', '-n', '-Pn', type, '-T4', '--max-retries', '1', '--host-timeout', '60s',
+      '--reason', '-p', ports, '-oG', '-'];
+    if (f === 'v6') argv.push('-6');
+    const r = await lab.exec(OTH, [...argv, ADDR[f]], { timeoutMs: 120_000 });
+    assert.equal(r.code, 0, `nmap ${type} ran: ${r.stderr}`);
+    return { states: grepableStates(r.stdout), out: r.stdout };
+  }
+
+  it('--stealth --stealth-udp: protected and closed ports alike for -sS -sA -sF -sN -sX -sW -sM -sU (v4, v6)', { timeout: 500_000 }, async () => {
+    const server = await startSpak(lab, SRV, 'server', { config: config() }, ['--stealth']);
+    try {
+      const before = await server.counters();
+      const seen: string[] = [];
+      const differ: string[] = [];
+      for (const f of FAMILIES) {
+        for (const type of [...TCP_SCANS, '-sU'] as Scan[]) {
+          const s = await scan(f, type);
+          const [prot, closed] = type === '-sU' ? [UDP_PROTECTED, UDP_CLOSED] : [PROTECTED, CLOSED];
+          const a = s.states[prot] ?? 'unreported';
+          const b = s.states[closed] ?? 'unreported';
+          const open = type === '-sU' ? '' : ` open-unprotected=${s.states[OPEN] ?? 'unreported'}`;
+          seen.push(`${f} ${type}: protected=${a} closed=${b}${open}`);
+          if (a !== b || a === 'unreported') differ.push(`${f} ${type}: protected=${a} closed=${b}\n${s.out}`);
+        }
+      }
+      console.log(seen.join('\n'));
+      assert.deepEqual(differ, [], `scan types that single out the protected port:\n${differ.join('\n')}`);
+      const after = await server.counters();
+      assert.ok(delta(before, after, 'drop_stealth_syn') >= 2, JSON.stringify(after));
+      assert.ok(delta(before, after, 'drop_stealth_udp') >= 2, JSON.stringify(after));
+      // The server's own connection out still completes with stealth on.
+      for (const f of FAMILIES) {
+        const r = await lab.httpGet(SRV, lab.host(OTH)[f], OUT_TCP);
+        assert.ok(r.ok && r.body === 'outside\n', `${f}: the server's own TCP connection out: ${r.error}`);
+      }
+    } finally {
+      await server.stop().catch(() => undefined);
+      await lab.cleanupSpak(SRV);
+    }
+  });
+});
