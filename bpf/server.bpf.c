@@ -9,7 +9,8 @@
  *   spak_tcp.h     the TCP header: flags, our option (shared with the client)
  *   spak_dest.h    protected ports and destinations
  *   spak_stealth.h closed ports of protected addresses: the kernel's socket tables
- *   spak_flow.h    the flow key, recording flows, gating segments of known flows
+ *   spak_flowkey.h the flow key
+ *   spak_flow.h    recording flows, gating segments of known flows
  *   spak_syn.h     SYN verification (spak_siphash.h), replay
  *   spak_allow.h   knock allowlist and always-allow, asked only where it would drop
  *   spak_verdict.h pass() and drop(): every verdict counts its reason (spak_wire.h);
@@ -55,7 +56,7 @@ static __always_inline int spak_verdict(void *ctx, void *data, void *end, int ma
 	if (l4 != SPAK_L4_TCP)
 		return l4;
 
-	/* The common case for traffic we do not guard ends here (stealth may still judge a SYN). */
+	/* The common case for traffic we do not guard ends here (stealth may still judge it). */
 	tcp = ip.tcp;
 	if (!tcp_port_guarded(tcp->dest))
 		return tcp_unguarded(ctx, tcp, ip.ip4, ip.ip6);
@@ -64,7 +65,7 @@ static __always_inline int spak_verdict(void *ctx, void *data, void *end, int ma
 	flags = spak_tcp_flags(tcp);
 	if (spak_tcp_pure_syn(flags))
 		return handle_syn(ctx, tcp, end, &fk, ip.ip4 != NULL);
-	return handle_segment(flags, &fk, ip.ip4 != NULL);
+	return handle_segment(ctx, flags, &fk, ip.ip4 != NULL);
 }
 
 SEC("xdp")

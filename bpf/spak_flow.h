@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
 /*
- * Flows: the flow key (filled here and nowhere else), recording a flow (record_flow, for a
- * valid SYN, an allowlisted segment or datagram), and flow gating.
+ * Flows: recording a flow (record_flow, for a valid SYN, an allowlisted segment or datagram),
+ * and flow gating. The flow key is filled in spak_flowkey.h.
  *
  * Flow gating: every non-SYN TCP segment to a protected destination must belong to a
  * recorded flow. One hash lookup. The program never ends a flow: it keeps no sequence
@@ -23,30 +23,8 @@
 #include "spak_dest.h"
 #include "spak_allow.h"
 #include "spak_destcount.h"
-
-/*
- * The one place a flow key is filled, for TCP and UDP alike (the dispatcher, spak_udp.h,
- * spak_stealth.h): both addresses in the 16-byte form, the ports as on the wire. The pad is
- * zeroed because the whole key is hashed. Exactly one of ip4 and ip6 is set.
- */
-static __always_inline void spak_flow_key_fill(struct spak_flow_key *fk, const struct iphdr *ip4,
-					       const struct ipv6hdr *ip6, __be16 sport, __be16 dport,
-					       __u8 proto)
-{
-	fk->sport = sport;
-	fk->dport = dport;
-	fk->proto = proto;
-	fk->pad[0] = 0;
-	fk->pad[1] = 0;
-	fk->pad[2] = 0;
-	if (ip4) {
-		spak_addr_v4(fk->saddr, ip4->saddr);
-		spak_addr_v4(fk->daddr, ip4->daddr);
-	} else if (ip6) {
-		spak_addr_v6(fk->saddr, &ip6->saddr);
-		spak_addr_v6(fk->daddr, &ip6->daddr);
-	}
-}
+#include "spak_flowkey.h"
+#include "spak_stealth.h"
 
 /*
  * Records fk as an open flow and gives the verdict `reason`; a full table refuses it
@@ -64,8 +42,11 @@ static __always_inline int record_flow(const struct spak_flow_key *fk, const str
 	return dest_pass(cidx, reason);
 }
 
-/* A non-SYN TCP segment to a protected port: fk is its flow key, flags its TCP flags. */
-static __always_inline int handle_segment(__u8 flags, const struct spak_flow_key *fk, int v4)
+/*
+ * A non-SYN TCP segment to a protected port: fk is its flow key, flags its TCP flags. ctx: the
+ * hook's context, for stealth when no destination on its address protects the port.
+ */
+static __always_inline int handle_segment(void *ctx, __u8 flags, const struct spak_flow_key *fk, int v4)
 {
 	struct spak_flow *flow = bpf_map_lookup_elem(&spak_flows, fk);
 	struct spak_config *cfg;
@@ -76,7 +57,7 @@ static __always_inline int handle_segment(__u8 flags, const struct spak_flow_key
 		struct spak_dest_info *dest = lookup_dest(fk->daddr, fk->dport, v4);
 
 		if (!dest)
-			return pass(SPAK_SRV_PASS_UNPROTECTED);
+			return stealth_tcp(ctx, fk, flags, v4, SPAK_SRV_PASS_UNPROTECTED);
 		if (!(dest->flags & SPAK_DEST_LISTS))
 			return drop(SPAK_SRV_DROP_FLOW_MISS);
 		how = admit(fk, flags);

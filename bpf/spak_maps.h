@@ -21,7 +21,7 @@ struct spak_config {
 };
 
 /* spak_config.flags: stealth for closed ports of protected addresses (spak_stealth.h). */
-#define SPAK_CFG_STEALTH_SYN 0x01  /* drop a SYN to a port with no socket instead of the RST */
+#define SPAK_CFG_STEALTH_SYN 0x01  /* drop TCP (but a RST) to a port with no socket instead of the RST */
 #define SPAK_CFG_STEALTH_UDP 0x02  /* drop a datagram to a port with no socket instead of the ICMP */
 
 /* A protected destination (server) or a target destination (client). */

@@ -82,7 +82,7 @@ static __always_inline int handle_syn(void *ctx, struct tcphdr *tcp, void *end,
 
 	dest = lookup_dest(fk->daddr, fk->dport, v4);
 	if (!dest)
-		return stealth_syn(ctx, fk, v4, SPAK_SRV_PASS_UNPROTECTED);
+		return stealth_tcp(ctx, fk, SPAK_TCP_SYN, v4, SPAK_SRV_PASS_UNPROTECTED);
 
 	hdr_len = tcp->doff * 4;
 	if (hdr_len < sizeof(*tcp) || (void *)tcp + hdr_len > end)

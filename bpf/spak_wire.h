@@ -148,6 +148,7 @@ enum spak_server_reason {
 	SPAK_SRV_DROP_UDP_NOT_ALLOWED, /* protected UDP destination: not allowlisted, not always-allowed, no UDP flow */
 	SPAK_SRV_DROP_STEALTH_SYN,   /* stealth: SYN to a protected address's port with no socket (no RST) */
 	SPAK_SRV_DROP_STEALTH_UDP,   /* stealth: datagram to a protected address's port with no socket (no ICMP) */
+	SPAK_SRV_DROP_STEALTH_SEGMENT, /* stealth: other TCP segment (not SYN, not RST) to a protected address's port with no socket (no RST) */
 	SPAK_SRV_REASON_MAX,
 };
 

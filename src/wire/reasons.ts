@@ -32,6 +32,7 @@ export const SERVER_REASONS = [
   'SPAK_SRV_DROP_UDP_NOT_ALLOWED',
   'SPAK_SRV_DROP_STEALTH_SYN',
   'SPAK_SRV_DROP_STEALTH_UDP',
+  'SPAK_SRV_DROP_STEALTH_SEGMENT',
 ] as const;
 
 /** Outcomes of a protected destination's new-connection decisions (enum spak_dest_outcome), in header order. */

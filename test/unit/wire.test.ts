@@ -180,6 +180,7 @@ describe('constants mirror the headers', () => {
   test('stealth reasons are in the mirror', () => {
     assert.equal(layout.serverReasonIndex('drop_stealth_syn'), SERVER_REASONS.indexOf('SPAK_SRV_DROP_STEALTH_SYN'));
     assert.equal(layout.serverReasonIndex('drop_stealth_udp'), SERVER_REASONS.indexOf('SPAK_SRV_DROP_STEALTH_UDP'));
+    assert.equal(layout.serverReasonIndex('drop_stealth_segment'), SERVER_REASONS.indexOf('SPAK_SRV_DROP_STEALTH_SEGMENT'));
     assert.ok(layout.serverReasonIndex('drop_stealth_syn') >= 0 && layout.serverReasonIndex('drop_stealth_udp') >= 0);
   });
 
