@@ -8,8 +8,9 @@
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { createServer, type AddressInfo, type Server } from 'node:net';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { buildTcp, buildUdp, linuxSynOptions } from '../support/packet.js';
+import { type ServerReason } from '../../src/wire/reasons.js';
 import { DEFAULT_SETUP, FAMILIES, fileServer, segment, validSyn, type Endpoints } from './server-fixtures.js';
 
 const file = fileServer();
@@ -71,6 +72,25 @@ function syn(e: Endpoints, dport: number, o: { daddr?: string; flags?: Parameter
   });
 }
 
+/** The flags of nmap's scans other than the SYN scan (the window scan sends ACKs too), and a SYN-ACK. */
+const SCAN_FLAGS: [string, Parameters<typeof buildTcp>[0]['flags']][] = [
+  ['ACK (-sA, -sW)', { ack: true }],
+  ['FIN (-sF)', { fin: true }],
+  ['NULL (-sN)', {}],
+  ['Xmas (-sX)', { fin: true, psh: true, urg: true }],
+  ['FIN/ACK (-sM)', { fin: true, ack: true }],
+  ['SYN-ACK', { syn: true, ack: true }],
+];
+
+/** file.srv.expect, its failure naming the probe. */
+function expectAs(frame: Buffer, reason: ServerReason, what: string): void {
+  try {
+    file.srv.expect(frame, reason);
+  } catch (err) {
+    throw new Error(`${what}: ${(err as Error).message}`);
+  }
+}
+
 function udp(e: Endpoints, dport: number, daddr = e.server): Buffer {
   return buildUdp({ family: e.family, saddr: e.client, daddr, sport: 41001, dport, payload: Buffer.from('probe') });
 }
@@ -92,13 +112,36 @@ for (const e of Object.values(FAMILIES)) {
       file.srv.expect(syn(e, ports.listening), 'pass_other');
     });
 
-    test('stealth on: SYN-ACK, ACK, RST and FIN to a closed port pass (replies to the host\'s own connections)', () => {
+    test('stealth off: every flag combination to a closed port of a protected address passes (the kernel answers RST)', () => {
+      file.use({ stealth: false });
+      for (const [what, flags] of SCAN_FLAGS) expectAs(syn(e, ports.closed[0]!, { flags }), 'pass_other', what);
+    });
+
+    test('stealth on: ACK, FIN, NULL, Xmas, Maimon, SYN-ACK to a closed port of a protected address -> drop_stealth_segment', () => {
       file.use({ stealth: true });
-      const p = ports.closed[0]!;
-      file.srv.expect(syn(e, p, { flags: { syn: true, ack: true } }), 'pass_other');
-      file.srv.expect(syn(e, p, { flags: { ack: true } }), 'pass_other');
-      file.srv.expect(syn(e, p, { flags: { rst: true } }), 'pass_other');
-      file.srv.expect(syn(e, p, { flags: { fin: true, ack: true } }), 'pass_other');
+      for (const p of ports.closed) {
+        for (const [what, flags] of SCAN_FLAGS) {
+          expectAs(syn(e, p, { flags }), 'drop_stealth_segment', `${what} to ${p}`);
+        }
+      }
+    });
+
+    test('stealth on: a RST to a closed port passes (the kernel never answers one)', () => {
+      file.use({ stealth: true });
+      file.srv.expect(syn(e, ports.closed[0]!, { flags: { rst: true } }), 'pass_other');
+      file.srv.expect(syn(e, ports.closed[0]!, { flags: { rst: true, ack: true } }), 'pass_other');
+    });
+
+    test('stealth on: every flag combination to a listening unprotected port passes (its RST to a stray ACK is normal TCP)', () => {
+      file.use({ stealth: true });
+      for (const [what, flags] of SCAN_FLAGS) expectAs(syn(e, ports.listening, { flags }), 'pass_other', what);
+    });
+
+    test('stealth on: segments to a closed port of an unprotected address pass', () => {
+      file.use({ stealth: true });
+      for (const [what, flags] of SCAN_FLAGS) {
+        expectAs(syn(e, ports.closed[0]!, { flags, daddr: e.unprotected }), 'pass_other', what);
+      }
     });
 
     test('stealth on: a SYN to a closed port of an address spak does not protect passes', () => {
@@ -119,11 +162,16 @@ for (const e of Object.values(FAMILIES)) {
       file.srv.expect(syn(e, p), 'pass_unprotected');
       file.use({ stealth: true, protect });
       file.srv.expect(syn(e, p), 'drop_stealth_syn');
+      // A segment there misses the flow table, then finds no destination on this address.
+      file.srv.expect(syn(e, p, { flags: { ack: true } }), 'drop_stealth_segment');
+      file.use({ stealth: false, protect });
+      file.srv.expect(syn(e, p, { flags: { ack: true } }), 'pass_unprotected');
     });
 
-    test('stealth on: the protected port keeps its own verdicts (untagged -> drop_no_option, valid -> pass_valid_syn)', async () => {
+    test('stealth on: the protected port keeps its own verdicts (untagged -> drop_no_option, no flow -> drop_flow_miss, valid -> pass_valid_syn)', async () => {
       file.use({ stealth: true });
       file.srv.expect(syn(e, 22), 'drop_no_option');
+      for (const [what, flags] of SCAN_FLAGS) expectAs(syn(e, 22, { flags }), 'drop_flow_miss', what);
       file.srv.expect(validSyn(e, await file.step()), 'pass_valid_syn');
       file.srv.expect(segment(e, { ack: true }), 'pass_flow');
     });
@@ -139,9 +187,10 @@ for (const e of Object.values(FAMILIES)) {
       }
     });
 
-    test('stealthUdp alone leaves SYNs to closed ports alone', () => {
+    test('stealthUdp alone leaves TCP to closed ports alone', () => {
       file.use({ stealth: false, stealthUdp: true });
       file.srv.expect(syn(e, ports.closed[0]!), 'pass_other');
+      file.srv.expect(syn(e, ports.closed[0]!, { flags: { ack: true } }), 'pass_other');
     });
   });
 
@@ -185,6 +234,52 @@ for (const e of Object.values(FAMILIES)) {
       const p = ports.udpClosed[0]!;
       file.use({ stealthUdp: true, protect: [...DEFAULT_SETUP.protect, { address: e.server, port: p, protocol: 'udp' }] });
       file.srv.expect(udp(e, p), 'drop_udp_not_allowed');
+    });
+  });
+}
+
+/*
+ * The host's own connections: a real loopback connection, with the loopback address protected
+ * (on port 22, which has nothing to do with the connection). Segments of it, in either
+ * direction, find their sockets and pass with stealth on; the same flags to a closed port of
+ * the same address are dropped.
+ */
+for (const [family, lo] of [[4, '127.0.0.1'], [6, '::1']] as const) {
+  describe(`stealth IPv${family}: established connections on a protected address`, () => {
+    let server: Server;
+    let client: Socket;
+    const conn = { listen: 0, local: 0 };
+
+    before(async () => {
+      server = await new Promise<Server>((resolve, reject) => {
+        const s = createServer();
+        s.once('error', reject);
+        s.listen({ host: lo, port: 0 }, () => resolve(s));
+      });
+      conn.listen = (server.address() as AddressInfo).port;
+      client = await new Promise<Socket>((resolve, reject) => {
+        const c = connect({ host: lo, port: conn.listen }, () => resolve(c));
+        c.once('error', reject);
+      });
+      conn.local = client.localPort!;
+    });
+
+    after(async () => {
+      client?.destroy();
+      await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+    });
+
+    function seg(sport: number, dport: number, flags: Parameters<typeof buildTcp>[0]['flags']): Buffer {
+      return buildTcp({ family, saddr: lo, daddr: lo, sport, dport, seq: 0x2000, ack: 0x3000, flags });
+    }
+
+    test('stealth on: ACK and FIN/ACK of the host\'s own outgoing connection (its socket) pass; a closed port drops them', () => {
+      file.use({ stealth: true, protect: [{ address: lo, port: 22 }] });
+      for (const [what, flags] of [['ACK', { ack: true }], ['FIN/ACK', { fin: true, ack: true }], ['SYN-ACK', { syn: true, ack: true }]] as const) {
+        expectAs(seg(conn.listen, conn.local, flags), 'pass_other', `${what} to the connecting side`);
+        expectAs(seg(conn.local, conn.listen, flags), 'pass_other', `${what} to the accepting side`);
+        expectAs(seg(conn.listen, ports.closed[0]!, flags), 'drop_stealth_segment', `${what} to a closed port`);
+      }
     });
   });
 }

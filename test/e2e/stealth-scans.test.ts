@@ -106,10 +106,14 @@ describe('stealth: every nmap scan type sees the protected port as it sees a clo
       const after = await server.counters();
       assert.ok(delta(before, after, 'drop_stealth_syn') >= 2, JSON.stringify(after));
       assert.ok(delta(before, after, 'drop_stealth_udp') >= 2, JSON.stringify(after));
-      // The server's own connection out still completes with stealth on.
+      // Six scan types of segments that are not SYNs, one closed port, two families.
+      assert.ok(delta(before, after, 'drop_stealth_segment') >= 12, JSON.stringify(after));
+      // The server's own connection out, and the open unprotected port, still work with stealth on.
       for (const f of FAMILIES) {
-        const r = await lab.httpGet(SRV, lab.host(OTH)[f], OUT_TCP);
-        assert.ok(r.ok && r.body === 'outside\n', `${f}: the server's own TCP connection out: ${r.error}`);
+        const out = await lab.httpGet(SRV, lab.host(OTH)[f], OUT_TCP);
+        assert.ok(out.ok && out.body === 'outside\n', `${f}: the server's own TCP connection out: ${out.error}`);
+        const open = await lab.httpGet(OTH, ADDR[f], OPEN);
+        assert.ok(open.ok && open.body === 'open\n', `${f}: the open port serves: ${open.error}`);
       }
     } finally {
       await server.stop().catch(() => undefined);
