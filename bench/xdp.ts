@@ -84,9 +84,9 @@ export function frames(): Record<string, Buffer> {
 }
 
 /**
- * Stealth (bpf/spak_stealth.h): SYNs to ports of the protected address that no destination
- * protects, to a port with a listener and to one without, on the SYN-mode server (stealth off)
- * and on the same build with stealth on. The listener is a real socket of this process (the
+ * Stealth (bpf/spak_stealth.h): SYNs and ACKs to ports of the protected address that no
+ * destination protects, to a port with a listener and to one without, on the SYN-mode server
+ * (stealth off) and on the same build with stealth on. The listener is a real socket of this process (the
  * program asks the socket tables of the netns it runs in); the closed port had one a moment ago.
  */
 async function stealthFrames(): Promise<{ frames: Record<string, Buffer>; listener: Server }> {
@@ -100,6 +100,7 @@ async function stealthFrames(): Promise<{ frames: Record<string, Buffer>; listen
   await new Promise<void>((r) => gone.close(() => r()));
   const listener = await listen();
   const open = (listener.address() as AddressInfo).port;
+  const ack = (dport: number) => buildTcp({ family: 4, saddr: CLIENT, daddr: SERVER, sport: 40000, dport, seq: 1, ack: 1, flags: { ack: true }, payload: Buffer.alloc(64) });
   const syn = (dport: number) => buildTcp({ family: 4, saddr: CLIENT, daddr: SERVER, sport: 40002, dport, seq: 0x13579bdf, flags: { syn: true }, options: linuxSynOptions() });
   return {
     listener,
@@ -108,7 +109,8 @@ async function stealthFrames(): Promise<{ frames: Record<string, Buffer>; listen
       [STEALTH_CASES.openOn]: syn(open),
       [STEALTH_CASES.closedOff]: syn(closed),
       [STEALTH_CASES.closedOn]: syn(closed),
-      [STEALTH_CASES.ackOn]: buildTcp({ family: 4, saddr: CLIENT, daddr: SERVER, sport: 40000, dport: 80, seq: 1, ack: 1, flags: { ack: true }, payload: Buffer.alloc(64) }),
+      [STEALTH_CASES.ackOn]: ack(open),
+      [STEALTH_CASES.ackClosedOn]: ack(closed),
     },
   };
 }
@@ -119,9 +121,10 @@ export const STEALTH_CASES = {
   openOn: 'unprotected SYN with stealth on (listening port: socket found, passes)',
   closedOff: 'closed-port SYN, stealth off (passes: the kernel would RST)',
   closedOn: 'stealth closed-port SYN (socket lookup misses, dropped)',
-  ackOn: 'unprotected packet (TCP ACK to :80), stealth on',
+  ackOn: 'unprotected ACK with stealth on (listening port: socket found, passes)',
+  ackClosedOn: 'stealth closed-port ACK (socket lookup misses, dropped)',
 } as const;
-const STEALTH_ON = new Set<string>([STEALTH_CASES.openOn, STEALTH_CASES.closedOn, STEALTH_CASES.ackOn]);
+const STEALTH_ON = new Set<string>([STEALTH_CASES.openOn, STEALTH_CASES.closedOn, STEALTH_CASES.ackOn, STEALTH_CASES.ackClosedOn]);
 
 /** Runs every case `rounds` times with `repeat` packets each, baseline interleaved. */
 export async function benchXdp(repeat = 10_000_000, rounds = 5): Promise<XdpCase[]> {
@@ -180,6 +183,7 @@ export async function benchXdp(repeat = 10_000_000, rounds = 5): Promise<XdpCase
       [STEALTH_CASES.closedOff]: XDP_PASS,
       [STEALTH_CASES.closedOn]: XDP_DROP,
       [STEALTH_CASES.ackOn]: XDP_PASS,
+      [STEALTH_CASES.ackClosedOn]: XDP_DROP,
     };
     for (const [name, v] of Object.entries(want)) {
       const got = testRun(progOf(name), cases[name as keyof typeof cases]!).retval;
