@@ -24,7 +24,7 @@ export function monotonicSeconds(): number {
 export interface TimeSettings {
   stepSeconds: number;
   stepWindow?: number;
-  /** Server: drop SYNs to closed ports of protected addresses instead of the RST (bpf/spak_stealth.h). */
+  /** Server: drop TCP segments (but RSTs) to closed ports of protected addresses instead of the RST (bpf/spak_stealth.h). */
   stealth?: boolean | undefined;
   /** Server: drop UDP datagrams to closed ports of protected addresses instead of the ICMP error. */
   stealthUdp?: boolean | undefined;

@@ -217,7 +217,7 @@ export function buildProgram(): Command {
     .option('--dial-address <ip>', 'behind DNAT: the address clients dial')
     .option('--dial-port <port>', 'behind DNAT: the port clients dial')
     .option('--no-seed', 'do not keep connections that exist at first start')
-    .option('--stealth', 'drop SYNs to closed ports of protected addresses too (no RST: a scan cannot single out the protected port)')
+    .option('--stealth', 'drop TCP to closed ports of protected addresses too (no RST to any scan: a scan cannot single out the protected port)')
     .option('--stealth-udp', 'drop UDP datagrams to closed ports of protected addresses too (no ICMP port unreachable)')
     .option('--bpffs <dir>', 'where bpffs is (mounted there if missing)', DEFAULT_BPFFS)
     .option('--stats-interval <seconds>', 'print the counters every n seconds (0: only on SIGUSR1 and exit)', '0')

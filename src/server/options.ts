@@ -32,7 +32,7 @@ export interface ProgramConfig {
   knock?: KnockMapOptions | undefined;
   /** Sources every protected destination admits: IPv4/IPv6 addresses and CIDRs. */
   alwaysAllow?: string[] | undefined;
-  /** Drop SYNs to ports of protected addresses with no socket, instead of the kernel's RST (bpf/spak_stealth.h). */
+  /** Drop TCP segments (but RSTs) to ports of protected addresses with no socket, instead of the kernel's RST (bpf/spak_stealth.h). */
   stealth?: boolean | undefined;
   /** The same for UDP datagrams, instead of the kernel's ICMP port unreachable. */
   stealthUdp?: boolean | undefined;
