@@ -14,7 +14,8 @@ export type MapRole = 'config' | 'state';
  * Who writes the map from user space ('program': only server.bpf.c itself, user space at most
  * reads, seeds or sweeps it).
  */
-export type MapWriter = 'bpf/clock.ts' | 'server/destinations.ts' | 'server/knockmaps.ts' | 'server/allowlist.ts' | 'server/destcounters.ts' | 'program';
+export type MapWriter = 'bpf/clock.ts' | 'server/destinations.ts' | 'server/knockmaps.ts' | 'server/allowlist.ts' | 'server/destcounters.ts'
+  | 'server/knocknonces.ts' | 'program';
 
 /** The server options that size a table. */
 export type CapacityOption = 'flowCapacity' | 'replayCapacity' | 'allowCapacity';
@@ -62,6 +63,11 @@ export const SERVER_MAPS = {
     capacity: { option: 'allowCapacity', default: SPAK_DEFAULT_ALLOW_CAPACITY },
   },
   spak_server_counters: { role: 'state', writer: 'program', pinned: true },
+  // The knock replay memory (no program reads it): pinned, it outlives every daemon, and only root can touch it.
+  spak_knock_nonces: {
+    role: 'state', writer: 'server/knocknonces.ts', pinned: true,
+    capacity: { option: 'replayCapacity', default: SPAK_DEFAULT_REPLAY_CAPACITY },
+  },
 } as const satisfies Record<string, MapSpec>;
 
 export type ServerMapName = keyof typeof SERVER_MAPS;
