@@ -31,6 +31,8 @@ export interface MapSpec {
   keptOnReload?: boolean;
   /** Its fill is reported (metrics, `spak status`) under this name. */
   table?: 'flows' | 'replay' | 'allowlist';
+  /** The privilege drop leaves its pin root's: only the daemon, through the fd it holds, writes it. */
+  rootOwnedPin?: boolean;
 }
 
 export const SERVER_MAPS = {
@@ -65,7 +67,7 @@ export const SERVER_MAPS = {
   spak_server_counters: { role: 'state', writer: 'program', pinned: true },
   // The knock replay memory (no program reads it): pinned, it outlives every daemon, and only root can touch it.
   spak_knock_nonces: {
-    role: 'state', writer: 'server/knocknonces.ts', pinned: true,
+    role: 'state', writer: 'server/knocknonces.ts', pinned: true, rootOwnedPin: true,
     capacity: { option: 'replayCapacity', default: SPAK_DEFAULT_REPLAY_CAPACITY },
   },
 } as const satisfies Record<string, MapSpec>;
@@ -79,6 +81,8 @@ const where = <N extends ServerMapName>(pred: (s: MapSpec) => boolean) => ALL.fi
 export const SERVER_MAP_NAMES: readonly ServerMapName[] = ALL;
 export const STATE_MAPS: readonly ServerMapName[] = where((s) => s.role === 'state');
 export const PINNED_MAPS: readonly ServerMapName[] = where((s) => s.pinned);
+/** Pins the privilege drop does not hand to the daemon's user. */
+export const ROOT_OWNED_PINS: readonly ServerMapName[] = where((s) => s.rootOwnedPin === true);
 /** What a reload shares with the running program: the state, and what this daemon keeps across its reloads. */
 export const RELOAD_SHARED_MAPS: readonly ServerMapName[] = where((s) => s.role === 'state' || s.keptOnReload === true);
 
