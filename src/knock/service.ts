@@ -153,12 +153,16 @@ export class KnockService {
     this.#serverKey = loadPrivateKey(cfg.serverKeyFile);
     const stateDir = cfg.stateDir ?? (this.#ifaces[0] !== undefined ? path.join(DEFAULT_STATE_ROOT, this.#ifaces[0]) : undefined);
     if (stateDir === undefined) throw new Error('knock: give stateDir (where the grant record survives restarts)');
-    const opened = ReplayMemory.open(() => this.#nonceTables, cfg.windowSeconds, Math.floor(Date.now() / 1000));
+    const startS = Math.floor(Date.now() / 1000);
+    const opened = ReplayMemory.open(() => this.#nonceTables, cfg.windowSeconds, startS);
     this.#replay = opened.memory;
     this.#coldStart = opened.cold !== null;
     if (opened.cold !== null)
       logger.warn({ fence: opened.memory.fence, why: opened.cold },
         `knock: no replay memory from an earlier daemon (${opened.cold}): every knock stamped at or before ${new Date(opened.memory.fence * 1000).toISOString()} is refused (start fence)`);
+    else if (opened.memory.fence > startS)
+      logger.warn({ fence: opened.memory.fence },
+        `knock: the replay memory's fence is ${opened.memory.fence - startS} s ahead of the clock (it went back?): knocks stamped before ${new Date(opened.memory.fence * 1000).toISOString()} are refused (before_fence)`);
     // The replay file of earlier versions: the pinned map and the fence replace it.
     try {
       rmSync(path.join(stateDir, 'knock-replay'), { force: true });
