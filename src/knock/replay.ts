@@ -32,13 +32,21 @@ export class ReplayMemory implements ReplayCheck {
   static open(tables: () => readonly NonceTable[], windowS: number, nowS: number): { memory: ReplayMemory; cold: string | null } {
     const ts = tables();
     if (ts.length === 0) throw new Error('knock: no replay memory to open');
-    const fences = ts.map((t) => t.fence());
+    let unreadable: string | null = null;
+    const fences = ts.map((t) => {
+      try {
+        return t.fence();
+      } catch (err) {
+        unreadable = `unreadable: ${(err as Error).message}`;
+        return null;
+      }
+    });
     const known = fences.filter((f): f is number => f !== null);
     let fence = Math.max(0, ...known);
     let cold: string | null = null;
     if (known.length < ts.length) {
       fence = Math.max(fence, nowS);
-      cold = known.length === 0 ? 'first start, a reboot, or its pins removed' : `${ts.length - known.length} of ${ts.length} interfaces have none`;
+      cold = unreadable ?? (known.length === 0 ? 'first start, a reboot, or its pins removed' : `${ts.length - known.length} of ${ts.length} interfaces have none`);
     }
     const memory = new ReplayMemory(tables, windowS, fence);
     for (const t of ts) t.setFence(fence, nowS);

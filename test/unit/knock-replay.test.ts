@@ -87,6 +87,15 @@ describe('the replay memory', () => {
     assert.throws(() => m.check(1, randomBytes(16), T, T), /full/);
   });
 
+  test('a table that cannot be read is a cold start too (fenced at the start, the reason in the line)', () => {
+    const table = new MemoryNonceTable();
+    open([table], T - 500).memory.check(1, randomBytes(16), T - 1, T - 1);
+    table.fence = () => { throw new Error('EPERM'); };
+    const { memory, cold } = open([table], T);
+    assert.match(cold ?? '', /unreadable: EPERM/);
+    assert.equal(memory.fence, T);
+  });
+
   test('several interfaces: each records every knock; one table without a fence makes a cold start', () => {
     const a = new MemoryNonceTable();
     const b = new MemoryNonceTable();
