@@ -151,6 +151,35 @@ struct {
 	__type(value, __u64);
 } spak_knock_rate SEC(".maps");
 
+/*
+ * Knock replay memory (src/server/knocknonces.ts is its one writer; no program reads it). Kind
+ * SPAK_NONCE_SEEN: (client id, nonce) -> the knock's timestamp and when it was recorded. Kind
+ * SPAK_NONCE_FENCE (client and nonce zero): the fence, the highest timestamp ever forgotten; a
+ * knock stamped at or before it is refused. A state map, pinned: it outlives every daemon and
+ * only root (CAP_BPF) can touch it. Not an LRU: full, it refuses knocks rather than forget.
+ * Set by user space (--replay-capacity).
+ */
+enum spak_nonce_kind { SPAK_NONCE_SEEN = 0, SPAK_NONCE_FENCE = 1 };
+
+struct spak_knock_nonce_key {
+	__u32 kind;
+	__be32 client_id;
+	__u8 nonce[16];
+};
+
+struct spak_knock_nonce {
+	__u64 timestamp;   /* the knock's own, unix seconds (the fence: the fence) */
+	__u64 recorded;    /* when the daemon recorded it, unix seconds */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SPAK_DEFAULT_REPLAY_CAPACITY);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct spak_knock_nonce_key);
+	__type(value, struct spak_knock_nonce);
+} spak_knock_nonces SEC(".maps");
+
 SPAK_COUNTERS(spak_server_counters, SPAK_SRV_REASON_MAX)
 
 /*

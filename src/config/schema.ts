@@ -49,7 +49,7 @@ export const knockSchema = z.strictObject({
   port,
   serverKeyFile: z.string().min(1),
   clientsDir: z.string().min(1),
-  /** Where the replay cache lives (default /var/lib/spak/<interface>). */
+  /** Where the knock grant record lives (default /var/lib/spak/<interface>; the replay memory is pinned, see README). */
   stateDir: z.string().min(1).optional(),
   /** The address the knock socket binds to (default :: with IPv4 mapped, or 0.0.0.0). */
   listenAddress: address.optional(),

@@ -11,6 +11,7 @@ import { resolveSecret, type KnockConfig, type ServerConfig } from '../config/sc
 import { loadConfig, type ConfigPath } from '../config/load.js';
 import { DEFAULT_STATE_ROOT, knockOptionsFromConfig, startKnockService, type KnockService, type KnockServiceMaps } from '../knock/service.js';
 import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
+import { ROOT_OWNED_PINS } from '../server/maps.js';
 import { dropPrivileges, resolveAccount, type Account, type CapName } from './privdrop.js';
 import { scopeWarnings } from '../server/scope.js';
 import { decisionLog, knockLog } from '../observe/log.js';
@@ -234,11 +235,12 @@ export class SpakDaemon {
   /** Hands what the daemon writes later to the user, then becomes it. */
   #dropPrivileges(to: Account): void {
     const own = (p: string) => chownSync(p, to.uid, to.gid);
+    const rootOwned = new Set<string>(ROOT_OWNED_PINS); // the knock replay memory: not the user's to touch
     for (const s of this.#servers) {
       const dir = s.pinDir;
       if (!dir) continue;
       own(dir); // reload re-pins the configuration maps here
-      for (const name of readdirSync(dir)) own(path.join(dir, name));
+      for (const name of readdirSync(dir)) if (!rootOwned.has(name)) own(path.join(dir, name));
       s.keepPinDirOpen();
     }
     if (this.#plan.knockConfig) {
@@ -389,5 +391,5 @@ function serverOptions(plan: DaemonPlan, i: DaemonInterface, o: DaemonOptions): 
 }
 
 function knockMaps(servers: SpakServer[]): KnockServiceMaps[] {
-  return servers.map((s) => ({ spak_allow: s.map('spak_allow') }));
+  return servers.map((s) => ({ spak_allow: s.map('spak_allow'), spak_knock_nonces: s.map('spak_knock_nonces') }));
 }

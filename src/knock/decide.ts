@@ -11,7 +11,8 @@ export const KNOCK_POLICY_REJECTS = [
   'port_not_allowed',      // a requested protocol/port is not in the policy (or nothing is allowed)
   'duration_over_max',     // requested duration above the policy's maximum
   'bad_allow_address',     // named address to allow is unspecified, multicast or broadcast
-  'replay_store_failed',   // the nonce could not be persisted: refused rather than replayable
+  'before_fence',          // stamped at or before the replay memory's fence (knock/replay.ts): it may have opened before
+  'replay_store_failed',   // the nonce could not be recorded (the replay memory is full): refused rather than replayable
   'allowlist_failed',      // writing the allowlist map failed (full?)
   'internal_error',        // anything else thrown while handling
 ] as const;
@@ -39,9 +40,12 @@ export function unusableAllowAddress(a16: Buffer): boolean {
 /** The server's own addresses in the form decideKnock looks them up (IPv4 and ::ffff:IPv4 alike). */
 export const addressSet = (addrs: Iterable<string>): Set<string> => new Set([...addrs].map((a) => addrTo16(a).toString('hex')));
 
-/** The replay check: true when (client, nonce) was seen; records it otherwise. May throw (a store that cannot persist). */
+/** What the replay memory says of a knock: 'new' (and recorded now), or why it is refused. */
+export type ReplayVerdict = 'new' | 'replayed' | 'before_fence';
+
+/** The replay check (knock/replay.ts ReplayMemory): records a new (client, nonce). May throw (a memory that cannot record). */
 export interface ReplayCheck {
-  seen(clientId: number, nonce: Buffer, timestamp: number, nowS: number): boolean;
+  check(clientId: number, nonce: Buffer, timestamp: number, nowS: number): ReplayVerdict;
 }
 
 export interface KnockFacts {
@@ -89,13 +93,13 @@ export function decideKnock(f: KnockFacts): KnockDecision {
   const fresh = checkFreshness(p.timestamp, f.nowS, f.windowS);
   if (fresh) return no(fresh, `timestamp ${p.timestamp}, now ${f.nowS}`);
   if (!f.serverAddrs.has(addrTo16(p.serverAddr).toString('hex'))) return no('wrong_server', `sent to ${p.serverAddr}`);
-  let replayed: boolean;
+  let replay: ReplayVerdict;
   try {
-    replayed = f.replay.seen(client.id, p.nonce, p.timestamp, f.nowS);
+    replay = f.replay.check(client.id, p.nonce, p.timestamp, f.nowS);
   } catch (err) {
     return no('replay_store_failed', (err as Error).message);
   }
-  if (replayed) return no('replayed');
+  if (replay !== 'new') return no(replay);
   const pol = client.policy;
   const inFrom = (a16: Buffer): boolean => pol.fromNetworks.length === 0 || pol.fromNetworks.some((n) => inNetwork(a16, n));
   if (!inFrom(addrTo16(src))) return no('source_not_allowed');

@@ -1,7 +1,7 @@
 // The allowlist entries knocks make: writeGrant writes one knock's entries, all or nothing;
 // GrantTable records which client made which entry, so removing a client revokes its entries, also after
 // a daemon restart: the allowlist map is pinned and outlives the daemon, so this record must too.
-// Kept like the replay cache: one line appended per grant ("<key hex> <client id hex>
+// Kept in a journal (journal.ts): one line appended per grant ("<key hex> <client id hex>
 // <expires ns>"), rewritten atomically by prune(); on load, a line counts only while its entry is
 // still in the map (after a reboot the map is empty and so is this).
 import type { BpfMap } from '../bpf/libbpf.js';

@@ -1,5 +1,5 @@
 // An append-only line file that is compacted by an atomic rewrite: the shape of every record the
-// knock daemon keeps across restarts (replay cache, grants). Appends are one write(2) per line, so
+// knock daemon keeps across restarts (the grants). Appends are one write(2) per line, so
 // a crash leaves at most a torn last line, which the reader's own line pattern ignores; a rewrite
 // goes to a temporary file renamed over the journal, so a reader never sees half a file.
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';

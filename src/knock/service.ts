@@ -5,6 +5,7 @@
 // client maps are not ours: onClients hands each change of the directory to their one writer.
 import type { KeyObject } from 'node:crypto';
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { rmSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import path from 'node:path';
@@ -12,6 +13,7 @@ import type { Logger } from 'pino';
 import type { BpfMap } from '../bpf/libbpf.js';
 import type { KnockConfig } from '../config/schema.js';
 import type { KnockMapOptions } from '../server/knockmaps.js';
+import { nonceTable, type NonceTable } from '../server/knocknonces.js';
 import { addrFrom16, addrTo16 } from '../wire/address.js';
 import { KnockTally, type KnockClientCount, type KnockCounters } from './counters.js';
 import { KnockOpener } from './datagram.js';
@@ -21,10 +23,10 @@ import { GrantTable, writeGrant } from './grants.js';
 import { loadPrivateKey } from './keys.js';
 import { policyDefaults } from './policy.js';
 import { knockMapOptions } from './prefilter.js';
-import { ReplayStore } from './replay.js';
+import { ReplayMemory } from './replay.js';
 
-/** The maps of one interface served that the service writes: its allowlist. */
-export interface KnockServiceMaps { spak_allow: BpfMap }
+/** The maps of one interface served that the service writes: its allowlist and its replay memory. */
+export interface KnockServiceMaps { spak_allow: BpfMap; spak_knock_nonces: BpfMap }
 
 export interface KnockServiceOptions {
   /**
@@ -109,7 +111,9 @@ export class KnockService {
   #maps: KnockServiceMaps[];
   readonly #ifaces: string[];
   readonly #serverKey: KeyObject;
-  readonly #replay: ReplayStore;
+  readonly #replay: ReplayMemory;
+  #nonceTables: NonceTable[];
+  readonly #coldStart: boolean;
   readonly #grants: GrantTable;
   readonly #dir: ClientsDirectory;
   readonly #opener: KnockOpener;
@@ -126,6 +130,10 @@ export class KnockService {
    */
   static async start(maps: KnockServiceMaps | KnockServiceMaps[], cfg: KnockConfig, logger: Logger, opts: KnockServiceOptions): Promise<KnockService> {
     const svc = new KnockService(maps, cfg, logger, opts);
+    // After a cold start the fence is this second: a knock stamped in it would be refused, so the
+    // socket opens in the next one (at most a second later; warm starts do not wait).
+    const wait = svc.#coldStart ? (svc.#replay.fence + 1) * 1000 - Date.now() : 0;
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(wait, 1000)));
     await svc.#bind();
     svc.#startHousekeeping();
     return svc;
@@ -139,18 +147,29 @@ export class KnockService {
   ) {
     this.#maps = Array.isArray(maps) ? maps : [maps];
     if (this.#maps.length === 0) throw new Error('knock: no maps to serve');
+    this.#nonceTables = this.#maps.map((m) => nonceTable(m.spak_knock_nonces));
     this.#ifaces = opts.iface === undefined ? [] : Array.isArray(opts.iface) ? opts.iface : [opts.iface];
     this.#rescanMs = opts.rescanMs ?? 5000;
     this.#serverKey = loadPrivateKey(cfg.serverKeyFile);
     const stateDir = cfg.stateDir ?? (this.#ifaces[0] !== undefined ? path.join(DEFAULT_STATE_ROOT, this.#ifaces[0]) : undefined);
-    if (stateDir === undefined) throw new Error('knock: give stateDir (where the replay cache survives restarts)');
-    this.#replay = ReplayStore.open(path.join(stateDir, 'knock-replay'), cfg.windowSeconds, Math.floor(Date.now() / 1000));
+    if (stateDir === undefined) throw new Error('knock: give stateDir (where the grant record survives restarts)');
+    const startS = Math.floor(Date.now() / 1000);
+    const opened = ReplayMemory.open(() => this.#nonceTables, cfg.windowSeconds, startS);
+    this.#replay = opened.memory;
+    this.#coldStart = opened.cold !== null;
+    if (opened.cold !== null)
+      logger.warn({ fence: opened.memory.fence, why: opened.cold },
+        `knock: no replay memory from an earlier daemon (${opened.cold}): every knock stamped at or before ${new Date(opened.memory.fence * 1000).toISOString()} is refused (start fence)`);
+    else if (opened.memory.fence > startS)
+      logger.warn({ fence: opened.memory.fence },
+        `knock: the replay memory's fence is ${opened.memory.fence - startS} s ahead of the clock (it went back?): knocks stamped before ${new Date(opened.memory.fence * 1000).toISOString()} are refused (before_fence)`);
+    // The replay file of earlier versions: the pinned map and the fence replace it.
     try {
-      this.#grants = GrantTable.open(path.join(stateDir, 'knock-grants'), () => this.#maps.map((m) => m.spak_allow));
-    } catch (err) {
-      this.#replay.close();
-      throw err;
+      rmSync(path.join(stateDir, 'knock-replay'), { force: true });
+    } catch {
+      // not ours to worry about: nothing reads it any more
     }
+    this.#grants = GrantTable.open(path.join(stateDir, 'knock-grants'), () => this.#maps.map((m) => m.spak_allow));
     this.#dir = new ClientsDirectory(cfg.clientsDir, this.#serverKey, policyDefaults(cfg), (c, now) => this.#changed(c, now),
       (line) => logger.warn(`knock: ${line}`), this.#rescanMs);
     this.#opener = new KnockOpener(this.#serverKey, (id) => this.#dir.current.get(id));
@@ -164,7 +183,6 @@ export class KnockService {
       this.#sockets = await bindSockets(this.cfg.port, this.cfg.listenAddress, (m, r) => void this.#handle(m, r).catch(() => undefined));
     } catch (err) {
       this.#dir.stop();
-      this.#replay.close();
       this.#grants.close();
       try {
         this.opts.onClients(undefined); // no socket: XDP must not pass knocks to a closed port
@@ -177,14 +195,14 @@ export class KnockService {
   }
 
   #startHousekeeping(): void {
-    // Compacting rewrites the whole replay file: once per window is enough to bound its size.
-    const compactEvery = Math.max(1, Math.ceil((this.cfg.windowSeconds * 1000) / this.#rescanMs));
+    // Pruning walks the whole replay memory: once per window is enough to bound its size (a full one prunes at once).
+    const pruneEvery = Math.max(1, Math.ceil((this.cfg.windowSeconds * 1000) / this.#rescanMs));
     let ticks = 0;
     this.#housekeeping = setInterval(() => {
       try {
         this.#refreshAddrs();
         this.#grants.prune(process.hrtime.bigint());
-        if (++ticks % compactEvery === 0) this.#replay.compact(Math.floor(Date.now() / 1000));
+        if (++ticks % pruneEvery === 0) this.#replay.prune(Math.floor(Date.now() / 1000));
         this.opts.decisions.flush();
       } catch (err) {
         this.logger.error({ err }, 'knock: housekeeping failed');
@@ -198,7 +216,6 @@ export class KnockService {
     this.#dir.stop();
     for (const s of this.#sockets) s.close();
     this.opts.decisions.flush();
-    this.#replay.close();
     this.#grants.close();
   }
 
@@ -230,6 +247,7 @@ export class KnockService {
     const list = Array.isArray(next) ? next : [next];
     if (list.length === 0) throw new Error('knock: no maps to serve');
     this.#maps = list;
+    this.#nonceTables = list.map((m) => nonceTable(m.spak_knock_nonces));
     this.opts.onClients(clientMapOptions(this.cfg, this.#serverKey, this.#dir.current.values()));
   }
 
@@ -271,7 +289,7 @@ export class KnockService {
       const d = decideKnock({
         plain: opened.plain, client, revoked: this.#dir.current.get(client.id) !== client, src, // revoked while HPKE ran
         nowS: Math.floor(Date.now() / 1000), monoNs: process.hrtime.bigint(), windowS: this.cfg.windowSeconds,
-        serverAddrs: this.#serverAddrs, replay: this.#replay.cache,
+        serverAddrs: this.#serverAddrs, replay: this.#replay,
       });
       if (!d.ok) return this.#rejected(d.reason, src, client, d.detail);
       try {

@@ -14,7 +14,8 @@ export type MapRole = 'config' | 'state';
  * Who writes the map from user space ('program': only server.bpf.c itself, user space at most
  * reads, seeds or sweeps it).
  */
-export type MapWriter = 'bpf/clock.ts' | 'server/destinations.ts' | 'server/knockmaps.ts' | 'server/allowlist.ts' | 'server/destcounters.ts' | 'program';
+export type MapWriter = 'bpf/clock.ts' | 'server/destinations.ts' | 'server/knockmaps.ts' | 'server/allowlist.ts' | 'server/destcounters.ts'
+  | 'server/knocknonces.ts' | 'program';
 
 /** The server options that size a table. */
 export type CapacityOption = 'flowCapacity' | 'replayCapacity' | 'allowCapacity';
@@ -30,6 +31,8 @@ export interface MapSpec {
   keptOnReload?: boolean;
   /** Its fill is reported (metrics, `spak status`) under this name. */
   table?: 'flows' | 'replay' | 'allowlist';
+  /** The privilege drop leaves its pin root's: only the daemon, through the fd it holds, writes it. */
+  rootOwnedPin?: boolean;
 }
 
 export const SERVER_MAPS = {
@@ -62,6 +65,11 @@ export const SERVER_MAPS = {
     capacity: { option: 'allowCapacity', default: SPAK_DEFAULT_ALLOW_CAPACITY },
   },
   spak_server_counters: { role: 'state', writer: 'program', pinned: true },
+  // The knock replay memory (no program reads it): pinned, it outlives every daemon, and only root can touch it.
+  spak_knock_nonces: {
+    role: 'state', writer: 'server/knocknonces.ts', pinned: true, rootOwnedPin: true,
+    capacity: { option: 'replayCapacity', default: SPAK_DEFAULT_REPLAY_CAPACITY },
+  },
 } as const satisfies Record<string, MapSpec>;
 
 export type ServerMapName = keyof typeof SERVER_MAPS;
@@ -73,6 +81,8 @@ const where = <N extends ServerMapName>(pred: (s: MapSpec) => boolean) => ALL.fi
 export const SERVER_MAP_NAMES: readonly ServerMapName[] = ALL;
 export const STATE_MAPS: readonly ServerMapName[] = where((s) => s.role === 'state');
 export const PINNED_MAPS: readonly ServerMapName[] = where((s) => s.pinned);
+/** Pins the privilege drop does not hand to the daemon's user. */
+export const ROOT_OWNED_PINS: readonly ServerMapName[] = where((s) => s.rootOwnedPin === true);
 /** What a reload shares with the running program: the state, and what this daemon keeps across its reloads. */
 export const RELOAD_SHARED_MAPS: readonly ServerMapName[] = where((s) => s.role === 'state' || s.keptOnReload === true);
 

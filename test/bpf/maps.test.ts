@@ -43,7 +43,7 @@ test('config maps have a user-space writer; sized tables and reported tables are
     if (s.table) assert.equal(s.role, 'state', `${n}: a reported table is state`);
   }
   assert.deepEqual(TABLES, { flows: 'spak_flows', replay: 'spak_replay', allowlist: 'spak_allow' });
-  assert.deepEqual(Object.keys(capacities({})).sort(), ['spak_allow', 'spak_flows', 'spak_replay']);
+  assert.deepEqual(Object.keys(capacities({})).sort(), ['spak_allow', 'spak_flows', 'spak_knock_nonces', 'spak_replay']);
   assert.equal(capacities({ flowCapacity: 7 }).spak_flows, 7);
 });
 

@@ -68,7 +68,8 @@ describe('npm package: packed, installed into a temporary prefix, run from there
   test('the tarball carries the eBPF objects, the CLI, README, examples and packaging, and no tests or sources', () => {
     assert.ok(tarball, 'packed');
     for (const f of ['build/server.bpf.o', 'build/client.bpf.o', 'bin/spak', 'dist/src/cli/main.js', 'dist/src/bpf/object-files.js', 'README.md',
-      'package.json', 'examples/spak.json', 'examples/client.json', 'packaging/systemd/spak-server.service', 'packaging/systemd/spak-client.service'])
+      'package.json', 'examples/spak.json', 'examples/client.json', 'packaging/systemd/spak-server.service', 'packaging/systemd/spak-client.service',
+      'packaging/sysusers.d/spak.conf'])
       assert.ok(entries.includes(f), `${f} is in the tarball`);
     const unwanted = entries.filter((e) => /^(test|bench|src|bpf|scripts|dist\/test|dist\/bench)\//.test(e) || e.endsWith('.ts') || e.endsWith('.map') || e === 'build/siphash_test.bpf.o');
     assert.deepEqual(unwanted, []);

@@ -127,6 +127,8 @@ describe('privilege drop after attach', { skip }, () => {
       const pinDir = /pinned at (\S+)/.exec(server.banner)?.[1];
       assert.ok(pinDir, server.banner);
       for (const p of [pinDir, path.join(pinDir, 'spak_config'), stateDir]) assert.equal(statSync(p).uid, NOBODY, `${p} belongs to nobody`);
+      // Except the knock replay memory: the daemon writes it through the fd it holds, its user cannot.
+      assert.equal(statSync(path.join(pinDir, 'spak_knock_nonces')).uid, 0, 'the replay memory pin stays root\'s');
 
       // SYN tags, as before the drop.
       client = await sigClient(KEY_A);

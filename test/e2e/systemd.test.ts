@@ -8,7 +8,7 @@
 // daemon makes none of the system calls or socket families the units' filters would refuse.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -147,6 +147,28 @@ describe('systemd units', () => {
     assert.equal(one(server, 'StateDirectory'), 'spak');
     assert.equal(one(server, 'RuntimeDirectory'), 'spak');
     assert.ok(!boundingCaps(client).includes('sys_admin'), 'the client needs no CAP_SYS_ADMIN');
+  });
+
+  test('the server drops to a user of its own, spak: the unit creates it with the line of packaging/sysusers.d/spak.conf', () => {
+    const pre = /^\+systemd-sysusers --inline '([^']+)'$/.exec(one(server, 'ExecStartPre'));
+    assert.ok(pre, `ExecStartPre=: ${one(server, 'ExecStartPre')}`);
+    const conf = readFileSync(path.join(REPO_ROOT, 'packaging', 'sysusers.d', 'spak.conf'), 'utf8').split('\n').filter((l) => l.trim() && !l.startsWith('#'));
+    assert.deepEqual(conf, [pre[1]], 'the unit and the sysusers.d file make the same user');
+    // What the line makes, in a scratch root (this machine's users stay as they are).
+    const root = mkdtempSync(path.join(os.tmpdir(), 'spak-sysusers-'));
+    try {
+      mkdirSync(path.join(root, 'etc'));
+      const r = spawnSync('systemd-sysusers', [`--root=${root}`, '--inline', pre[1]!], { encoding: 'utf8', timeout: 30_000 });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(readFileSync(path.join(root, 'etc', 'passwd'), 'utf8'), /^spak:x:\d+:\d+:[^:\n]*:\/var\/lib\/spak:\/usr\/sbin\/nologin$/m);
+      assert.match(readFileSync(path.join(root, 'etc', 'group'), 'utf8'), /^spak:x:\d+:/m);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+    // The unit starts as root (attaching needs it) and the daemon drops itself; pins and state keep one owner.
+    for (const k of ['User', 'DynamicUser']) assert.equal(server.has(k), false, `${k}=`);
+    const example = JSON.parse(readFileSync(path.join(REPO_ROOT, 'examples', 'spak.json'), 'utf8')) as { server: { user?: string } };
+    assert.equal(example.server.user, 'spak', 'the example configuration (copied to /etc/spak/spak.json) names it');
   });
 
   describe('the daemons under the units\' bounds, in a lab', { skip }, () => {

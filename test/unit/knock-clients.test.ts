@@ -1,10 +1,9 @@
 // spak-test-timeout: 120
 // The knock daemon's pieces that need no eBPF: the knock config section, client policies and
-// networks, the clients directory scan, the persisted replay cache and the log rate limit.
+// networks, the clients directory scan and the log rate limit (the replay memory: knock-replay.test.ts).
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { configSchema, formatZodError, knockSchema } from '../../src/config/schema.js';
@@ -12,7 +11,6 @@ import { scanClientsDir } from '../../src/knock/directory.js';
 import { parsePolicy, type PolicyDefaults } from '../../src/knock/policy.js';
 import { inNetwork, parseNetwork } from '../../src/wire/address.js';
 import { clientIdOf, generateX25519, privatePem, publicPem } from '../../src/knock/keys.js';
-import { ReplayStore } from '../../src/knock/replay.js';
 import { knockOptionsFromConfig } from '../../src/knock/service.js';
 import { addrTo16 } from '../../src/wire/address.js';
 
@@ -125,30 +123,3 @@ describe('the clients directory', () => {
   });
 });
 
-describe('the replay store', () => {
-  const file = path.join(tmp, 'state', 'knock-replay');
-  const NOW = 1_800_000_000;
-
-  test('survives a restart; expired entries and torn lines are dropped on load', () => {
-    const nonce = randomBytes(16);
-    const s = ReplayStore.open(file, 30, NOW);
-    assert.equal(s.cache.seen(7, nonce, NOW, NOW), false);
-    assert.equal(s.cache.seen(8, randomBytes(16), NOW + 20, NOW), false); // kept until NOW + 50
-    s.close();
-    appendFileSync(file, '7:abc');
-    const again = ReplayStore.open(file, 30, NOW + 10);
-    assert.equal(again.cache.seen(7, nonce, NOW, NOW + 10), true, 'replayed after a restart');
-    assert.equal(again.cache.size, 2);
-    again.close();
-    const later = ReplayStore.open(file, 30, NOW + 31);
-    assert.equal(later.cache.size, 1, 'the entry kept until NOW + 30 is gone');
-    later.close();
-    assert.doesNotMatch(readFileSync(file, 'utf8'), /abc/, 'compacted on load');
-  });
-
-  test('a closed store refuses to record (the daemon counts replay_store_failed)', () => {
-    const s = ReplayStore.open(file, 30, NOW);
-    s.close();
-    assert.throws(() => s.cache.seen(9, randomBytes(16), NOW, NOW), /closed/);
-  });
-});

@@ -11,7 +11,8 @@ import {
   type KnockDecision, type KnockFacts, type KnockRejectReason,
 } from '../../src/knock/decide.js';
 import { parsePolicy, type PolicyDefaults } from '../../src/knock/policy.js';
-import { ReplayCache } from '../../src/knock/replay.js';
+import { ReplayMemory } from '../../src/knock/replay.js';
+import { MemoryNonceTable } from '../support/nonce-table.js';
 
 const NOW = 1_800_000_000;
 const MONO = 5_000_000_000n;
@@ -24,13 +25,15 @@ const policy = (over: object = {}) => parsePolicy(JSON.stringify(over), DEFAULTS
 const plain = (over: Partial<KnockPlain> = {}): KnockPlain => ({
   timestamp: NOW, nonce: randomBytes(16), serverAddr: '198.51.100.1', allowAddr: null, durationS: 0, open: [], ...over,
 });
+/** A replay memory whose fence is well before NOW (as after a start 100 s ago). */
+const memoryOf = (table = new MemoryNonceTable()): ReplayMemory => ReplayMemory.open(() => [table], 30, NOW - 100).memory;
 const facts = (over: Partial<KnockFacts> = {}): KnockFacts => ({
   plain: plain(), client: { id: 1, policy: policy() }, revoked: false, src: '192.0.2.7',
-  nowS: NOW, monoNs: MONO, windowS: 30, serverAddrs: addressSet(['198.51.100.1', '2001:db8::1']), replay: new ReplayCache(30),
+  nowS: NOW, monoNs: MONO, windowS: 30, serverAddrs: addressSet(['198.51.100.1', '2001:db8::1']), replay: memoryOf(),
   ...over,
 });
 const reasonOf = (d: KnockDecision): string => (d.ok ? 'accepted' : d.reason);
-const failingStore = { seen(): boolean { throw new Error('ENOSPC: no space left on device'); } };
+const failingStore = { check(): never { throw new Error('E2BIG: the replay memory is full'); } };
 
 describe('freshness and replay', () => {
   test('freshness window', () => {
@@ -52,7 +55,8 @@ describe('freshness and replay', () => {
       assert.ok(r.ok);
       return r.plain;
     };
-    const replay = new ReplayCache(30);
+    const table = new MemoryNonceTable();
+    const replay = memoryOf(table);
     const o = facts({ replay });
     const decide = (id: number, p: KnockPlain, more: Partial<KnockFacts> = {}) => reasonOf(decideKnock({ ...o, client: { ...o.client, id }, plain: p, ...more }));
     assert.equal(decide(1, await opened({ timestamp: NOW - 120 })), 'expired');
@@ -66,22 +70,24 @@ describe('freshness and replay', () => {
     assert.equal(decide(1, await opened({ serverAddr: '2001:db8::1' })), 'accepted');
     // Pruned once it could no longer pass the window anyway.
     replay.prune(NOW + 61);
-    assert.equal(replay.size, 0);
+    assert.equal(table.seen.size, 0);
   });
 
-  test('a full replay cache refuses rather than forgets', () => {
-    const c = new ReplayCache(30, 2);
-    assert.equal(c.seen(1, randomBytes(16), NOW, NOW), false);
-    assert.equal(c.seen(1, randomBytes(16), NOW, NOW), false);
-    assert.equal(c.seen(1, randomBytes(16), NOW, NOW), true);
-    assert.equal(c.seen(1, randomBytes(16), NOW, NOW + 100), false, 'after the old ones expire');
+  test('a full replay memory refuses rather than forgets', () => {
+    const c = memoryOf(new MemoryNonceTable(2));
+    assert.equal(c.check(1, randomBytes(16), NOW, NOW), 'new');
+    assert.equal(c.check(1, randomBytes(16), NOW, NOW), 'new');
+    assert.throws(() => c.check(1, randomBytes(16), NOW, NOW), /full/);
+    assert.equal(reasonOf(decideKnock(facts({ replay: c }))), 'replay_store_failed');
+    assert.equal(c.check(1, randomBytes(16), NOW + 100, NOW + 100), 'new', 'after the old ones left the window');
   });
 
   test('the nonce is recorded only for knocks that are fresh and sent here, then also when the policy refuses', () => {
-    const replay = new ReplayCache(30);
+    const table = new MemoryNonceTable();
+    const replay = memoryOf(table);
     decideKnock(facts({ replay, plain: plain({ timestamp: NOW - 120 }) }));
     decideKnock(facts({ replay, plain: plain({ serverAddr: '203.0.113.5' }) }));
-    assert.equal(replay.size, 0);
+    assert.equal(table.seen.size, 0);
     const refused = plain({ durationS: 901 });
     assert.equal(reasonOf(decideKnock(facts({ replay, plain: refused }))), 'duration_over_max');
     assert.equal(reasonOf(decideKnock(facts({ replay, plain: refused }))), 'replayed');
@@ -100,7 +106,7 @@ const CASES: { reason: KnockRejectReason; what: string; facts: KnockFacts; detai
   { reason: 'expired', what: 'older than the window', facts: facts({ plain: plain({ timestamp: NOW - 31 }) }), detail: /timestamp 1799999969, now 1800000000/ },
   { reason: 'future', what: 'newer than the window', facts: facts({ plain: plain({ timestamp: NOW + 31 }) }) },
   { reason: 'wrong_server', what: 'sent to another address', facts: facts({ plain: plain({ serverAddr: '203.0.113.5' }) }), detail: /sent to 203\.0\.113\.5/ },
-  { reason: 'replayed', what: 'nonce seen before', facts: facts({ replay: { seen: () => true } }) },
+  { reason: 'replayed', what: 'nonce seen before', facts: facts({ replay: { check: () => 'replayed' } }) },
   { reason: 'source_not_allowed', what: 'packet source outside fromNetworks', facts: facts({ client: { id: 1, policy: policy({ fromNetworks: ['10.0.0.0/8'] }) } }) },
   { reason: 'source_not_allowed', what: 'named address outside fromNetworks', detail: /address to allow 192\.0\.2\.99 is outside/,
     facts: facts({ src: '10.1.2.3', plain: plain({ allowAddr: '192.0.2.99' }), client: { id: 1, policy: policy({ fromNetworks: ['10.0.0.0/8'] }) } }) },
@@ -112,7 +118,8 @@ const CASES: { reason: KnockRejectReason; what: string; facts: KnockFacts; detai
   { reason: 'bad_allow_address', what: 'named the broadcast address', facts: facts({ plain: plain({ allowAddr: '255.255.255.255' }) }) },
   { reason: 'bad_allow_address', what: 'named ::', facts: facts({ plain: plain({ allowAddr: '::' }) }) },
   { reason: 'bad_allow_address', what: 'named IPv6 multicast', facts: facts({ plain: plain({ allowAddr: 'ff02::1' }) }), detail: /^ff02::1$/ },
-  { reason: 'replay_store_failed', what: 'the nonce cannot be persisted', facts: facts({ replay: failingStore }), detail: /ENOSPC/ },
+  { reason: 'before_fence', what: 'stamped at or before the replay memory\'s fence', facts: facts({ replay: ReplayMemory.open(() => [new MemoryNonceTable()], 30, NOW).memory }) },
+  { reason: 'replay_store_failed', what: 'the nonce cannot be recorded', facts: facts({ replay: failingStore }), detail: /full/ },
 ];
 /** Reasons given before decideKnock runs (the datagram's open) or after it (the allowlist write, anything thrown). */
 const NOT_DECIDED_HERE = new Set<KnockRejectReason>([
