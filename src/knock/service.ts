@@ -11,6 +11,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { BpfMap } from '../bpf/libbpf.js';
 import type { KnockConfig } from '../config/schema.js';
+import { endFlowsFrom } from '../server/flowend.js';
 import type { KnockMapOptions } from '../server/knockmaps.js';
 import { addrFrom16, addrTo16 } from '../wire/address.js';
 import { KnockTally, type KnockClientCount, type KnockCounters } from './counters.js';
@@ -23,8 +24,11 @@ import { policyDefaults } from './policy.js';
 import { knockMapOptions } from './prefilter.js';
 import { ReplayStore } from './replay.js';
 
-/** The maps of one interface served that the service writes: its allowlist. */
-export interface KnockServiceMaps { spak_allow: BpfMap }
+/**
+ * The maps of one interface served that the service writes: its allowlist, and its flow table
+ * (a revoked client's flows without an established socket end with it).
+ */
+export interface KnockServiceMaps { spak_allow: BpfMap; spak_flows?: BpfMap }
 
 export interface KnockServiceOptions {
   /**
@@ -243,12 +247,16 @@ export class KnockService {
     for (const x of c.changed) this.logger.info({ client: x.name, file: x.pubFile }, `knock: client ${x.name} reloaded`);
     for (const x of c.removed) {
       let n = 0;
+      let flows = 0;
       try {
+        const addrs = this.#grants.addressesOf(x.id);
         n = this.#grants.revokeClient(x.id);
+        for (const m of this.#maps) if (m.spak_flows) flows += endFlowsFrom(m.spak_flows, addrs);
       } catch (err) {
-        this.logger.error({ err, client: x.name }, 'knock: revoking allowlist entries failed');
+        this.logger.error({ err, client: x.name }, 'knock: revoking allowlist entries or flows failed');
       }
-      this.logger.info({ client: x.name, revokedEntries: n }, `knock: client ${x.name} removed; ${n} allowlist entr${n === 1 ? 'y' : 'ies'} revoked`);
+      this.logger.info({ client: x.name, revokedEntries: n, endedFlows: flows },
+        `knock: client ${x.name} removed; ${n} allowlist entr${n === 1 ? 'y' : 'ies'} revoked, ${flows} flow${flows === 1 ? '' : 's'} ended`);
     }
   }
 
@@ -274,14 +282,51 @@ export class KnockService {
         serverAddrs: this.#serverAddrs, replay: this.#replay.cache,
       });
       if (!d.ok) return this.#rejected(d.reason, src, client, d.detail);
+      this.#makeRoom(client, d.grant.addr);
       try {
-        writeGrant(this.#maps.map((m) => m.spak_allow), d.grant);
+        this.#write(client, d.grant);
       } catch (err) {
         return this.#rejected('allowlist_failed', src, client, (err as Error).message);
       }
       this.#accepted(src, client, d.grant);
     } catch (err) {
       this.#rejected('internal_error', src, client, (err as Error)?.message ?? String(err));
+    }
+  }
+
+  /**
+   * A client holds at most its policy's maxAddresses addresses: a knock for one more first revokes
+   * the entries of its oldest (counted as knock_client_address_replaced).
+   */
+  #makeRoom(client: LoadedClient, addr: string): void {
+    const held = this.#grants.addressesOf(client.id).filter((a) => a !== addr);
+    for (const old of held.slice(0, Math.max(0, held.length - client.policy.maxAddresses + 1))) {
+      this.#grants.revokeAddress(client.id, old);
+      this.#tally.event('knock_client_address_replaced');
+      this.logger.info({ client: client.name, addr: old }, `knock: client ${client.name} holds ${client.policy.maxAddresses} addresses: its oldest, ${old}, replaced`);
+    }
+  }
+
+  /**
+   * Writes the grant. When the allowlist is full, the client holding the most addresses (more than
+   * this one will) gives up its oldest, and the write is tried again: a full table never refuses a
+   * client that holds fewer addresses than every other (counted as knock_client_address_evicted).
+   */
+  #write(client: LoadedClient, g: KnockGrant): void {
+    const maps = this.#maps.map((m) => m.spak_allow);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return writeGrant(maps, g);
+      } catch (err) {
+        const mine = this.#grants.addressesOf(client.id).filter((a) => a !== g.addr).length + 1;
+        let victim: number | null = null;
+        let most = mine;
+        for (const [id, n] of this.#grants.addressCounts()) if (id !== client.id && n > most) [victim, most] = [id, n];
+        if (victim === null || attempt >= 64) throw err;
+        const old = this.#grants.addressesOf(victim)[0]!;
+        this.#grants.revokeAddress(victim, old);
+        this.#tally.event('knock_client_address_evicted');
+      }
     }
   }
 
