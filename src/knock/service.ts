@@ -122,6 +122,8 @@ export class KnockService {
   // The addresses knocks may name: configured ones, the listen address and the interfaces' own.
   #serverAddrs = new Set<string>();
   #sockets: Socket[] = [];
+  // The last allowlist shortfall warned about (0: none), so one directory change warns once.
+  #shortfall = 0;
   #housekeeping: NodeJS.Timeout | null = null;
 
   /**
@@ -163,6 +165,7 @@ export class KnockService {
   async #bind(): Promise<void> {
     this.#refreshAddrs();
     this.#dir.start();
+    this.#checkCapacity(this.#dir.current.values());
     try {
       this.opts.onClients(clientMapOptions(this.cfg, this.#serverKey, this.#dir.current.values()));
       this.#sockets = await bindSockets(this.cfg.port, this.cfg.listenAddress, (m, r) => void this.#handle(m, r).catch(() => undefined));
@@ -243,6 +246,7 @@ export class KnockService {
     } catch (err) {
       this.logger.error({ err }, 'knock: writing the XDP client map failed');
     }
+    this.#checkCapacity(now.values());
     for (const x of c.added) this.logger.info({ client: x.name, file: x.pubFile }, `knock: client ${x.name} added`);
     for (const x of c.changed) this.logger.info({ client: x.name, file: x.pubFile }, `knock: client ${x.name} reloaded`);
     for (const x of c.removed) {
@@ -258,6 +262,20 @@ export class KnockService {
       this.logger.info({ client: x.name, revokedEntries: n, endedFlows: flows },
         `knock: client ${x.name} removed; ${n} allowlist entr${n === 1 ? 'y' : 'ies'} revoked, ${flows} flow${flows === 1 ? '' : 's'} ended`);
     }
+  }
+
+  /**
+   * The reserve: when the allowlist holds every client's maxAddresses times its allowed ports, no
+   * client under its limit can find it full. Says so in one line when it does not.
+   */
+  #checkCapacity(clients: Iterable<LoadedClient>): void {
+    let need = 0;
+    for (const c of clients) need += c.policy.maxAddresses * new Set(c.policy.allow.map((a) => `${a.proto}/${a.port}`)).size;
+    const capacity = Math.min(...this.#maps.map((m) => m.spak_allow.maxEntries));
+    const shortfall = need > capacity ? need : 0;
+    if (shortfall !== 0 && shortfall !== this.#shortfall)
+      this.logger.warn(`knock: allowCapacity ${capacity} is below the clients' maxAddresses x allowed ports (${need}): a full allowlist evicts the oldest address of the client holding the most`);
+    this.#shortfall = shortfall;
   }
 
   #refreshAddrs(): void {

@@ -230,6 +230,35 @@ describe('the clients directory while running', () => {
     assert.deepEqual(allowed(), [`${SRC4} udp/51820`]);
   });
 
+  test('maxAddresses: a knock from one more address replaces the client\'s oldest (counted)', async () => {
+    keys.ivy = generateX25519();
+    addClient('ivy', { allow: ['tcp/22'], maxAddresses: 1 });
+    await until(() => inClientMap('ivy'), 'ivy in the XDP client map');
+    clearAllow();
+    const replaced = () => svc.counters().knock_client_address_replaced;
+    const r0 = replaced();
+    assert.equal(await outcome(await seal('ivy')), 'knock_accepted');
+    assert.equal(await outcome(await seal('ivy')), 'knock_accepted');
+    assert.equal(replaced(), r0, 'the same address again replaces nothing');
+    assert.deepEqual(allowed(), [`${SRC4} tcp/22`]);
+    assert.equal(await outcome(await seal('ivy', { serverAddr: '::1' }), '::1'), 'knock_accepted');
+    assert.deepEqual(allowed(), [`${SRC6} tcp/22`], 'the oldest address is revoked');
+    assert.equal(replaced(), r0 + 1);
+    unlinkSync(path.join(clientsDir, 'ivy.pub'));
+    unlinkSync(path.join(clientsDir, 'ivy.json'));
+    await until(() => !inClientMap('ivy'), 'ivy out of the XDP client map');
+  });
+
+  test('clients that could hold more entries than the allowlist: one warning line', async () => {
+    keys.jay = generateX25519();
+    addClient('jay', { allow: ['tcp/22', 'udp/51820'], maxAddresses: 1024 });
+    await until(() => inClientMap('jay'), 'jay in the XDP client map');
+    assert.ok(logLines.some((l) => /allowCapacity 1024 is below the clients' maxAddresses x allowed ports \(\d+\)/.test(l)), 'the warning');
+    unlinkSync(path.join(clientsDir, 'jay.pub'));
+    unlinkSync(path.join(clientsDir, 'jay.json'));
+    await until(() => !inClientMap('jay'), 'jay out of the XDP client map');
+  });
+
   test('a removed client leaves the XDP client map at once, its entries are revoked, its knocks refused', async () => {
     clearAllow();
     assert.equal(await outcome(await seal('dave')), 'knock_accepted');
