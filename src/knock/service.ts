@@ -314,14 +314,15 @@ export class KnockService {
 
   /**
    * A client holds at most its policy's maxAddresses addresses: a knock for one more first revokes
-   * the entries of its oldest (counted as knock_client_address_replaced).
+   * the entries of its oldest (counted as knock_client_address_replaced when any were live).
    */
   #makeRoom(client: LoadedClient, addr: string): void {
     const held = this.#grants.addressesOf(client.id).filter((a) => a !== addr);
     for (const old of held.slice(0, Math.max(0, held.length - client.policy.maxAddresses + 1))) {
-      this.#grants.revokeAddress(client.id, old);
+      if (this.#grants.revokeAddress(client.id, old) === 0) continue; // its entries had gone already
       this.#tally.event('knock_client_address_replaced');
-      this.logger.info({ client: client.name, addr: old }, `knock: client ${client.name} holds ${client.policy.maxAddresses} addresses: its oldest, ${old}, replaced`);
+      this.opts.decisions.write('info', { client: client.name, addr: old }, `knock: client ${client.name} holds ${client.policy.maxAddresses} addresses: its oldest, ${old}, replaced`,
+        'knock_client_address_replaced');
     }
   }
 
@@ -340,10 +341,10 @@ export class KnockService {
         let victim: number | null = null;
         let most = mine;
         for (const [id, n] of this.#grants.addressCounts()) if (id !== client.id && n > most) [victim, most] = [id, n];
-        if (victim === null || attempt >= 64) throw err;
+        // Only a full map (E2BIG from a hash map at max_entries) is made room in.
+        if ((err as { code?: string }).code !== 'E2BIG' || victim === null || attempt >= 256) throw err; // a record whose entry already went frees nothing: try the next
         const old = this.#grants.addressesOf(victim)[0]!;
-        this.#grants.revokeAddress(victim, old);
-        this.#tally.event('knock_client_address_evicted');
+        if (this.#grants.revokeAddress(victim, old) > 0) this.#tally.event('knock_client_address_evicted');
       }
     }
   }

@@ -202,6 +202,38 @@ describe('rejections: counted, nothing written', () => {
     }
   });
 
+  test('allowlist full: the client holding the most addresses gives up its oldest (counted); when none holds more, refused', async () => {
+    clearAllow();
+    keys.lee = generateX25519();
+    keys.max = generateX25519();
+    addClient('lee', { allow: ['tcp/22'] });
+    addClient('max', { allow: ['tcp/80', 'tcp/81'] });
+    await until(() => inClientMap('lee') && inClientMap('max'), 'lee and max in the XDP client map');
+    const filler = (i: number) => { const k = Buffer.alloc(20); k.writeUInt32BE(i, 0); k[18] = 6; return k; };
+    for (let i = 0; i < 1022; i++) allow.update(filler(i), Buffer.alloc(24));
+    const ours = () => allowed().filter((e) => e.startsWith(SRC4) || e.startsWith(SRC6));
+    const evicted = () => svc.counters().knock_client_address_evicted;
+    try {
+      assert.equal(await outcome(await seal('lee')), 'knock_accepted');
+      assert.equal(await outcome(await seal('lee', { serverAddr: '::1' }), '::1'), 'knock_accepted');
+      assert.equal(allow.keys().length, 1024, 'full');
+      const e0 = evicted();
+      // max holds nothing, lee two addresses: lee's oldest makes room.
+      assert.equal(await outcome(await seal('max', { open: [{ proto: 'tcp', port: 80 }] })), 'knock_accepted');
+      assert.equal(evicted(), e0 + 1);
+      assert.deepEqual(ours(), [`${SRC4} tcp/80`, `${SRC6} tcp/22`]);
+      // Now each holds one address: max asking for a second entry finds no one holding more.
+      assert.equal(await outcome(await seal('max', { open: [{ proto: 'tcp', port: 81 }] })), 'knock_rejected_allowlist_failed');
+      assert.equal(evicted(), e0 + 1);
+      assert.deepEqual(ours(), [`${SRC4} tcp/80`, `${SRC6} tcp/22`]);
+    } finally {
+      clearAllow();
+      for (const n of ['lee', 'max']) unlinkSync(path.join(clientsDir, `${n}.pub`));
+      for (const n of ['lee', 'max']) unlinkSync(path.join(clientsDir, `${n}.json`));
+      await until(() => !inClientMap('lee') && !inClientMap('max'), 'lee and max gone');
+    }
+  });
+
   test('replayed, and replayed after a restart of the receiver (persisted cache)', async () => {
     clearAllow();
     const first = await seal('alice', { open: [{ proto: 'tcp', port: 22 }] });
