@@ -135,7 +135,7 @@ export function registerKnock(program: Command): void {
 
   const profile = program.command('profile').description(`knock profiles (in ${profilesDir()}, or SPAK_PROFILE_<NAME>_* variables)`);
   const withFields = (c: Command): Command => c.option('--host <host>').option('--port <port>').option('--bundle <file>', 'bundle to copy into the profile')
-    .option('--open <list>', 'e.g. tcp/22').option('--address <ip>', 'address to allow');
+    .option('--open <list>', 'e.g. tcp/22').option('--address <ip>', 'the address knocks are sent from, as the server sees it (e.g. the public one behind NAT)');
   withFields(profile.command('create').argument('<name>')).action((name: string, o: Record<string, string>) => {
     const f = profileFields(o);
     if (!f.bundle) throw new UsageError('spak profile create needs --bundle FILE');
