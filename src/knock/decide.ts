@@ -119,11 +119,10 @@ export function decideKnock(f: KnockFacts): KnockDecision {
   if (denied.length > 0) return no('port_not_allowed', denied.map((a) => `${a.proto}/${a.port}`).join(','));
   const durationS = p.durationS === 0 ? pol.defaultDurationSeconds : p.durationS;
   if (durationS > pol.maxDurationSeconds) return no('duration_over_max', `${durationS} s > ${pol.maxDurationSeconds} s`);
-  const addr = src;
   return {
     ok: true,
     grant: {
-      addr,
+      addr: src,
       open: [...new Map(want.map((a) => [`${a.proto}/${a.port}`, a])).values()],
       durationS,
       expiresNs: f.monoNs + BigInt(durationS) * NS,

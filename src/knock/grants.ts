@@ -93,6 +93,12 @@ export class GrantTable {
     return [...out].sort((a, b) => last.get(a)! - last.get(b)!);
   }
 
+  /** Whether any client still holds an entry for addr. */
+  held(addr: string): boolean {
+    for (const g of this.#grants.values()) if (g.key.addr === addr) return true;
+    return false;
+  }
+
   /** How many addresses each client holds entries for. */
   addressCounts(): Map<number, number> {
     const per = new Map<number, Set<string>>();

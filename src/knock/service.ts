@@ -253,8 +253,9 @@ export class KnockService {
       let n = 0;
       let flows = 0;
       try {
-        const addrs = this.#grants.addressesOf(x.id);
+        const held = this.#grants.addressesOf(x.id);
         n = this.#grants.revokeClient(x.id);
+        const addrs = held.filter((a) => !this.#grants.held(a)); // another client's grant there keeps its flows
         for (const m of this.#maps) if (m.spak_flows) flows += endFlowsFrom(m.spak_flows, addrs);
       } catch (err) {
         this.logger.error({ err, client: x.name }, 'knock: revoking allowlist entries or flows failed');
