@@ -7,7 +7,7 @@ BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,build/%.bpf.o,$(BPF_SRC))
 BPF_HDR := $(wildcard bpf/*.h)
 DEPS_STAMP := build/.deps
-DEB_PKGS := clang-16 llvm-16 libbpf1 libbpf-dev linux-libc-dev iproute2 ethtool tcpdump ncat curl python3 python3-scapy nmap procps netsniff-ng systemd strace faketime
+DEB_PKGS := clang-16 llvm-16 libbpf1 libbpf-dev linux-libc-dev iproute2 ethtool tcpdump ncat curl python3 python3-scapy nmap procps netsniff-ng systemd strace faketime nftables
 
 .PHONY: all deps build bpf ts test demo bench clean
 all: build

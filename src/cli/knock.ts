@@ -75,7 +75,7 @@ async function knock(target: string, command: string[], o: KnockOpts): Promise<v
   const waitS = Number(o.wait);
   if (!Number.isFinite(waitS) || waitS < 0) throw new UsageError(`bad --wait "${o.wait}"`);
   const sent = await sendKnock({ host, port: p, bundle, open, ...(address !== undefined ? { address } : {}), durationS });
-  process.stderr.write(`spak knock: sent ${sent.bytes} bytes to ${hostPort(sent.address, sent.port)} as client ${formatClientId(sent.clientId)}${open.length ? ` asking for ${formatOpen(open)}` : ''}\n`);
+  process.stderr.write(`spak knock: sent ${sent.bytes} bytes to ${hostPort(sent.address, sent.port)} as client ${formatClientId(sent.clientId)} from ${sent.named}${open.length ? ` asking for ${formatOpen(open)}` : ''}\n`);
   if (command.length === 0) return;
   const tcp = open.find((a) => a.proto === 'tcp');
   if (tcp) {
@@ -129,13 +129,13 @@ export function registerKnock(program: Command): void {
     .argument('<target>', 'server host or address, or a profile name').argument('[command...]', 'after --: the command to run once the port answers')
     .option('-p, --port <port>', 'the server\'s knock port').option('-b, --bundle <file>', 'the client bundle (NAME.spak)')
     .option('--open <list>', 'access to ask for, e.g. tcp/22,udp/51820 (default: what the server allows this client)')
-    .option('--address <ip>', 'the address to allow (default: the packet\'s source), e.g. behind NAT')
+    .option('--address <ip>', 'the address the knock is sent from, as the server will see it (default: the local address on the route to the server); give the public one behind NAT')
     .option('--duration <seconds>', 'how long to ask for (default: the server\'s)').option('--wait <seconds>', 'how long to wait for the port', '10')
     .action(knock);
 
   const profile = program.command('profile').description(`knock profiles (in ${profilesDir()}, or SPAK_PROFILE_<NAME>_* variables)`);
   const withFields = (c: Command): Command => c.option('--host <host>').option('--port <port>').option('--bundle <file>', 'bundle to copy into the profile')
-    .option('--open <list>', 'e.g. tcp/22').option('--address <ip>', 'address to allow');
+    .option('--open <list>', 'e.g. tcp/22').option('--address <ip>', 'the address knocks are sent from, as the server sees it (e.g. the public one behind NAT)');
   withFields(profile.command('create').argument('<name>')).action((name: string, o: Record<string, string>) => {
     const f = profileFields(o);
     if (!f.bundle) throw new UsageError('spak profile create needs --bundle FILE');

@@ -62,6 +62,10 @@ export const knockSchema = z.strictObject({
   burst: z.number().int().min(1).max(1_000_000).optional(),
   allow: z.array(accessSpec).max(64).default([]),
   fromNetworks: z.array(cidr).default([]),
+  /** Accept a knock whose packet source differs from the address it names (client behind NAT). */
+  nat: z.boolean().default(false),
+  /** Live allowlist addresses one client may hold; a knock for one more replaces its oldest. */
+  maxAddresses: z.number().int().min(1).max(1024).default(4),
   idleExtensionSeconds: seconds.default(0),
   graceSeconds: seconds.default(0),
 }).refine((k) => k.defaultDurationSeconds <= k.maxDurationSeconds, {

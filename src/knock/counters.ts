@@ -4,7 +4,14 @@ import { KNOCK_REJECT_REASONS, type KnockRejectReason } from './decide.js';
 
 export type KnockCounterName = 'knock_accepted' | `knock_rejected_${KnockRejectReason}`;
 export const KNOCK_COUNTER_NAMES: readonly KnockCounterName[] = ['knock_accepted', ...KNOCK_REJECT_REASONS.map((r) => `knock_rejected_${r}` as const)];
-export type KnockCounters = Record<KnockCounterName, number>;
+/**
+ * Not outcomes (a knock can be accepted and move one of these too): an accepted knock replaced the
+ * client's oldest address (its maxAddresses reached), or a full allowlist evicted the oldest
+ * address of the client holding the most.
+ */
+export const KNOCK_EVENT_NAMES = ['knock_client_address_replaced', 'knock_client_address_evicted'] as const;
+export type KnockEventName = (typeof KNOCK_EVENT_NAMES)[number];
+export type KnockCounters = Record<KnockCounterName | KnockEventName, number>;
 /** A knock's outcome: accepted, or the reason it was rejected. */
 export type KnockResult = 'accepted' | KnockRejectReason;
 export interface KnockClientCount { client: string; result: KnockResult; count: number }
@@ -12,7 +19,7 @@ export interface KnockClientCount { client: string; result: KnockResult; count: 
 export const UNKNOWN_CLIENT = '(unknown)';
 
 export class KnockTally {
-  readonly #counts = Object.fromEntries(KNOCK_COUNTER_NAMES.map((n) => [n, 0])) as KnockCounters;
+  readonly #counts = Object.fromEntries([...KNOCK_COUNTER_NAMES, ...KNOCK_EVENT_NAMES].map((n) => [n, 0])) as KnockCounters;
   readonly #byClient = new Map<string, Map<KnockResult, number>>();
 
   /** client: the name of the client the knock identified, null if none. */
@@ -22,6 +29,10 @@ export class KnockTally {
     let m = this.#byClient.get(name);
     if (!m) this.#byClient.set(name, (m = new Map()));
     m.set(result, (m.get(result) ?? 0) + 1);
+  }
+
+  event(name: KnockEventName, n = 1): void {
+    this.#counts[name] += n;
   }
 
   counters(): KnockCounters {

@@ -19,7 +19,7 @@ export interface KnockPlain {
   timestamp: number;          // unix seconds
   nonce: Buffer;              // 16 bytes
   serverAddr: string;         // the address the knock was sent to
-  allowAddr: string | null;   // null: the packet's source
+  allowAddr: string | null;   // the address the knock is sent from; null: names none (refused unless the policy has nat)
   durationS: number;          // 0: the server's default
   open: Access[];             // empty: the client's default access
 }

@@ -7,10 +7,11 @@ import type { KnockPolicy } from './policy.js';
 
 /** Reasons the service adds to the datagram's own (KNOCK_REJECTS). */
 export const KNOCK_POLICY_REJECTS = [
-  'source_not_allowed',    // packet source (or the address named) outside the client's fromNetworks
+  'source_not_allowed',    // packet source outside the client's fromNetworks
+  'source_mismatch',       // packet source is not the address the knock names (or it names none), and the policy has no nat
   'port_not_allowed',      // a requested protocol/port is not in the policy (or nothing is allowed)
   'duration_over_max',     // requested duration above the policy's maximum
-  'bad_allow_address',     // named address to allow is unspecified, multicast or broadcast
+  'bad_allow_address',     // address to allow is unspecified, loopback, link-local, multicast, broadcast or the server's own
   'before_fence',          // stamped at or before the replay memory's fence (knock/replay.ts): it may have opened before
   'replay_store_failed',   // the nonce could not be recorded (the replay memory is full): refused rather than replayable
   'allowlist_failed',      // writing the allowlist map failed (full?)
@@ -30,11 +31,14 @@ export function checkFreshness(timestamp: number, nowS: number, windowS = DEFAUL
   return null;
 }
 
-/** Addresses an allowlist entry must never name. */
+/** Addresses an allowlist entry must never name (the server's own are checked against serverAddrs). */
 export function unusableAllowAddress(a16: Buffer): boolean {
   const v4 = a16.subarray(0, 12).equals(Buffer.from('00000000000000000000ffff', 'hex'));
-  if (v4) return a16[12] === 0 || a16[12]! >= 224; // 0.0.0.0/8, multicast, reserved, broadcast
-  return a16.every((b) => b === 0) || a16[0] === 0xff;
+  // 0.0.0.0/8, loopback 127/8, link-local 169.254/16, multicast, reserved, broadcast
+  if (v4) return a16[12] === 0 || a16[12] === 127 || (a16[12] === 169 && a16[13] === 254) || a16[12]! >= 224;
+  const loopback = a16.subarray(0, 15).every((b) => b === 0) && a16[15] === 1;
+  const linkLocal = a16[0] === 0xfe && (a16[1]! & 0xc0) === 0x80; // fe80::/10
+  return a16.every((b) => b === 0) || loopback || linkLocal || a16[0] === 0xff;
 }
 
 /** The server's own addresses in the form decideKnock looks them up (IPv4 and ::ffff:IPv4 alike). */
@@ -61,7 +65,7 @@ export interface KnockFacts {
   /** CLOCK_MONOTONIC in ns (process.hrtime.bigint()): the clock of the allowlist's expiry. */
   monoNs: bigint;
   windowS: number;
-  /** As addressSet builds them; a knock must name one of them. */
+  /** As addressSet builds them; a knock must name one of them, and none of them is ever allowed. */
   serverAddrs: ReadonlySet<string>;
   /** Consulted only for knocks that are fresh and sent to this server; records the nonce. */
   replay: ReplayCheck;
@@ -83,9 +87,13 @@ export type KnockDecision = { ok: true; grant: KnockGrant } | { ok: false; reaso
 const no = (reason: KnockRejectReason, detail?: string): KnockDecision => (detail === undefined ? { ok: false, reason } : { ok: false, reason, detail });
 
 /**
- * The checks after the open, in order: still served, freshness, server address, replay, then the
- * client's policy (source, ports, duration, the address to allow). The nonce is recorded before
- * the policy checks, so a knock refused by policy cannot be replayed either.
+ * The checks after the open, in order: still served, freshness, server address, the source (bound
+ * to the address the knock names, unless the policy has nat; inside fromNetworks; an address that
+ * may be allowed), replay, then the rest of the client's policy (ports, duration). The source is
+ * checked before the replay check, so a thief sending a captured knock first from its own address
+ * does not burn the nonce: the client's own copy still opens. The nonce is recorded before the
+ * remaining policy checks, so a knock refused by them cannot be replayed either. The grant always
+ * goes to the packet's source.
  */
 export function decideKnock(f: KnockFacts): KnockDecision {
   const { plain: p, client, src } = f;
@@ -93,6 +101,15 @@ export function decideKnock(f: KnockFacts): KnockDecision {
   const fresh = checkFreshness(p.timestamp, f.nowS, f.windowS);
   if (fresh) return no(fresh, `timestamp ${p.timestamp}, now ${f.nowS}`);
   if (!f.serverAddrs.has(addrTo16(p.serverAddr).toString('hex'))) return no('wrong_server', `sent to ${p.serverAddr}`);
+  const pol = client.policy;
+  const src16 = addrTo16(src);
+  // Bound to its sender: the knock names the address it was sent from. Behind NAT (policy nat) the
+  // source may differ from the name; the grant goes to the source either way.
+  const named = p.allowAddr === null ? null : addrTo16(p.allowAddr);
+  if (!pol.nat && (named === null || !named.equals(src16)))
+    return no('source_mismatch', named === null ? `from ${src}, names no address` : `from ${src}, names ${p.allowAddr}`);
+  if (pol.fromNetworks.length > 0 && !pol.fromNetworks.some((n) => inNetwork(src16, n))) return no('source_not_allowed', `from ${src}`);
+  if (unusableAllowAddress(src16) || f.serverAddrs.has(src16.toString('hex'))) return no('bad_allow_address', src);
   let replay: ReplayVerdict;
   try {
     replay = f.replay.check(client.id, p.nonce, p.timestamp, f.nowS);
@@ -100,25 +117,16 @@ export function decideKnock(f: KnockFacts): KnockDecision {
     return no('replay_store_failed', (err as Error).message);
   }
   if (replay !== 'new') return no(replay);
-  const pol = client.policy;
-  const inFrom = (a16: Buffer): boolean => pol.fromNetworks.length === 0 || pol.fromNetworks.some((n) => inNetwork(a16, n));
-  if (!inFrom(addrTo16(src))) return no('source_not_allowed');
   const want: Access[] = p.open.length > 0 ? p.open : pol.allow;
   if (want.length === 0) return no('port_not_allowed', 'the policy allows nothing');
   const denied = want.filter((a) => !pol.allow.some((b) => b.proto === a.proto && b.port === a.port));
   if (denied.length > 0) return no('port_not_allowed', denied.map((a) => `${a.proto}/${a.port}`).join(','));
   const durationS = p.durationS === 0 ? pol.defaultDurationSeconds : p.durationS;
   if (durationS > pol.maxDurationSeconds) return no('duration_over_max', `${durationS} s > ${pol.maxDurationSeconds} s`);
-  // Behind NAT a client may name the address to allow (its public one); else the packet's source.
-  const addr = p.allowAddr ?? src;
-  const addr16 = addrTo16(addr);
-  if (unusableAllowAddress(addr16)) return no('bad_allow_address', addr);
-  // A named address must satisfy fromNetworks too, or naming one would sidestep it.
-  if (p.allowAddr !== null && !inFrom(addr16)) return no('source_not_allowed', `address to allow ${addr} is outside fromNetworks`);
   return {
     ok: true,
     grant: {
-      addr,
+      addr: src,
       open: [...new Map(want.map((a) => [`${a.proto}/${a.port}`, a])).values()],
       durationS,
       expiresNs: f.monoNs + BigInt(durationS) * NS,

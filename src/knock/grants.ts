@@ -76,7 +76,56 @@ export class GrantTable {
     const g = this.#grants.get(hex) ?? { key, expiresNs, clients: new Set<number>() };
     if (expiresNs > g.expiresNs) g.expiresNs = expiresNs;
     g.clients.add(clientId);
+    // Kept in the order last granted (also across restarts: the file is written in this order),
+    // so the first of a client's is its oldest.
+    this.#grants.delete(hex);
     this.#grants.set(hex, g);
+  }
+
+  /** The addresses clientId's entries allow, oldest grant first. */
+  addressesOf(clientId: number): string[] {
+    const out = new Set<string>();
+    for (const g of this.#grants.values()) if (g.clients.has(clientId)) out.add(g.key.addr);
+    // The oldest is the one whose newest entry is oldest: order by last appearance.
+    const last = new Map<string, number>();
+    let i = 0;
+    for (const g of this.#grants.values()) if (g.clients.has(clientId)) last.set(g.key.addr, i++);
+    return [...out].sort((a, b) => last.get(a)! - last.get(b)!);
+  }
+
+  /** Whether any client still holds an entry for addr. */
+  held(addr: string): boolean {
+    for (const g of this.#grants.values()) if (g.key.addr === addr) return true;
+    return false;
+  }
+
+  /** How many addresses each client holds entries for. */
+  addressCounts(): Map<number, number> {
+    const per = new Map<number, Set<string>>();
+    for (const g of this.#grants.values())
+      for (const id of g.clients) {
+        let s = per.get(id);
+        if (!s) per.set(id, (s = new Set()));
+        s.add(g.key.addr);
+      }
+    return new Map([...per].map(([id, s]) => [id, s.size]));
+  }
+
+  /** Revokes clientId's entries for addr (those no other client holds too); returns how many were in the map. */
+  revokeAddress(clientId: number, addr: string): number {
+    return this.#revokeWhere(clientId, (g) => g.key.addr === addr);
+  }
+
+  #revokeWhere(clientId: number, which: (g: Grant) => boolean): number {
+    let n = 0;
+    for (const [hex, g] of this.#grants) {
+      if (!which(g) || !g.clients.delete(clientId) || g.clients.size > 0) continue;
+      this.#grants.delete(hex);
+      let had = false;
+      for (const m of this.maps()) if (revokeSource(m, g.key)) had = true;
+      if (had) n++;
+    }
+    return n;
   }
 
   /** Notes that clientId's knock wrote key (already in the map). */
@@ -88,15 +137,7 @@ export class GrantTable {
 
   /** Revokes the entries only this client holds; returns how many were in the map. */
   revokeClient(clientId: number): number {
-    let n = 0;
-    for (const [hex, g] of this.#grants) {
-      if (!g.clients.delete(clientId) || g.clients.size > 0) continue;
-      this.#grants.delete(hex);
-      let had = false;
-      for (const m of this.maps()) if (revokeSource(m, g.key)) had = true;
-      if (had) n++;
-    }
-    return n;
+    return this.#revokeWhere(clientId, () => true);
   }
 
   /**

@@ -11,6 +11,10 @@ export interface KnockPolicy {
   defaultDurationSeconds: number;
   /** Empty: any source. */
   fromNetworks: Network[];
+  /** A knock may come from another address than it names (behind NAT): the packet source gets the grant. */
+  nat: boolean;
+  /** Live allowlist addresses this client may hold at once. */
+  maxAddresses: number;
   idleExtensionSeconds: number;
   graceSeconds: number;
 }
@@ -21,6 +25,8 @@ export interface PolicyDefaults {
   maxDurationSeconds: number;
   defaultDurationSeconds: number;
   fromNetworks: string[];
+  nat: boolean;
+  maxAddresses: number;
   idleExtensionSeconds: number;
   graceSeconds: number;
 }
@@ -32,6 +38,8 @@ export const policySchema = z.strictObject({
   maxDurationSeconds: duration.optional(),
   defaultDurationSeconds: duration.optional(),
   fromNetworks: z.array(cidr).optional(),
+  nat: z.boolean().optional(),
+  maxAddresses: z.number().int().min(1).max(1024).optional(),
   idleExtensionSeconds: seconds.optional(),
   graceSeconds: seconds.optional(),
 });
@@ -63,6 +71,8 @@ export function parsePolicy(json: string | null, defaults: PolicyDefaults, file 
     maxDurationSeconds: p.maxDurationSeconds,
     defaultDurationSeconds: p.defaultDurationSeconds,
     fromNetworks: p.fromNetworks.map(parseNetwork),
+    nat: p.nat,
+    maxAddresses: p.maxAddresses,
     idleExtensionSeconds: p.idleExtensionSeconds,
     graceSeconds: p.graceSeconds,
   };
@@ -71,5 +81,5 @@ export function parsePolicy(json: string | null, defaults: PolicyDefaults, file 
 /** The defaults a client without NAME.json (or a field it leaves out) gets. */
 export const policyDefaults = (cfg: KnockConfig): PolicyDefaults => ({
   allow: cfg.allow, maxDurationSeconds: cfg.maxDurationSeconds, defaultDurationSeconds: cfg.defaultDurationSeconds,
-  fromNetworks: cfg.fromNetworks, idleExtensionSeconds: cfg.idleExtensionSeconds, graceSeconds: cfg.graceSeconds,
+  fromNetworks: cfg.fromNetworks, nat: cfg.nat, maxAddresses: cfg.maxAddresses, idleExtensionSeconds: cfg.idleExtensionSeconds, graceSeconds: cfg.graceSeconds,
 });

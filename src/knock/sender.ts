@@ -29,12 +29,15 @@ export interface KnockOptions {
   port: number;
   bundle: Bundle;
   open?: Access[];
-  /** The address to allow; absent: the packet's source. */
+  /**
+   * The address the knock names: the server accepts it only from there (unless the client's policy
+   * has nat). Absent: the local address the system sends from on the route to the server.
+   */
   address?: string;
   durationS?: number;
 }
 
-export interface KnockSent { address: string; port: number; bytes: number; clientId: number }
+export interface KnockSent { address: string; port: number; bytes: number; clientId: number; named: string }
 
 /** Resolves the host (the knock carries the address it is sent to), seals and sends one datagram. */
 export async function sendKnock(o: KnockOptions): Promise<KnockSent> {
@@ -42,17 +45,26 @@ export async function sendKnock(o: KnockOptions): Promise<KnockSent> {
   const host = o.host.replace(/^\[(.*)\]$/, '$1');
   const { address, family } = isIP(host) ? { address: host, family: isIP(host) } : await lookup(host);
   const sealer = new KnockSealer(o.bundle.clientKey, o.bundle.serverKey);
-  const d = await sealer.seal({ serverAddr: address, allowAddr: o.address ?? null, durationS: o.durationS ?? 0, open: o.open ?? [] });
   const sock = createSocket(family === 6 ? 'udp6' : 'udp4');
+  let named: string;
+  let bytes: number;
   try {
     await new Promise<void>((resolve, reject) => {
       sock.once('error', reject);
-      sock.send(d, o.port, address, (err) => (err ? reject(err) : resolve()));
+      // A connected UDP socket: the kernel picks the route and the source address, which we read back.
+      sock.connect(o.port, address, () => { sock.removeListener('error', reject); resolve(); });
+    });
+    named = o.address ?? sock.address().address.replace(/%.*$/, '');
+    const d = await sealer.seal({ serverAddr: address, allowAddr: named, durationS: o.durationS ?? 0, open: o.open ?? [] });
+    bytes = d.length;
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.send(d, (err) => (err ? reject(err) : resolve()));
     });
   } finally {
     sock.close();
   }
-  return { address, port: o.port, bytes: d.length, clientId: sealer.clientId };
+  return { address, port: o.port, bytes, clientId: sealer.clientId, named };
 }
 
 /** Tries TCP connects until one succeeds or `timeoutMs` passes; each attempt is bounded too. */

@@ -12,6 +12,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { BpfMap } from '../bpf/libbpf.js';
 import type { KnockConfig } from '../config/schema.js';
+import { endFlowsFrom } from '../server/flowend.js';
 import type { KnockMapOptions } from '../server/knockmaps.js';
 import { nonceTable, type NonceTable } from '../server/knocknonces.js';
 import { addrFrom16, addrTo16 } from '../wire/address.js';
@@ -25,8 +26,11 @@ import { policyDefaults } from './policy.js';
 import { knockMapOptions } from './prefilter.js';
 import { ReplayMemory } from './replay.js';
 
-/** The maps of one interface served that the service writes: its allowlist and its replay memory. */
-export interface KnockServiceMaps { spak_allow: BpfMap; spak_knock_nonces: BpfMap }
+/**
+ * The maps of one interface served that the service writes: its allowlist, its replay memory, and
+ * its flow table (a revoked client's flows without an established socket end with it).
+ */
+export interface KnockServiceMaps { spak_allow: BpfMap; spak_knock_nonces: BpfMap; spak_flows?: BpfMap }
 
 export interface KnockServiceOptions {
   /**
@@ -122,6 +126,8 @@ export class KnockService {
   // The addresses knocks may name: configured ones, the listen address and the interfaces' own.
   #serverAddrs = new Set<string>();
   #sockets: Socket[] = [];
+  // The last allowlist shortfall warned about (0: none), so one directory change warns once.
+  #shortfall = 0;
   #housekeeping: NodeJS.Timeout | null = null;
 
   /**
@@ -178,6 +184,7 @@ export class KnockService {
   async #bind(): Promise<void> {
     this.#refreshAddrs();
     this.#dir.start();
+    this.#checkCapacity(this.#dir.current.values());
     try {
       this.opts.onClients(clientMapOptions(this.cfg, this.#serverKey, this.#dir.current.values()));
       this.#sockets = await bindSockets(this.cfg.port, this.cfg.listenAddress, (m, r) => void this.#handle(m, r).catch(() => undefined));
@@ -257,17 +264,37 @@ export class KnockService {
     } catch (err) {
       this.logger.error({ err }, 'knock: writing the XDP client map failed');
     }
+    this.#checkCapacity(now.values());
     for (const x of c.added) this.logger.info({ client: x.name, file: x.pubFile }, `knock: client ${x.name} added`);
     for (const x of c.changed) this.logger.info({ client: x.name, file: x.pubFile }, `knock: client ${x.name} reloaded`);
     for (const x of c.removed) {
       let n = 0;
+      let flows = 0;
       try {
+        const held = this.#grants.addressesOf(x.id);
         n = this.#grants.revokeClient(x.id);
+        const addrs = held.filter((a) => !this.#grants.held(a)); // another client's grant there keeps its flows
+        for (const m of this.#maps) if (m.spak_flows) flows += endFlowsFrom(m.spak_flows, addrs);
       } catch (err) {
-        this.logger.error({ err, client: x.name }, 'knock: revoking allowlist entries failed');
+        this.logger.error({ err, client: x.name }, 'knock: revoking allowlist entries or flows failed');
       }
-      this.logger.info({ client: x.name, revokedEntries: n }, `knock: client ${x.name} removed; ${n} allowlist entr${n === 1 ? 'y' : 'ies'} revoked`);
+      this.logger.info({ client: x.name, revokedEntries: n, endedFlows: flows },
+        `knock: client ${x.name} removed; ${n} allowlist entr${n === 1 ? 'y' : 'ies'} revoked, ${flows} flow${flows === 1 ? '' : 's'} ended`);
     }
+  }
+
+  /**
+   * The reserve: when the allowlist holds every client's maxAddresses times its allowed ports, no
+   * client under its limit can find it full. Says so in one line when it does not.
+   */
+  #checkCapacity(clients: Iterable<LoadedClient>): void {
+    let need = 0;
+    for (const c of clients) need += c.policy.maxAddresses * new Set(c.policy.allow.map((a) => `${a.proto}/${a.port}`)).size;
+    const capacity = Math.min(...this.#maps.map((m) => m.spak_allow.maxEntries));
+    const shortfall = need > capacity ? need : 0;
+    if (shortfall !== 0 && shortfall !== this.#shortfall)
+      this.logger.warn(`knock: allowCapacity ${capacity} is below the clients' maxAddresses x allowed ports (${need}): a full allowlist evicts the oldest address of the client holding the most`);
+    this.#shortfall = shortfall;
   }
 
   #refreshAddrs(): void {
@@ -292,14 +319,52 @@ export class KnockService {
         serverAddrs: this.#serverAddrs, replay: this.#replay,
       });
       if (!d.ok) return this.#rejected(d.reason, src, client, d.detail);
+      this.#makeRoom(client, d.grant.addr);
       try {
-        writeGrant(this.#maps.map((m) => m.spak_allow), d.grant);
+        this.#write(client, d.grant);
       } catch (err) {
         return this.#rejected('allowlist_failed', src, client, (err as Error).message);
       }
       this.#accepted(src, client, d.grant);
     } catch (err) {
       this.#rejected('internal_error', src, client, (err as Error)?.message ?? String(err));
+    }
+  }
+
+  /**
+   * A client holds at most its policy's maxAddresses addresses: a knock for one more first revokes
+   * the entries of its oldest (counted as knock_client_address_replaced when any were live).
+   */
+  #makeRoom(client: LoadedClient, addr: string): void {
+    const held = this.#grants.addressesOf(client.id).filter((a) => a !== addr);
+    for (const old of held.slice(0, Math.max(0, held.length - client.policy.maxAddresses + 1))) {
+      if (this.#grants.revokeAddress(client.id, old) === 0) continue; // its entries had gone already
+      this.#tally.event('knock_client_address_replaced');
+      this.opts.decisions.write('info', { client: client.name, addr: old }, `knock: client ${client.name} holds ${client.policy.maxAddresses} addresses: its oldest, ${old}, replaced`,
+        'knock_client_address_replaced');
+    }
+  }
+
+  /**
+   * Writes the grant. When the allowlist is full, the client holding the most addresses (more than
+   * this one will) gives up its oldest, and the write is tried again: a full table never refuses a
+   * client that holds fewer addresses than every other (counted as knock_client_address_evicted).
+   */
+  #write(client: LoadedClient, g: KnockGrant): void {
+    const maps = this.#maps.map((m) => m.spak_allow);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return writeGrant(maps, g);
+      } catch (err) {
+        const mine = this.#grants.addressesOf(client.id).filter((a) => a !== g.addr).length + 1;
+        let victim: number | null = null;
+        let most = mine;
+        for (const [id, n] of this.#grants.addressCounts()) if (id !== client.id && n > most) [victim, most] = [id, n];
+        // Only a full map (E2BIG from a hash map at max_entries) is made room in.
+        if ((err as { code?: string }).code !== 'E2BIG' || victim === null || attempt >= 256) throw err; // a record whose entry already went frees nothing: try the next
+        const old = this.#grants.addressesOf(victim)[0]!;
+        if (this.#grants.revokeAddress(victim, old) > 0) this.#tally.event('knock_client_address_evicted');
+      }
     }
   }
 

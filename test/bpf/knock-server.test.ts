@@ -33,6 +33,11 @@ const stateDir = path.join(tmp, 'state');
 const PORT = 40000 + (process.pid % 20000);
 const serverKeys = generateX25519();
 const keys: Record<string, X25519Pair> = Object.fromEntries(['alice', 'bob', 'carol', 'dave', 'eve', 'mallory'].map((n) => [n, generateX25519()]));
+// Knocks are bound to their sender and loopback addresses are never allowed: they come from
+// TEST-NET addresses of this test's own added to lo, sent to the server's 127.0.0.1 and [::1].
+const SRC4 = `192.0.2.${1 + (process.pid % 250)}`;
+const SRC6 = `2001:db8:ffff::${(1 + (process.pid % 65000)).toString(16)}`;
+const srcOf = (host: string): string => (host.includes(':') ? SRC6 : SRC4);
 const logLines: string[] = [];
 const logger = pino({ level: 'info' }, { write: (s: string) => void logLines.push(s) });
 
@@ -56,6 +61,8 @@ const start = async (): Promise<KnockService> => startKnockService(
   { spak_allow: allow, spak_knock_nonces: srv.program.map('spak_knock_nonces') }, cfg, logger, { rescanMs: 200, decisions: knockLog(logger, 1000), onClients: (k) => srv.update({ knock: k }) });
 
 before(async () => {
+  execFileSync('ip', ['addr', 'add', `${SRC4}/32`, 'dev', 'lo']);
+  execFileSync('ip', ['addr', 'add', `${SRC6}/128`, 'dev', 'lo', 'nodad']);
   const obj = path.join(tmp, 'allow_fixture.bpf.o');
   execFileSync(process.env.CLANG ?? 'clang-16', ['-O2', '-g', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu', '-I', path.join(repoRoot, 'bpf'), '-c',
     path.join(repoRoot, 'test/bpf/fixtures/allow_fixture.bpf.c'), '-o', obj]);
@@ -66,12 +73,13 @@ before(async () => {
   clientsMap = srv.program.map('spak_knock_clients');
   writeFileSync(cfg.serverKeyFile, privatePem(serverKeys.privateKey), { mode: 0o600 });
   execFileSync('mkdir', ['-p', clientsDir]);
-  addClient('alice', { allow: ['tcp/22', 'udp/51820', 'tcp/2222'], maxDurationSeconds: 600, defaultDurationSeconds: 120, fromNetworks: ['127.0.0.0/8', '::1/128'], idleExtensionSeconds: 60, graceSeconds: 10 });
+  addClient('alice', { allow: ['tcp/22', 'udp/51820', 'tcp/2222'], maxDurationSeconds: 600, defaultDurationSeconds: 120, fromNetworks: [`${SRC4}/32`, `${SRC6}/128`], idleExtensionSeconds: 60, graceSeconds: 10 });
   addClient('bob', { allow: ['tcp/22'], fromNetworks: ['198.51.100.0/24'] });
   addClient('carol');
   svc = await start();
 });
 after(() => {
+  for (const a of [`${SRC4}/32`, `${SRC6}/128`]) try { execFileSync('ip', ['addr', 'del', a, 'dev', 'lo']); } catch { /* not added */ }
   svc?.stop();
   fixture?.close();
   srv?.close();
@@ -80,10 +88,11 @@ after(() => {
 
 type Req = Partial<Omit<KnockPlain, 'nonce'>> & { nonce?: Buffer };
 const seal = (name: string, r: Req = {}): Promise<Buffer> => new KnockSealer(keys[name]!.privateKey, serverKeys.publicKey)
-  .seal({ serverAddr: '127.0.0.1', allowAddr: null, durationS: 0, open: [], ...r });
+  .seal({ serverAddr: '127.0.0.1', durationS: 0, open: [], ...r, allowAddr: r.allowAddr === undefined ? srcOf(r.serverAddr ?? '127.0.0.1') : r.allowAddr });
 
 async function send(d: Buffer, host: '127.0.0.1' | '::1'): Promise<void> {
   const s = createSocket(host === '::1' ? 'udp6' : 'udp4');
+  await new Promise<void>((resolve) => s.bind(0, srcOf(host), resolve));
   await new Promise<void>((resolve, reject) => s.send(d, PORT, host, (err) => (err ? reject(err) : resolve())));
   s.close();
 }
@@ -128,34 +137,28 @@ describe('accepted knocks', () => {
     clearAllow();
     const before = process.hrtime.bigint();
     assert.equal(await outcome(await seal('alice', { open: [{ proto: 'tcp', port: 22 }, { proto: 'udp', port: 51820 }], durationS: 300 })), 'knock_accepted');
-    assert.deepEqual(allowed(), ['127.0.0.1 tcp/22', '127.0.0.1 udp/51820']);
+    assert.deepEqual(allowed(), [`${SRC4} tcp/22`, `${SRC4} udp/51820`]);
     const v = [...allow.keys()].map((k) => allow.lookup(k)!)[0]!;
     const expires = v.readBigUInt64LE(0);
     assert.ok(expires >= before + 300n * 1_000_000_000n && expires <= process.hrtime.bigint() + 300n * 1_000_000_000n);
     assert.equal(v.readBigUInt64LE(8), 60n * 1_000_000_000n);
     assert.equal(v.readBigUInt64LE(16), 10n * 1_000_000_000n);
-    assert.ok(logLines.some((l) => l.includes('client alice from 127.0.0.1')));
+    assert.ok(logLines.some((l) => l.includes(`client alice from ${SRC4}`)));
   });
 
   test('[::1], empty request: the policy allow list, for the default duration', async () => {
     clearAllow();
     const before = process.hrtime.bigint();
     assert.equal(await outcome(await seal('alice', { serverAddr: '::1' }), '::1'), 'knock_accepted');
-    assert.deepEqual(allowed(), ['::1 tcp/22', '::1 tcp/2222', '::1 udp/51820']);
+    assert.deepEqual(allowed(), [`${SRC6} tcp/22`, `${SRC6} tcp/2222`, `${SRC6} udp/51820`]);
     const expires = allow.lookup(allow.keys()[0]!)!.readBigUInt64LE(0);
     assert.ok(expires >= before + 120n * 1_000_000_000n && expires < before + 121n * 1_000_000_000n);
   });
 
-  test('a named address (client behind NAT) is the one allowed; server defaults apply without NAME.json', async () => {
-    clearAllow();
-    assert.equal(await outcome(await seal('carol', { allowAddr: '2001:db8::9', open: [{ proto: 'tcp', port: 80 }] })), 'knock_accepted');
-    assert.deepEqual(allowed(), ['2001:db8::9 tcp/80']);
-    clearAllow();
-    assert.equal(await outcome(await seal('alice', { allowAddr: '127.0.0.9', open: [{ proto: 'tcp', port: 22 }] })), 'knock_accepted');
-    assert.deepEqual(allowed(), ['127.0.0.9 tcp/22']);
+  test('the packet source is the one allowed; server defaults apply without NAME.json', async () => {
     clearAllow();
     assert.equal(await outcome(await seal('carol')), 'knock_accepted');
-    assert.deepEqual(allowed(), ['127.0.0.1 tcp/80']);
+    assert.deepEqual(allowed(), [`${SRC4} tcp/80`]);
   });
 });
 
@@ -176,8 +179,8 @@ describe('rejections: counted, nothing written', () => {
     ['port not allowed', 'knock_rejected_port_not_allowed', () => seal('alice', { open: [{ proto: 'tcp', port: 22 }, { proto: 'tcp', port: 23 }] })],
     ['duration over max', 'knock_rejected_duration_over_max', () => seal('alice', { durationS: 601 })],
     ['source outside fromNetworks', 'knock_rejected_source_not_allowed', () => seal('bob')],
-    ['named address outside fromNetworks', 'knock_rejected_source_not_allowed', () => seal('alice', { allowAddr: '203.0.113.9' })],
-    ['unusable named address', 'knock_rejected_bad_allow_address', () => seal('alice', { allowAddr: '224.0.0.1' })],
+    ['names another address than its source', 'knock_rejected_source_mismatch', () => seal('alice', { allowAddr: '203.0.113.9' })],
+    ['names no address', 'knock_rejected_source_mismatch', () => seal('alice', { allowAddr: null })],
   ];
   for (const [name, counter, make] of cases)
     test(name, async () => {
@@ -193,9 +196,41 @@ describe('rejections: counted, nothing written', () => {
     try {
       assert.equal(await outcome(await seal('alice', { open: [{ proto: 'tcp', port: 22 }, { proto: 'udp', port: 51820 }] })), 'knock_rejected_allowlist_failed');
       assert.equal(allow.keys().length, 1023);
-      assert.equal(allowed().filter((e) => e.startsWith('127.0.0.1')).length, 0);
+      assert.equal(allowed().filter((e) => e.startsWith(SRC4)).length, 0);
     } finally {
       clearAllow();
+    }
+  });
+
+  test('allowlist full: the client holding the most addresses gives up its oldest (counted); when none holds more, refused', async () => {
+    clearAllow();
+    keys.lee = generateX25519();
+    keys.max = generateX25519();
+    addClient('lee', { allow: ['tcp/22'] });
+    addClient('max', { allow: ['tcp/80', 'tcp/81'] });
+    await until(() => inClientMap('lee') && inClientMap('max'), 'lee and max in the XDP client map');
+    const filler = (i: number) => { const k = Buffer.alloc(20); k.writeUInt32BE(i, 0); k[18] = 6; return k; };
+    for (let i = 0; i < 1022; i++) allow.update(filler(i), Buffer.alloc(24));
+    const ours = () => allowed().filter((e) => e.startsWith(SRC4) || e.startsWith(SRC6));
+    const evicted = () => svc.counters().knock_client_address_evicted;
+    try {
+      assert.equal(await outcome(await seal('lee')), 'knock_accepted');
+      assert.equal(await outcome(await seal('lee', { serverAddr: '::1' }), '::1'), 'knock_accepted');
+      assert.equal(allow.keys().length, 1024, 'full');
+      const e0 = evicted();
+      // max holds nothing, lee two addresses: lee's oldest makes room.
+      assert.equal(await outcome(await seal('max', { open: [{ proto: 'tcp', port: 80 }] })), 'knock_accepted');
+      assert.equal(evicted(), e0 + 1);
+      assert.deepEqual(ours(), [`${SRC4} tcp/80`, `${SRC6} tcp/22`]);
+      // Now each holds one address: max asking for a second entry finds no one holding more.
+      assert.equal(await outcome(await seal('max', { open: [{ proto: 'tcp', port: 81 }] })), 'knock_rejected_allowlist_failed');
+      assert.equal(evicted(), e0 + 1);
+      assert.deepEqual(ours(), [`${SRC4} tcp/80`, `${SRC6} tcp/22`]);
+    } finally {
+      clearAllow();
+      for (const n of ['lee', 'max']) unlinkSync(path.join(clientsDir, `${n}.pub`));
+      for (const n of ['lee', 'max']) unlinkSync(path.join(clientsDir, `${n}.json`));
+      await until(() => !inClientMap('lee') && !inClientMap('max'), 'lee and max gone');
     }
   });
 
@@ -212,7 +247,8 @@ describe('rejections: counted, nothing written', () => {
     svc = await start();
     assert.equal(logLines.filter((l) => l.includes('start fence')).length, 1, 'the first start (empty map) said so, the restart did not');
     assert.equal(await outcome(second), 'knock_rejected_replayed');
-    assert.equal(await outcome(first, '::1'), 'knock_rejected_replayed');
+    // From another address than it names: refused before the replay check (a thief's copy burns nothing).
+    assert.equal(await outcome(first, '::1'), 'knock_rejected_source_mismatch');
     assert.deepEqual(allowed(), []);
   });
 });
@@ -224,7 +260,36 @@ describe('the clients directory while running', () => {
     await until(() => inClientMap('dave'), 'dave in the XDP client map');
     clearAllow();
     assert.equal(await outcome(await seal('dave')), 'knock_accepted');
-    assert.deepEqual(allowed(), ['127.0.0.1 udp/51820']);
+    assert.deepEqual(allowed(), [`${SRC4} udp/51820`]);
+  });
+
+  test('maxAddresses: a knock from one more address replaces the client\'s oldest (counted)', async () => {
+    keys.ivy = generateX25519();
+    addClient('ivy', { allow: ['tcp/22'], maxAddresses: 1 });
+    await until(() => inClientMap('ivy'), 'ivy in the XDP client map');
+    clearAllow();
+    const replaced = () => svc.counters().knock_client_address_replaced;
+    const r0 = replaced();
+    assert.equal(await outcome(await seal('ivy')), 'knock_accepted');
+    assert.equal(await outcome(await seal('ivy')), 'knock_accepted');
+    assert.equal(replaced(), r0, 'the same address again replaces nothing');
+    assert.deepEqual(allowed(), [`${SRC4} tcp/22`]);
+    assert.equal(await outcome(await seal('ivy', { serverAddr: '::1' }), '::1'), 'knock_accepted');
+    assert.deepEqual(allowed(), [`${SRC6} tcp/22`], 'the oldest address is revoked');
+    assert.equal(replaced(), r0 + 1);
+    unlinkSync(path.join(clientsDir, 'ivy.pub'));
+    unlinkSync(path.join(clientsDir, 'ivy.json'));
+    await until(() => !inClientMap('ivy'), 'ivy out of the XDP client map');
+  });
+
+  test('clients that could hold more entries than the allowlist: one warning line', async () => {
+    keys.jay = generateX25519();
+    addClient('jay', { allow: ['tcp/22', 'udp/51820'], maxAddresses: 1024 });
+    await until(() => inClientMap('jay'), 'jay in the XDP client map');
+    assert.ok(logLines.some((l) => /allowCapacity 1024 is below the clients' maxAddresses x allowed ports \(\d+\)/.test(l)), 'the warning');
+    unlinkSync(path.join(clientsDir, 'jay.pub'));
+    unlinkSync(path.join(clientsDir, 'jay.json'));
+    await until(() => !inClientMap('jay'), 'jay out of the XDP client map');
   });
 
   test('a removed client leaves the XDP client map at once, its entries are revoked, its knocks refused', async () => {
@@ -233,7 +298,7 @@ describe('the clients directory while running', () => {
     assert.equal(await outcome(await seal('alice', { open: [{ proto: 'tcp', port: 22 }] })), 'knock_accepted');
     unlinkSync(path.join(clientsDir, 'dave.pub'));
     await until(() => !inClientMap('dave'), 'dave out of the XDP client map');
-    assert.deepEqual(allowed(), ['127.0.0.1 tcp/22'], 'only dave\'s entry is revoked');
+    assert.deepEqual(allowed(), [`${SRC4} tcp/22`], 'only dave\'s entry is revoked');
     assert.ok(logLines.some((l) => l.includes('client dave removed; 1 allowlist entry revoked')));
     assert.equal(await outcome(await seal('dave')), 'knock_rejected_unknown_client');
     assert.equal(inClientMap('alice'), true);
@@ -250,7 +315,7 @@ describe('the clients directory while running', () => {
     svc = await start();
     unlinkSync(path.join(clientsDir, 'hank.pub'));
     await until(() => !inClientMap('hank'), 'hank out of the XDP client map');
-    assert.deepEqual(allowed(), ['127.0.0.1 tcp/22']);
+    assert.deepEqual(allowed(), [`${SRC4} tcp/22`]);
   });
 
   test('bad files are logged and skipped; the daemon serves the rest', async () => {

@@ -190,10 +190,11 @@ describe('knock mode end to end', { skip }, () => {
   /** Captures (tcpdump on the server's eth0) the datagrams to the knock port while fn runs. */
   const captureKnock = (name: string, fn: () => Promise<void>) => capture(lab, SRV, KNOCK_PORT, name, fn, 'udp');
 
-  async function replayKnock(pcap: string, f: Family): Promise<{ captured: { src: string; len: number } }> {
-    const argv = [SYSTEM_PYTHON, KNOCK_REPLAY_PY, '--pcap', pcap, '--iface', 'eth0', '--src', lab.host(OTH)[f], '--dst', ADDR[f],
+  /** Sends the captured knock again from `host`'s own address. */
+  async function replayKnock(pcap: string, f: Family, host = OTH): Promise<{ captured: { src: string; len: number } }> {
+    const argv = [SYSTEM_PYTHON, KNOCK_REPLAY_PY, '--pcap', pcap, '--iface', 'eth0', '--src', lab.host(host)[f], '--dst', ADDR[f],
       '--dst-mac', await lab.mac(SRV), '--dport', String(KNOCK_PORT)];
-    const r = await lab.exec(OTH, argv, { timeoutMs: 60_000 });
+    const r = await lab.exec(host, argv, { timeoutMs: 60_000 });
     const line = r.stdout.trim().split('\n').pop() ?? '';
     let out: { error?: string; captured: { src: string; len: number } };
     try {
@@ -243,7 +244,7 @@ describe('knock mode end to end', { skip }, () => {
     }
   });
 
-  it('the captured knock replayed from the third host opens nothing, also after a daemon restart (knock_rejected_replayed)', { timeout: 240_000 }, async () => {
+  it('the captured knock replayed opens nothing, also after a daemon restart (third host: source_mismatch; the client: replayed)', { timeout: 240_000 }, async () => {
     let server: SpakProcess | null = null;
     const stateDir = path.join(lab.dir, 'state-replay');
     try {
@@ -266,12 +267,15 @@ describe('knock mode end to end', { skip }, () => {
           const before = await server.counters();
           const out = await replayKnock(pcaps[f]!, f);
           assert.equal(out.captured.src, lab.host(CLI)[f], `the captured knock is the client's (${f})`);
-          // The datagram is a real knock: it passes XDP and the daemon refuses it as a replay.
+          // The datagram is a real knock: it passes XDP; from the third host the daemon refuses it
+          // as not sent from the address it names, from the client itself as a replay.
+          await replayKnock(pcaps[f]!, f, CLI);
           let after = before;
-          for (let i = 0; i < 50 && delta(before, after, 'knock_rejected_replayed') < 1; i++) {
+          for (let i = 0; i < 50 && delta(before, after, 'knock_rejected_replayed') + delta(before, after, 'knock_rejected_source_mismatch') < 2; i++) {
             await sleep(100);
             after = await server.counters();
           }
+          assert.equal(delta(before, after, 'knock_rejected_source_mismatch'), 1, `knock_rejected_source_mismatch (${f}, ${round}): ${JSON.stringify(after)}`);
           assert.equal(delta(before, after, 'knock_rejected_replayed'), 1, `knock_rejected_replayed (${f}, ${round}): ${JSON.stringify(after)}`);
           assert.equal(delta(before, after, 'knock_accepted'), 0, `nothing accepted (${f}, ${round})`);
           await assertBlocked(lab, OTH, [{ addr: ADDR[f], port: HTTP_PORT }], `third host after the replay (${f}, ${round})`);

@@ -2,7 +2,7 @@
 """Replays a captured knock datagram from another host (run with Debian's /usr/bin/python3, scapy).
 
 Reads the first UDP datagram to --dst:--dport in --pcap and sends its payload, byte for byte and
-from the same source port, from this host's own address --src to --dst:--dport (--count times).
+from the same source port, from this host's own address --src to --dst:--dport (or --to-port; --count times).
 Prints one JSON line: {"captured": {"src", "sport", "len"}, "sent": {"src", "count"}}.
 """
 import argparse
@@ -24,6 +24,7 @@ def main():
     ap.add_argument("--dst-mac", required=True)
     ap.add_argument("--dport", type=int, required=True)
     ap.add_argument("--count", type=int, default=1)
+    ap.add_argument("--to-port", type=int, default=None, help="send to this port (default: --dport)")
     a = ap.parse_args()
 
     v6 = ":" in a.dst
@@ -43,7 +44,7 @@ def main():
 
     conf.verb = 0
     l3 = IPv6(src=a.src, dst=a.dst) if v6 else IP(src=a.src, dst=a.dst)
-    pkt = Ether(src=get_if_hwaddr(a.iface), dst=a.dst_mac) / l3 / UDP(sport=captured["sport"], dport=a.dport) / Raw(payload)
+    pkt = Ether(src=get_if_hwaddr(a.iface), dst=a.dst_mac) / l3 / UDP(sport=captured["sport"], dport=a.to_port or a.dport) / Raw(payload)
     sendp(pkt, iface=a.iface, count=a.count, verbose=0)
     print(json.dumps({"captured": captured, "sent": {"src": a.src, "count": a.count}}))
     return 0

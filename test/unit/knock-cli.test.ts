@@ -90,6 +90,24 @@ describe('knock', () => {
     });
   }
 
+  for (const [family, host] of [['udp4', '127.0.0.1'], ['udp6', '::1']] as const) {
+    test(`without --address the knock names the address it is sent from (${host})`, async () => {
+      const sock = createSocket(family);
+      await new Promise<void>((r) => sock.bind(0, host, r));
+      const got = new Promise<{ msg: Buffer; from: string }>((r) => sock.once('message', (msg, rinfo) => r({ msg, from: rinfo.address })));
+      const r = await spak(['knock', family === 'udp6' ? `[${host}]` : host, '--port', String(sock.address().port), '--bundle', path.join(dir, 'cli/laptop.spak')]);
+      assert.equal(r.code, 0, r.stderr);
+      const { msg, from } = await got;
+      sock.close();
+      const srv = loadPrivateKey(path.join(dir, 'srv/server.key'));
+      const cliPub = loadPublicKey(path.join(dir, 'cli/laptop.pub'));
+      const opened = await new KnockOpener(srv, (id) => (id === clientIdOf(cliPub) ? knockClient(srv, cliPub, 'laptop') : undefined)).open(msg);
+      assert.ok(opened.ok, JSON.stringify(opened));
+      assert.equal(opened.plain.allowAddr, from, 'the named address is the packet source');
+      assert.match(r.stderr, new RegExp(`from ${host.replace(/\./g, '\\.')}`));
+    });
+  }
+
   test('bad input', async () => {
     const bundle = path.join(dir, 'cli/laptop.spak');
     for (const [args, code] of [

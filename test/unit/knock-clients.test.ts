@@ -17,7 +17,7 @@ import { addrTo16 } from '../../src/wire/address.js';
 const tmp = mkdtempSync(path.join(tmpdir(), 'spak-kclients-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 const server = generateX25519();
-const DEFAULTS: PolicyDefaults = { allow: ['tcp/22'], maxDurationSeconds: 3600, defaultDurationSeconds: 300, fromNetworks: [], idleExtensionSeconds: 0, graceSeconds: 0 };
+const DEFAULTS: PolicyDefaults = { allow: ['tcp/22'], maxDurationSeconds: 3600, defaultDurationSeconds: 300, fromNetworks: [], nat: false, maxAddresses: 4, idleExtensionSeconds: 0, graceSeconds: 0 };
 
 describe('config: server.knock', () => {
   const base = { interface: 'eth0', keys: [{ id: 1, secret: '00'.repeat(16) }], protect: [{ address: '198.51.100.1', port: 22 }] };

@@ -19,11 +19,11 @@ const MONO = 5_000_000_000n;
 const NS = 1_000_000_000n;
 const DEFAULTS: PolicyDefaults = {
   allow: ['tcp/22', 'udp/51820'], maxDurationSeconds: 900, defaultDurationSeconds: 120,
-  fromNetworks: [], idleExtensionSeconds: 60, graceSeconds: 10,
+  fromNetworks: [], nat: false, maxAddresses: 4, idleExtensionSeconds: 60, graceSeconds: 10,
 };
 const policy = (over: object = {}) => parsePolicy(JSON.stringify(over), DEFAULTS);
 const plain = (over: Partial<KnockPlain> = {}): KnockPlain => ({
-  timestamp: NOW, nonce: randomBytes(16), serverAddr: '198.51.100.1', allowAddr: null, durationS: 0, open: [], ...over,
+  timestamp: NOW, nonce: randomBytes(16), serverAddr: '198.51.100.1', allowAddr: '192.0.2.7', durationS: 0, open: [], ...over,
 });
 /** A replay memory whose fence is well before NOW (as after a start 100 s ago). */
 const memoryOf = (table = new MemoryNonceTable()): ReplayMemory => ReplayMemory.open(() => [table], 30, NOW - 100).memory;
@@ -51,7 +51,7 @@ describe('freshness and replay', () => {
     const opener = new KnockOpener(server.privateKey, (id) => (id === clientIdOf(alice.publicKey) ? client : undefined));
     const sealer = new KnockSealer(alice.privateKey, server.publicKey);
     const opened = async (over: Partial<KnockPlain>): Promise<KnockPlain> => {
-      const r = await opener.open(await sealer.seal({ serverAddr: '198.51.100.1', allowAddr: null, durationS: 600, open: [{ proto: 'tcp', port: 22 }], timestamp: NOW, ...over }));
+      const r = await opener.open(await sealer.seal({ serverAddr: '198.51.100.1', allowAddr: '192.0.2.7', durationS: 600, open: [{ proto: 'tcp', port: 22 }], timestamp: NOW, ...over }));
       assert.ok(r.ok);
       return r.plain;
     };
@@ -108,16 +108,30 @@ const CASES: { reason: KnockRejectReason; what: string; facts: KnockFacts; detai
   { reason: 'wrong_server', what: 'sent to another address', facts: facts({ plain: plain({ serverAddr: '203.0.113.5' }) }), detail: /sent to 203\.0\.113\.5/ },
   { reason: 'replayed', what: 'nonce seen before', facts: facts({ replay: { check: () => 'replayed' } }) },
   { reason: 'source_not_allowed', what: 'packet source outside fromNetworks', facts: facts({ client: { id: 1, policy: policy({ fromNetworks: ['10.0.0.0/8'] }) } }) },
-  { reason: 'source_not_allowed', what: 'named address outside fromNetworks', detail: /address to allow 192\.0\.2\.99 is outside/,
-    facts: facts({ src: '10.1.2.3', plain: plain({ allowAddr: '192.0.2.99' }), client: { id: 1, policy: policy({ fromNetworks: ['10.0.0.0/8'] }) } }) },
+  { reason: 'source_not_allowed', what: 'behind NAT (nat: true), the packet source outside fromNetworks', detail: /from 192\.0\.2\.7/,
+    facts: facts({ plain: plain({ allowAddr: '10.1.2.3' }), client: { id: 1, policy: policy({ nat: true, fromNetworks: ['10.0.0.0/8'] }) } }) },
+  { reason: 'source_mismatch', what: 'sent from another address than it names (a thief\'s copy)', detail: /from 192\.0\.2\.7, names 192\.0\.2\.99/,
+    facts: facts({ plain: plain({ allowAddr: '192.0.2.99' }) }) },
+  { reason: 'source_mismatch', what: 'names no address', detail: /names no address/, facts: facts({ plain: plain({ allowAddr: null }) }) },
+  { reason: 'source_mismatch', what: 'names another address, inside fromNetworks too', facts: facts({ plain: plain({ allowAddr: '192.0.2.99' }),
+    client: { id: 1, policy: policy({ fromNetworks: ['192.0.2.0/24'] }) } }) },
   { reason: 'port_not_allowed', what: 'a port outside the policy', facts: facts({ plain: plain({ open: [{ proto: 'tcp', port: 22 }, { proto: 'tcp', port: 23 }] }) }), detail: /^tcp\/23$/ },
   { reason: 'port_not_allowed', what: 'the policy allows nothing', facts: facts({ client: { id: 1, policy: policy({ allow: [] }) } }), detail: /allows nothing/ },
   { reason: 'duration_over_max', what: 'above maxDurationSeconds', facts: facts({ plain: plain({ durationS: 901 }) }), detail: /901 s > 900 s/ },
-  { reason: 'bad_allow_address', what: 'named 0.0.0.0', facts: facts({ plain: plain({ allowAddr: '0.0.0.0' }) }) },
-  { reason: 'bad_allow_address', what: 'named IPv4 multicast', facts: facts({ plain: plain({ allowAddr: '224.0.0.1' }) }) },
-  { reason: 'bad_allow_address', what: 'named the broadcast address', facts: facts({ plain: plain({ allowAddr: '255.255.255.255' }) }) },
-  { reason: 'bad_allow_address', what: 'named ::', facts: facts({ plain: plain({ allowAddr: '::' }) }) },
-  { reason: 'bad_allow_address', what: 'named IPv6 multicast', facts: facts({ plain: plain({ allowAddr: 'ff02::1' }) }), detail: /^ff02::1$/ },
+  { reason: 'bad_allow_address', what: 'from and naming 0.0.0.0', facts: facts({ src: '0.0.0.0', plain: plain({ allowAddr: '0.0.0.0' }) }) },
+  { reason: 'bad_allow_address', what: 'from and naming IPv4 multicast', facts: facts({ src: '224.0.0.1', plain: plain({ allowAddr: '224.0.0.1' }) }) },
+  { reason: 'bad_allow_address', what: 'from and naming the broadcast address', facts: facts({ src: '255.255.255.255', plain: plain({ allowAddr: '255.255.255.255' }) }) },
+  { reason: 'bad_allow_address', what: 'from and naming ::', facts: facts({ src: '::', plain: plain({ allowAddr: '::' }) }) },
+  { reason: 'bad_allow_address', what: 'from and naming IPv6 multicast', facts: facts({ src: 'ff02::1', plain: plain({ allowAddr: 'ff02::1' }) }) },
+  { reason: 'bad_allow_address', what: 'from and naming IPv4 loopback', facts: facts({ src: '127.0.0.1', plain: plain({ allowAddr: '127.0.0.1' }) }) },
+  { reason: 'bad_allow_address', what: 'from and naming another 127/8 address', facts: facts({ src: '127.9.9.9', plain: plain({ allowAddr: '127.9.9.9' }) }) },
+  { reason: 'bad_allow_address', what: 'from and naming IPv6 loopback', facts: facts({ src: '::1', plain: plain({ allowAddr: '::1' }) }) },
+  { reason: 'bad_allow_address', what: 'from and naming IPv4 link-local', facts: facts({ src: '169.254.1.2', plain: plain({ allowAddr: '169.254.1.2' }) }) },
+  { reason: 'bad_allow_address', what: 'from and naming IPv6 link-local', facts: facts({ src: 'fe80::1', plain: plain({ allowAddr: 'fe80::1' }) }) },
+  { reason: 'bad_allow_address', what: 'from and naming fe80::/10, not just fe80::/16', facts: facts({ src: 'febf::1', plain: plain({ allowAddr: 'febf::1' }) }) },
+  { reason: 'bad_allow_address', what: 'from and naming the server\'s own IPv4 address', facts: facts({ src: '198.51.100.1', plain: plain({ allowAddr: '198.51.100.1' }) }) },
+  { reason: 'bad_allow_address', what: 'from and naming the server\'s own IPv6 address', facts: facts({ src: '2001:db8::1', plain: plain({ allowAddr: '2001:db8::1' }) }) },
+  { reason: 'bad_allow_address', what: 'behind NAT, a loopback source', facts: facts({ src: '127.0.0.1', client: { id: 1, policy: policy({ nat: true }) } }) },
   { reason: 'before_fence', what: 'stamped at or before the replay memory\'s fence', facts: facts({ replay: ReplayMemory.open(() => [new MemoryNonceTable()], 30, NOW).memory }) },
   { reason: 'replay_store_failed', what: 'the nonce cannot be recorded', facts: facts({ replay: failingStore }), detail: /full/ },
 ];
@@ -167,17 +181,36 @@ describe('the grant of an accepted knock', () => {
     assert.equal(d.grant.expiresNs, MONO + 900n * NS);
   });
 
-  test('a named address (client behind NAT) is the one allowed, IPv4 or IPv6', () => {
-    for (const allowAddr of ['203.0.113.50', '2001:db8::50']) {
-      const d = decideKnock(facts({ plain: plain({ allowAddr }) }));
-      assert.ok(d.ok);
-      assert.equal(d.grant.addr, allowAddr);
+  test('the named address equal to the source (v4 or v6, either spelling) is the one allowed', () => {
+    for (const [src, allowAddr] of [['203.0.113.50', '203.0.113.50'], ['203.0.113.50', '::ffff:203.0.113.50'], ['2001:db8::50', '2001:db8:0::50']]) {
+      const d = decideKnock(facts({ src: src!, plain: plain({ allowAddr: allowAddr! }) }));
+      assert.ok(d.ok, `${src} naming ${allowAddr}`);
+      assert.equal(d.grant.addr, src);
     }
+  });
+
+  test('behind NAT (nat: true) the grant goes to the packet source, whatever the knock names', () => {
+    const pol = policy({ nat: true });
+    for (const allowAddr of ['10.0.0.5', null]) {
+      const d = decideKnock(facts({ client: { id: 1, policy: pol }, plain: plain({ allowAddr }) }));
+      assert.ok(d.ok);
+      assert.equal(d.grant.addr, '192.0.2.7');
+    }
+  });
+
+  test('the thief\'s copy does not burn the nonce: the client\'s own copy then opens', () => {
+    const table = new MemoryNonceTable();
+    const replay = memoryOf(table);
+    const p = plain();
+    assert.equal(reasonOf(decideKnock(facts({ replay, plain: p, src: '192.0.2.66' }))), 'source_mismatch');
+    assert.equal(table.seen.size, 0);
+    assert.equal(reasonOf(decideKnock(facts({ replay, plain: p }))), 'accepted');
+    assert.equal(reasonOf(decideKnock(facts({ replay, plain: p }))), 'replayed');
   });
 
   test('fromNetworks admits the packet source and a named address inside them', () => {
     const pol = policy({ fromNetworks: ['192.0.2.0/24', '2001:db8::/32'] });
     assert.equal(reasonOf(decideKnock(facts({ client: { id: 1, policy: pol } }))), 'accepted');
-    assert.equal(reasonOf(decideKnock(facts({ client: { id: 1, policy: pol }, plain: plain({ allowAddr: '2001:db8::9' }) }))), 'accepted');
+    assert.equal(reasonOf(decideKnock(facts({ client: { id: 1, policy: pol }, src: '2001:db8::9', plain: plain({ allowAddr: '2001:db8::9' }) }))), 'accepted');
   });
 });
