@@ -247,8 +247,11 @@ describe('knock mode end to end', { skip }, () => {
   it('the captured knock replayed opens nothing, also after a daemon restart (third host: source_mismatch; the client: replayed)', { timeout: 240_000 }, async () => {
     let server: SpakProcess | null = null;
     const stateDir = path.join(lab.dir, 'state-replay');
+    // A window longer than the test (captures, a restart, two families), so that a slow machine
+    // still sees the captures refused as replays and not as expired.
+    const window = { windowSeconds: 600 };
     try {
-      server = await startServer(stateDir);
+      server = await startServer(stateDir, window);
       const pcaps: Partial<Record<Family, string>> = {};
       for (const f of FAMILIES) {
         pcaps[f] = await captureKnock(`knock-${f}`, async () => {
@@ -261,7 +264,7 @@ describe('knock mode end to end', { skip }, () => {
           const { output } = await server.stop();
           assert.equal(server.proc.exitCode, 0, `SIGTERM exit: ${output}`);
           server = null;
-          server = await startServer(stateDir);
+          server = await startServer(stateDir, window);
         }
         for (const f of FAMILIES) {
           const before = await server.counters();
