@@ -389,5 +389,5 @@ function serverOptions(plan: DaemonPlan, i: DaemonInterface, o: DaemonOptions): 
 }
 
 function knockMaps(servers: SpakServer[]): KnockServiceMaps[] {
-  return servers.map((s) => ({ spak_allow: s.map('spak_allow') }));
+  return servers.map((s) => ({ spak_allow: s.map('spak_allow'), spak_knock_accepted: s.map('spak_knock_accepted') }));
 }

@@ -11,7 +11,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { BpfMap } from '../bpf/libbpf.js';
 import type { KnockConfig } from '../config/schema.js';
-import type { KnockMapOptions } from '../server/knockmaps.js';
+import { markKnockAccepted, type KnockMapOptions } from '../server/knockmaps.js';
 import { addrFrom16, addrTo16 } from '../wire/address.js';
 import { KnockTally, type KnockClientCount, type KnockCounters } from './counters.js';
 import { KnockOpener } from './datagram.js';
@@ -23,8 +23,8 @@ import { policyDefaults } from './policy.js';
 import { knockMapOptions } from './prefilter.js';
 import { ReplayStore } from './replay.js';
 
-/** The maps of one interface served that the service writes: its allowlist. */
-export interface KnockServiceMaps { spak_allow: BpfMap }
+/** The maps of one interface served that the service writes: its allowlist, and the accepted knocks' tags (XDP drops their repeats). */
+export interface KnockServiceMaps { spak_allow: BpfMap; spak_knock_accepted?: BpfMap }
 
 export interface KnockServiceOptions {
   /**
@@ -279,6 +279,7 @@ export class KnockService {
       } catch (err) {
         return this.#rejected('allowlist_failed', src, client, (err as Error).message);
       }
+      for (const m of this.#maps) if (m.spak_knock_accepted) try { markKnockAccepted({ spak_knock_accepted: m.spak_knock_accepted }, msg); } catch { /* its repeats reach the replay cache */ }
       this.#accepted(src, client, d.grant);
     } catch (err) {
       this.#rejected('internal_error', src, client, (err as Error)?.message ?? String(err));
