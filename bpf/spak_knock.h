@@ -12,13 +12,13 @@
  * a flood that spoofs a client's address spends that address's budget for failures, never
  * the client's valid knocks; and what a captured knock can cost the daemon, replayed from
  * any number of sources, is its client's budget. An exact repeat of a knock the daemon
- * accepted dies before it (spak_knock_accepted, drop_knock_repeat).
+ * accepted dies before it spends that budget (spak_knock_accepted, drop_knock_repeat).
  *
- * Map lookups a datagram pays here (spak_knock_config's inlined array read before, in
- * spak_udp.h): a valid knock 3 (clients, accepted, client budget; an update more on a
- * client's first knock); one that fails the prefilter 1 or 2 (clients when its header is
- * well formed, then its source's budget; an update more on a source's first failure).
- * Before this, a valid knock paid 2 (source budget, clients).
+ * Map lookups on the knock path, spak_knock_config's inlined array read in spak_udp.h
+ * included: a valid knock 4 (config, clients, accepted, its client's budget; one update more
+ * on a client's first knock); a datagram that fails the prefilter 2 or 3 (config, clients
+ * when its header is well formed, its source's budget; one update more on a source's first
+ * failure); an accepted knock's repeat 3 (config, clients, accepted).
  *
  * A knock that passes them all goes on to the kernel's UDP stack (XDP_PASS) and the
  * daemon reads it from a plain UDP socket: simpler than a ring buffer, the kernel checks
