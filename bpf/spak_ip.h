@@ -8,6 +8,15 @@
  * VLAN-tagged after the walk is dropped outright; fragments, tunnels and broken headers are
  * dropped when they may be for a protected address (spak_dest.h), and pass otherwise, as
  * everything that is neither TCP nor UDP does.
+ *
+ * Nor to the knock port, which listens on every local address: while knock mode is on, an
+ * IPv6 packet to an address nothing protects is dropped when its extension chain is longer
+ * than the walk reads or broken (drop_knock_unparsed), or when it is a fragment whose fragment
+ * header names another extension header, so that the UDP header may hide behind it
+ * (drop_knock_fragment, first and later fragments alike). Anything behind such a chain could
+ * be a knock that never met the prefilter or the budgets. Fragments naming TCP are unchanged.
+ * Tunnels are not followed: what a tunnel device decapsulates arrives on that device, which
+ * spak does not see unless it serves it too.
  */
 #ifndef SPAK_IP_H
 #define SPAK_IP_H
@@ -68,6 +77,25 @@ static __always_inline int drop_if_protected_v6(const struct in6_addr *daddr, __
 	return drop_if_protected_addr(a, 0, reason);
 }
 
+/*
+ * An IPv6 packet the walk could not read to its upper layer: dropped for a protected address
+ * (reason), and while knock mode is on for any other (knock_reason), as the knock port may be
+ * behind it; passes otherwise.
+ */
+static __always_inline int drop_unread_v6(const struct in6_addr *daddr, __u32 reason, __u32 knock_reason)
+{
+	struct spak_knock_config *kc;
+	__u8 a[16];
+
+	spak_addr_v6(a, daddr);
+	if (addr_protected(a, 0))
+		return drop(reason);
+	kc = knock_config();
+	if (kc && kc->port)
+		return drop(knock_reason);
+	return pass(SPAK_SRV_PASS_OTHER);
+}
+
 static __always_inline int spak_ip4_stage(void *ctx, void *end, struct iphdr *ip4, struct spak_ip *ip)
 {
 	if ((void *)(ip4 + 1) > end)
@@ -105,9 +133,12 @@ static __always_inline int spak_ip6_stage(void *ctx, void *data, void *end, stru
 		return handle_udp_v6(ctx, data, end, ip6, l4off, 1);
 	if (r == SPAK_V6_FRAGMENT && !may_be_protected_proto(nexthdr))
 		return pass(SPAK_SRV_PASS_OTHER);
+	if (r == SPAK_V6_FRAGMENT && nexthdr == IPPROTO_TCP)
+		return drop_if_protected_v6(&ip6->daddr, SPAK_SRV_DROP_FRAGMENT);
+	if (r == SPAK_V6_FRAGMENT)
+		return drop_unread_v6(&ip6->daddr, SPAK_SRV_DROP_FRAGMENT, SPAK_SRV_DROP_KNOCK_FRAGMENT);
 	if (r != SPAK_V6_OK)
-		return drop_if_protected_v6(&ip6->daddr, r == SPAK_V6_FRAGMENT ? SPAK_SRV_DROP_FRAGMENT :
-							 SPAK_SRV_DROP_MALFORMED);
+		return drop_unread_v6(&ip6->daddr, SPAK_SRV_DROP_MALFORMED, SPAK_SRV_DROP_KNOCK_UNPARSED);
 	if (nexthdr != IPPROTO_TCP) {
 		if (nexthdr == IPPROTO_UDP)
 			return handle_udp_v6(ctx, data, end, ip6, l4off, 0);

@@ -1,10 +1,24 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
 /*
  * Knock mode: UDP to the knock port (spak_knock_config) on any local address, IPv4 or
- * IPv6 (spak_udp.h sends it here). Checks, cheapest first: the source's rate limit (before any hashing, so a flood
- * from one source costs one LRU lookup a packet), length, version and reserved bytes,
- * the client id, then the prefilter tag (SipHash-2-4 under the client's key over bytes
- * 16..151, spak_wire.h).
+ * IPv6 (spak_udp.h sends it here). Checks, cheapest first: length, version and reserved
+ * bytes, the client id, the prefilter tag (SipHash-2-4 under the client's key over bytes
+ * 16..151, spak_wire.h); then, for a knock that passed, the table of accepted knocks and
+ * its client's budget.
+ *
+ * Two budgets, as WireGuard does with its cookie: what fails the prefilter is limited per
+ * source address (spak_knock_rate, drop_knock_rate), what passes it per client id
+ * (spak_knock_client_rate, drop_knock_client_rate), both with the knock rate and burst. So
+ * a flood that spoofs a client's address spends that address's budget for failures, never
+ * the client's valid knocks; and what a captured knock can cost the daemon, replayed from
+ * any number of sources, is its client's budget. An exact repeat of a knock the daemon
+ * accepted dies before it spends that budget (spak_knock_accepted, drop_knock_repeat).
+ *
+ * Map lookups on the knock path, spak_knock_config's inlined array read in spak_udp.h
+ * included: a valid knock 4 (config, clients, accepted, its client's budget; one update more
+ * on a client's first knock); a datagram that fails the prefilter 2 or 3 (config, clients
+ * when its header is well formed, its source's budget; one update more on a source's first
+ * failure); an accepted knock's repeat 3 (config, clients, accepted).
  *
  * A knock that passes them all goes on to the kernel's UDP stack (XDP_PASS) and the
  * daemon reads it from a plain UDP socket: simpler than a ring buffer, the kernel checks
@@ -31,20 +45,20 @@ static __always_inline struct spak_knock_config *knock_config(void)
 }
 
 /*
- * GCRA: a knock is allowed when the source's theoretical arrival time, advanced by one
- * interval, stays within burst_ns of now. Concurrent CPUs may race on one source's entry;
- * that blurs the limit by a packet or two, never more.
+ * GCRA on one entry of an LRU keyed by key: allowed when the entry's theoretical arrival time,
+ * advanced by one interval, stays within burst_ns of now. Concurrent CPUs may race on one
+ * entry; that blurs the limit by a packet or two, never more.
  */
-static __always_inline int knock_rate_ok(const __u8 saddr[16], const struct spak_knock_config *kc)
+static __always_inline int knock_gcra(void *map, const void *key, const struct spak_knock_config *kc)
 {
 	__u64 now = bpf_ktime_get_coarse_ns();
-	__u64 *tat = bpf_map_lookup_elem(&spak_knock_rate, saddr);
+	__u64 *tat = bpf_map_lookup_elem(map, key);
 	__u64 next;
 
 	if (!tat) {
-		/* A first knock always fits: the daemon never writes a burst below 1. */
+		/* A first datagram always fits: the daemon never writes a burst below 1. */
 		next = now + kc->interval_ns;
-		bpf_map_update_elem(&spak_knock_rate, saddr, &next, BPF_ANY);
+		bpf_map_update_elem(map, key, &next, BPF_ANY);
 		return 1;
 	}
 	next = (*tat > now ? *tat : now) + kc->interval_ns;
@@ -52,6 +66,14 @@ static __always_inline int knock_rate_ok(const __u8 saddr[16], const struct spak
 		return 0;
 	*tat = next;
 	return 1;
+}
+
+/* A datagram that fails the prefilter: counted as reason, or as drop_knock_rate past its source's budget. */
+static __always_inline int knock_fail(const __u8 saddr[16], const struct spak_knock_config *kc, __u32 reason)
+{
+	if (!knock_gcra(&spak_knock_rate, saddr, kc))
+		return drop(SPAK_SRV_DROP_KNOCK_RATE);
+	return drop(reason);
 }
 
 /* SipHash-2-4 over the tagged part of the datagram at d (bounds checked by the caller). */
@@ -73,20 +95,24 @@ static __always_inline int knock_judge(struct udphdr *udp, void *end, __u8 saddr
 	__u8 *d = (void *)(udp + 1);
 	struct spak_key *key;
 	__be32 id;
+	__u64 tag;
 
-	if (!knock_rate_ok(saddr, kc))
-		return drop(SPAK_SRV_DROP_KNOCK_RATE);
 	/* The UDP length is what the kernel delivers: exactly the bytes checked here. */
 	if (udp->len != bpf_htons(SPAK_KNOCK_UDP_LEN) || (void *)(d + SPAK_KNOCK_LEN) > end)
-		return drop(SPAK_SRV_DROP_KNOCK_MALFORMED);
+		return knock_fail(saddr, kc, SPAK_SRV_DROP_KNOCK_MALFORMED);
 	if (d[SPAK_KNOCK_OFF_VERSION] != SPAK_KNOCK_VERSION || d[1] || d[2] || d[3])
-		return drop(SPAK_SRV_DROP_KNOCK_MALFORMED);
+		return knock_fail(saddr, kc, SPAK_SRV_DROP_KNOCK_MALFORMED);
 	id = *(__be32 *)(d + SPAK_KNOCK_OFF_CLIENT_ID);
 	key = bpf_map_lookup_elem(&spak_knock_clients, &id);
 	if (!key)
-		return drop(SPAK_SRV_DROP_KNOCK_UNKNOWN_CLIENT);
-	if (knock_tag(d, key) != *(__u64 *)(d + SPAK_KNOCK_OFF_TAG))
-		return drop(SPAK_SRV_DROP_KNOCK_TAG);
+		return knock_fail(saddr, kc, SPAK_SRV_DROP_KNOCK_UNKNOWN_CLIENT);
+	tag = *(__u64 *)(d + SPAK_KNOCK_OFF_TAG);
+	if (knock_tag(d, key) != tag)
+		return knock_fail(saddr, kc, SPAK_SRV_DROP_KNOCK_TAG);
+	if (bpf_map_lookup_elem(&spak_knock_accepted, &tag))
+		return drop(SPAK_SRV_DROP_KNOCK_REPEAT);
+	if (!knock_gcra(&spak_knock_client_rate, &id, kc))
+		return drop(SPAK_SRV_DROP_KNOCK_CLIENT_RATE);
 	return pass(SPAK_SRV_PASS_KNOCK);
 }
 

@@ -115,9 +115,10 @@ struct spak_replay {
 
 /*
  * Server, knock mode (index 0 of spak_knock_config), written by the daemon; port 0 = off.
- * Per-source rate limit as a GCRA (a token bucket kept as one timestamp per source):
- * interval_ns = 1 s / rate, burst_ns = burst * interval_ns, so the packet path neither
- * multiplies nor divides. Defaults: 10 knocks/s, burst 20.
+ * Two rate limits as GCRAs (a token bucket kept as one timestamp), with the same numbers:
+ * per source address for datagrams that fail the prefilter, per client id for knocks that
+ * pass it (spak_knock.h). interval_ns = 1 s / rate, burst_ns = burst * interval_ns, so the
+ * packet path neither multiplies nor divides. Defaults: 10 knocks/s, burst 20.
  */
 struct spak_knock_config {
 	__u64 interval_ns;
@@ -130,6 +131,7 @@ struct spak_knock_config {
 #define SPAK_KNOCK_DEFAULT_BURST 20
 #define SPAK_MAX_KNOCK_CLIENTS 4096
 #define SPAK_KNOCK_RATE_CAPACITY 65536
+#define SPAK_KNOCK_ACCEPTED_CAPACITY 4096
 
 /*
  * Server, knock mode: the allowlist (spak_allow.h). Key: a source address, a protocol

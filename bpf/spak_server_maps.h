@@ -140,9 +140,10 @@ struct {
 } spak_knock_clients SEC(".maps");
 
 /*
- * Source address -> the GCRA's theoretical arrival time (ns). A state map: a restart
- * must not hand a flooding source a fresh burst. An LRU: sources that stop are forgotten,
- * and a source evicted by a spoofed flood only comes back with a full bucket.
+ * Source address -> the GCRA's theoretical arrival time (ns), charged only by datagrams that
+ * fail the prefilter. A state map: a restart must not hand a flooding source a fresh burst.
+ * An LRU: sources that stop are forgotten, and a source evicted by a spoofed flood only comes
+ * back with a full bucket.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -179,6 +180,34 @@ struct {
 	__type(key, struct spak_knock_nonce_key);
 	__type(value, struct spak_knock_nonce);
 } spak_knock_nonces SEC(".maps");
+
+/*
+ * Client id (as on the wire) -> the GCRA's theoretical arrival time (ns) of the knocks that
+ * passed its prefilter: what a client may cost the daemon in HPKE opens, whoever sends them.
+ * A state map, written by the program only. An LRU sized for every client: only ids whose
+ * tag verified get in, so it never evicts a live client's entry.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SPAK_MAX_KNOCK_CLIENTS);
+	__type(key, __be32);
+	__type(value, __u64);
+} spak_knock_client_rate SEC(".maps");
+
+/*
+ * Prefilter tag (datagram bytes 8..15, as they are) of each knock the daemon accepted ->
+ * the client id: an exact repeat dies here (drop_knock_repeat) instead of costing an HPKE
+ * open. Written by user space only (src/server/knockmaps.ts markKnockAccepted), from the
+ * knock service when it grants. A state map. An LRU: only accepted knocks get in, so
+ * eviction forgets the oldest; an evicted repeat is still refused by the daemon's replay
+ * memory (spak_knock_nonces), at the cost of one open within its client's budget.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SPAK_KNOCK_ACCEPTED_CAPACITY);
+	__type(key, __u64);
+	__type(value, __be32);
+} spak_knock_accepted SEC(".maps");
 
 SPAK_COUNTERS(spak_server_counters, SPAK_SRV_REASON_MAX)
 

@@ -10,7 +10,8 @@
  *
  * Fragments: only a first fragment carries the ports. A knock is never fragmented, so a
  * first fragment to the knock port (or one too short to show its port, while knock mode is
- * on) is dropped. A first fragment to a protected UDP destination is judged like a whole
+ * on) is dropped; so is, while knock mode is on, a datagram too short (or, at TC, too far
+ * beyond the linear part) to show its UDP header (drop_knock_unparsed). A first fragment to a protected UDP destination is judged like a whole
  * datagram. Later fragments pass: without the first the kernel reassembles nothing, and it
  * sends its reassembly-timeout ICMP only when the first fragment arrived.
  */
@@ -97,8 +98,8 @@ static __always_inline int handle_udp_v4(void *ctx, struct iphdr *ip4, void *end
 		return pass(SPAK_SRV_PASS_OTHER);
 	udp = (void *)ip4 + ip4->ihl * 4;
 	if ((void *)(udp + 1) > end) {
-		if (knock && first_frag)
-			return drop(SPAK_SRV_DROP_KNOCK_FRAGMENT);
+		if (knock)
+			return drop(first_frag ? SPAK_SRV_DROP_KNOCK_FRAGMENT : SPAK_SRV_DROP_KNOCK_UNPARSED);
 		return pass(SPAK_SRV_PASS_OTHER);
 	}
 	if (knock && udp->dest == kc->port) {
@@ -131,8 +132,8 @@ static __always_inline int handle_udp_v6(void *ctx, void *data, void *end, struc
 		udp = (void *)(l4 + 8);
 	}
 	if ((void *)(udp + 1) > end) {
-		if (knock && frag)
-			return drop(SPAK_SRV_DROP_KNOCK_FRAGMENT);
+		if (knock)
+			return drop(frag ? SPAK_SRV_DROP_KNOCK_FRAGMENT : SPAK_SRV_DROP_KNOCK_UNPARSED);
 		return pass(SPAK_SRV_PASS_OTHER);
 	}
 	if (knock && udp->dest == kc->port) {

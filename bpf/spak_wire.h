@@ -149,6 +149,9 @@ enum spak_server_reason {
 	SPAK_SRV_DROP_STEALTH_SYN,   /* stealth: SYN to a protected address's port with no socket (no RST) */
 	SPAK_SRV_DROP_STEALTH_UDP,   /* stealth: datagram to a protected address's port with no socket (no ICMP) */
 	SPAK_SRV_DROP_STEALTH_SEGMENT, /* stealth: other TCP segment (not SYN, not RST) to a protected address's port with no socket (no RST) */
+	SPAK_SRV_DROP_KNOCK_UNPARSED, /* knock mode on: IPv6 chain too long to read, or no whole UDP header, to an unprotected address */
+	SPAK_SRV_DROP_KNOCK_REPEAT,  /* knock port: exact repeat of a knock the daemon accepted (spak_knock_accepted) */
+	SPAK_SRV_DROP_KNOCK_CLIENT_RATE, /* knock port: passed the prefilter, over its client's budget */
 	SPAK_SRV_REASON_MAX,
 };
 

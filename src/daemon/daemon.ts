@@ -391,5 +391,8 @@ function serverOptions(plan: DaemonPlan, i: DaemonInterface, o: DaemonOptions): 
 }
 
 function knockMaps(servers: SpakServer[]): KnockServiceMaps[] {
-  return servers.map((s) => ({ spak_allow: s.map('spak_allow'), spak_knock_nonces: s.map('spak_knock_nonces'), spak_flows: s.map('spak_flows') }));
+  return servers.map((s) => ({
+    spak_allow: s.map('spak_allow'), spak_knock_nonces: s.map('spak_knock_nonces'), spak_flows: s.map('spak_flows'),
+    spak_knock_accepted: s.map('spak_knock_accepted'),
+  }));
 }

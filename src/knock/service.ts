@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import type { BpfMap } from '../bpf/libbpf.js';
 import type { KnockConfig } from '../config/schema.js';
 import { endFlowsFrom } from '../server/flowend.js';
-import type { KnockMapOptions } from '../server/knockmaps.js';
+import { markKnockAccepted, type KnockMapOptions } from '../server/knockmaps.js';
 import { nonceTable, type NonceTable } from '../server/knocknonces.js';
 import { addrFrom16, addrTo16 } from '../wire/address.js';
 import { KnockTally, type KnockClientCount, type KnockCounters } from './counters.js';
@@ -27,10 +27,11 @@ import { knockMapOptions } from './prefilter.js';
 import { ReplayMemory } from './replay.js';
 
 /**
- * The maps of one interface served that the service writes: its allowlist, its replay memory, and
- * its flow table (a revoked client's flows without an established socket end with it).
+ * The maps of one interface served that the service writes: its allowlist, its replay memory, its
+ * flow table (a revoked client's flows without an established socket end with it), and the
+ * accepted knocks' tags (XDP drops their repeats).
  */
-export interface KnockServiceMaps { spak_allow: BpfMap; spak_knock_nonces: BpfMap; spak_flows?: BpfMap }
+export interface KnockServiceMaps { spak_allow: BpfMap; spak_knock_nonces: BpfMap; spak_flows?: BpfMap; spak_knock_accepted?: BpfMap }
 
 export interface KnockServiceOptions {
   /**
@@ -325,6 +326,7 @@ export class KnockService {
       } catch (err) {
         return this.#rejected('allowlist_failed', src, client, (err as Error).message);
       }
+      for (const m of this.#maps) if (m.spak_knock_accepted) try { markKnockAccepted({ spak_knock_accepted: m.spak_knock_accepted }, msg); } catch { /* its repeats reach the replay cache */ }
       this.#accepted(src, client, d.grant);
     } catch (err) {
       this.#rejected('internal_error', src, client, (err as Error)?.message ?? String(err));

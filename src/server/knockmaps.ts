@@ -1,20 +1,27 @@
-// The one writer of the server's knock maps: the knock port and per-source rate limit
-// (spak_knock_config) and each client's prefilter key by client id (spak_knock_clients).
+// The one writer of the server's knock maps: the knock port and rate limit (spak_knock_config),
+// each client's prefilter key by client id (spak_knock_clients), and the tags of accepted knocks
+// (spak_knock_accepted, markKnockAccepted), whose exact repeats XDP drops.
 // A client left out of the list is removed from the map: that is how a revoked client's
 // next knock dies in XDP. Keys arrive derived (src/knock/prefilter.ts): the kernel side
 // knows ids and 16-byte keys, not X25519.
+//
+// The rate and burst apply twice in XDP (bpf/spak_knock.h): per source address to datagrams
+// that fail the prefilter, and per client id to knocks that pass it.
 import { writtenBy, type MapSet } from './maps.js';
 import { encodeKnockConfig, SPAK_KNOCK_DEFAULT_BURST, SPAK_KNOCK_DEFAULT_RATE, SPAK_MAX_KNOCK_CLIENTS } from '../wire/layout.js';
-import { SPAK_KNOCK_PREFILTER_KEY_LEN } from '../wire/knock.js';
+import { SPAK_KNOCK_LEN, SPAK_KNOCK_OFF_CLIENT_ID, SPAK_KNOCK_OFF_TAG, SPAK_KNOCK_PREFILTER_KEY_LEN, SPAK_KNOCK_TAG_LEN } from '../wire/knock.js';
 
 export interface KnockMapOptions {
   /** UDP port the knocks come to, on every local address. */
   port: number;
   /** Client id (as the datagram carries it) -> that client's prefilter key. */
   clients: ReadonlyMap<number, Buffer>;
-  /** Knocks per second per source address (SPAK_KNOCK_DEFAULT_RATE). */
+  /**
+   * Knocks per second (SPAK_KNOCK_DEFAULT_RATE): per source address for datagrams that fail the
+   * prefilter, per client for knocks that pass it.
+   */
   rate?: number | undefined;
-  /** Knocks a source may send at once (SPAK_KNOCK_DEFAULT_BURST). */
+  /** Knocks at once, for the same two budgets (SPAK_KNOCK_DEFAULT_BURST). */
   burst?: number | undefined;
 }
 
@@ -69,4 +76,18 @@ export function writeKnockMaps(m: KnockMaps, o: KnockMapOptions | undefined): vo
   const intervalNs = BigInt(Math.max(1, Math.round(NS_PER_S / (o.rate ?? SPAK_KNOCK_DEFAULT_RATE))));
   const burst = BigInt(o.burst ?? SPAK_KNOCK_DEFAULT_BURST);
   m.spak_knock_config.update(zero, encodeKnockConfig({ port: o.port, intervalNs, burstNs: intervalNs * burst }));
+}
+
+/**
+ * Marks an accepted knock (the whole datagram, as it passed XDP): its exact repeats die in XDP
+ * (drop_knock_repeat) instead of costing an HPKE open each. Key: the prefilter tag's 8 bytes as
+ * the datagram carries them; value: the client id. The table is an LRU (SPAK_KNOCK_ACCEPTED_CAPACITY):
+ * the oldest marks go first, and a repeat of one forgotten is still refused by the replay cache.
+ */
+export function markKnockAccepted(m: Pick<KnockMaps, 'spak_knock_accepted'>, datagram: Buffer): void {
+  if (datagram.length !== SPAK_KNOCK_LEN) throw new Error(`knock of ${datagram.length} bytes, expected ${SPAK_KNOCK_LEN}`);
+  m.spak_knock_accepted.update(
+    datagram.subarray(SPAK_KNOCK_OFF_TAG, SPAK_KNOCK_OFF_TAG + SPAK_KNOCK_TAG_LEN),
+    datagram.subarray(SPAK_KNOCK_OFF_CLIENT_ID, SPAK_KNOCK_OFF_CLIENT_ID + 4),
+  );
 }

@@ -59,6 +59,10 @@ export const SERVER_MAPS = {
   },
   // State so that a restart does not hand a flooding source a fresh burst.
   spak_knock_rate: { role: 'state', writer: 'program', pinned: true },
+  // Per client id, the budget of knocks that passed the prefilter; state for the same reason.
+  spak_knock_client_rate: { role: 'state', writer: 'program', pinned: true },
+  // Tags of accepted knocks (the knock service marks them through knockmaps.ts): a restart keeps dropping their repeats.
+  spak_knock_accepted: { role: 'state', writer: 'server/knockmaps.ts', pinned: true },
   // What knocks opened (the knock service writes it through allowlist.ts).
   spak_allow: {
     role: 'state', writer: 'server/allowlist.ts', pinned: true, table: 'allowlist',

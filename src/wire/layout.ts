@@ -63,6 +63,8 @@ export const SPAK_KNOCK_DEFAULT_RATE = 10;
 export const SPAK_KNOCK_DEFAULT_BURST = 20;
 export const SPAK_MAX_KNOCK_CLIENTS = 4096;
 export const SPAK_KNOCK_RATE_CAPACITY = 65536;
+/** Recently accepted knock tags that XDP drops as repeats (spak_knock_accepted, an LRU). */
+export const SPAK_KNOCK_ACCEPTED_CAPACITY = 4096;
 export const SPAK_DEFAULT_ALLOW_CAPACITY = 65536;
 export const SPAK_MAX_ALWAYS_ALLOW = 16384;
 

@@ -33,6 +33,9 @@ export const SERVER_REASONS = [
   'SPAK_SRV_DROP_STEALTH_SYN',
   'SPAK_SRV_DROP_STEALTH_UDP',
   'SPAK_SRV_DROP_STEALTH_SEGMENT',
+  'SPAK_SRV_DROP_KNOCK_UNPARSED',
+  'SPAK_SRV_DROP_KNOCK_REPEAT',
+  'SPAK_SRV_DROP_KNOCK_CLIENT_RATE',
 ] as const;
 
 /** Outcomes of a protected destination's new-connection decisions (enum spak_dest_outcome), in header order. */

@@ -46,11 +46,13 @@ before(async () => {
 });
 after(() => srv?.close());
 
-/** Knock mode as given (null: off), and an empty rate table. */
+/** Knock mode as given (null: off), and empty rate tables (per source and per client). */
 function useKnock(k: KnockMapOptions | null = KNOCK): void {
   srv.update({ knock: k ?? undefined });
-  const rate = srv.program.map('spak_knock_rate');
-  for (const key of rate.keys()) rate.delete(key);
+  for (const name of ['spak_knock_rate', 'spak_knock_client_rate'] as const) {
+    const rate = srv.program.map(name);
+    for (const key of rate.keys()) rate.delete(key);
+  }
 }
 
 function udp(payload: Buffer, o: { family?: Family; saddr?: string; daddr?: string; dport?: number; vlan?: number } = {}): Buffer {
@@ -187,11 +189,14 @@ describe('knock: rate limit', () => {
   beforeEach(() => useKnock({ ...KNOCK, rate: 1, burst: BURST }));
 
   for (const family of [4, 6] as const) {
-    test(`IPv${family}: burst+5 knocks from one source: the first ${BURST} judged, the rest drop_knock_rate; other sources unaffected`, () => {
+    test(`IPv${family}: burst+5 failures from one source: the first ${BURST} judged, the rest drop_knock_rate; its valid knocks and other sources unaffected`, () => {
       const reasons: ServerReason[] = [];
-      for (let i = 0; i < BURST + 5; i++) reasons.push(srv.run(udp(i % 2 ? aliceKnock : aliceKnock.subarray(0, 40), { family })).reason);
-      const judged = Array.from({ length: BURST }, (_, i): ServerReason => (i % 2 ? 'pass_knock' : 'drop_knock_malformed'));
-      assert.deepEqual(reasons, [...judged, ...Array<ServerReason>(5).fill('drop_knock_rate')]);
+      const failing = [aliceKnock.subarray(0, 40), malloryKnock, mutate(aliceKnock, (b) => { b[9]! ^= 1; })];
+      const judged: ServerReason[] = ['drop_knock_malformed', 'drop_knock_unknown_client', 'drop_knock_tag'];
+      for (let i = 0; i < BURST + 5; i++) reasons.push(srv.run(udp(failing[i % 3]!, { family })).reason);
+      assert.deepEqual(reasons, [...Array.from({ length: BURST }, (_, i) => judged[i % 3]!), ...Array<ServerReason>(5).fill('drop_knock_rate')]);
+      // What passes the prefilter is not limited by its source (issue 12): the client's own budget counts it.
+      srv.expect(udp(aliceKnock, { family }), 'pass_knock');
       srv.expect(udp(aliceKnock, { family, saddr: EP[family].other }), 'pass_knock');
       srv.expect(udp(aliceKnock, { family: family === 4 ? 6 : 4 }), 'pass_knock');
       // Other ports are never limited.

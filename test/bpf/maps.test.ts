@@ -48,7 +48,7 @@ test('config maps have a user-space writer; sized tables and reported tables are
 });
 
 test('the writers are handed exactly their maps', () => {
-  assert.deepEqual([...KNOCK_MAPS].sort(), ['spak_knock_clients', 'spak_knock_config']);
+  assert.deepEqual([...KNOCK_MAPS].sort(), ['spak_knock_accepted', 'spak_knock_clients', 'spak_knock_config']);
   assert.deepEqual([...DESTINATION_MAPS].sort(),
     ['spak_dests', 'spak_port_slots', 'spak_ports', 'spak_protected', 'spak_protected_addrs', 'spak_udp_ports', 'spak_udp_protected']);
 });
