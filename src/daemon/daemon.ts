@@ -171,6 +171,7 @@ export class SpakDaemon {
   #knock: KnockService | null;
   #dropped: string | null = null;
   #metrics: MetricsEndpoint | null = null;
+  #stopped = false;
 
   private constructor(plan: DaemonPlan, opts: DaemonOptions, servers: SpakServer[], started: StartedServer[], knock: KnockService | null) {
     this.#plan = plan;
@@ -253,9 +254,11 @@ export class SpakDaemon {
   /**
    * SIGHUP: reads the config file and everything it names again, checks all of it, then swaps
    * a freshly configured program in on every interface (state maps shared: no connection lost)
-   * and rescans the knock clients. A bad config changes nothing. Returns a summary line.
+   * and rescans the knock clients. A bad config changes nothing. Returns a summary line. The
+   * programs load on a worker thread (knocks and signals are served meanwhile); a stop during the
+   * load abandons the reload: nothing is swapped.
    */
-  reload(): string {
+  async reload(): Promise<string> {
     const where = this.#opts.config;
     if (where === undefined) throw new Error('started without --config: nothing to reload');
     const file = where.file;
@@ -268,15 +271,16 @@ export class SpakDaemon {
     try {
       for (const [n, s] of this.#servers.entries()) {
         const prev = s.options;
-        const r = s.reload(update);
+        const r = await s.reload(update);
         done.push([s, prev]);
         swaps.push(`${next.interfaces[n]!.name} program ${r.oldProgId} -> ${r.newProgId}`);
       }
     } catch (err) {
+      if (this.#stopped) throw err; // the daemon went meanwhile: nothing to restore on
       // Interfaces already swapped go back to the old configuration (with the same mechanism).
       for (const [s, prev] of done) {
         try {
-          s.reload(prev);
+          await s.reload(prev);
         } catch (e) {
           this.#opts.logger.error({ err: e }, 'restoring the old configuration failed');
         }
@@ -294,6 +298,7 @@ export class SpakDaemon {
 
   /** The daemon goes; protection stays in force (the pinned links keep it). */
   stop(): void {
+    this.#stopped = true;
     void this.#metrics?.close();
     this.#metrics = null;
     this.#knock?.stop();
@@ -348,13 +353,15 @@ export class SpakDaemon {
         const how = this.interfaces.map((i) => `spak server stop ${i}`).join(', ');
         return `spak server: ${signal}: exiting; protection stays in force on ${this.interfaces.join(', ')} (${how} removes it)`;
       },
-      reload: () => {
-        // One line either way; a rejected reload changes nothing and the daemon runs on.
+      reload: async () => {
+        // One line either way; a rejected reload changes nothing and the daemon runs on. One
+        // abandoned by a stop says nothing: the farewell is the last line.
         try {
-          const what = this.reload();
+          const what = await this.reload();
           process.stdout.write(`spak server: ${what}\n`);
           decisions.write('info', { event: 'reload' }, what, 'reload');
         } catch (err) {
+          if (this.#stopped) return;
           const reason = (err as Error).message;
           process.stderr.write(`spak server: reload rejected, the old configuration stays in force: ${reason}\n`);
           decisions.write('error', { event: 'reload-rejected', reason }, 'reload rejected, the old configuration stays in force', 'reload-rejected');
