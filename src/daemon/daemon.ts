@@ -9,6 +9,7 @@ import type { XdpMode } from '../bpf/libbpf.js';
 import { formatCounters } from '../bpf/counters.js';
 import { resolveSecret, type KnockConfig, type ServerConfig } from '../config/schema.js';
 import { loadConfig, type ConfigPath } from '../config/load.js';
+import { makeDirectory } from '../config/dirs.js';
 import { DEFAULT_STATE_ROOT, knockOptionsFromConfig, startKnockService, type KnockService, type KnockServiceMaps } from '../knock/service.js';
 import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
 import { dropPrivileges, resolveAccount, type Account, type CapName } from './privdrop.js';
@@ -187,6 +188,8 @@ export class SpakDaemon {
    * earlier daemon left in force stays in force) and the error is thrown.
    */
   static async start(plan: DaemonPlan, opts: DaemonOptions): Promise<SpakDaemon> {
+    // Directories first: one that cannot be made stops the start before anything is attached.
+    if (plan.knockConfig) makeDirectory(stateDirOf(plan), 'state directory');
     const servers = plan.interfaces.map((i) => new SpakServer(serverOptions(plan, i, opts)));
     const running: SpakServer[] = [];
     const started: StartedServer[] = [];
@@ -243,7 +246,7 @@ export class SpakDaemon {
       s.keepPinDirOpen();
     }
     if (this.#plan.knockConfig) {
-      const dir = this.#plan.knockConfig.stateDir ?? path.join(DEFAULT_STATE_ROOT, this.#plan.interfaces[0]!.name);
+      const dir = stateDirOf(this.#plan);
       own(dir);
       for (const name of readdirSync(dir)) own(path.join(dir, name));
     }
@@ -393,6 +396,11 @@ function serverOptions(plan: DaemonPlan, i: DaemonInterface, o: DaemonOptions): 
     ...plan.server, iface: i.name, xdpMode: i.xdpMode, logger: o.logger, bpffs: o.bpffs,
     ...(i.enforcement !== undefined ? { enforcement: i.enforcement } : {}),
   };
+}
+
+/** Where the knock service keeps its state (knock.stateDir, else /var/lib/spak/FIRST-INTERFACE). */
+function stateDirOf(plan: DaemonPlan): string {
+  return plan.knockConfig?.stateDir ?? path.join(DEFAULT_STATE_ROOT, plan.interfaces[0]!.name);
 }
 
 function knockMaps(servers: SpakServer[]): KnockServiceMaps[] {
