@@ -212,7 +212,9 @@ export class SpakDaemon {
       const daemon = new SpakDaemon(plan, opts, servers, started, knock);
       // The metrics port is bound before the privilege drop; the sources are read at scrape time,
       // so after a reload they are the new programs' maps.
-      daemon.#metrics = await startDaemonMetrics(opts.metrics ?? null, {
+      // A unix socket goes to the service account's group (metrics.mode says whether it may read).
+      const metrics = opts.metrics && plan.account ? { ...opts.metrics, socketGid: plan.account.gid } : opts.metrics ?? null;
+      daemon.#metrics = await startDaemonMetrics(metrics, {
         servers: () => daemon.#servers.map((server, i) => ({
           iface: daemon.#started[i]!.ifname, enforcement: hookOf(daemon.#started[i]!), server,
         })),
@@ -328,7 +330,7 @@ export class SpakDaemon {
       return `spak server: ${hookOf(info).text} ${how}; protecting ${dests}; key ids ${s.keys.map((k) => k.id).join(',')}; ` +
         `step ${s.stepSeconds}s +-${s.stepWindow}; ${info.seededFlows} existing connection(s) kept; pinned at ${info.pinDir}`;
     });
-    if (this.#metrics) lines.push(`spak server: metrics on http://${hostPort(this.#metrics.address, this.#metrics.port)}/metrics`);
+    if (this.#metrics) lines.push(`spak server: metrics on ${this.#metrics.url}`);
     if (this.#knock) lines.push(`spak server: knock port ${this.#knock.addresses().map((a) => hostPort(a.address, a.port)).join(', ')}`);
     if (this.#dropped) lines.push(`spak server: running as ${this.#dropped}`);
     return lines;
