@@ -276,7 +276,7 @@ export class SpakDaemon {
     try {
       for (const [n, s] of this.#servers.entries()) {
         const prev = s.options;
-        const r = await s.reload(update);
+        const r = await s.reload(update, { onMainThread: this.#dropped !== null }); // see ReloadHow
         done.push([s, prev]);
         swaps.push(`${next.interfaces[n]!.name} program ${r.oldProgId} -> ${r.newProgId}`);
       }
@@ -285,7 +285,7 @@ export class SpakDaemon {
       // Interfaces already swapped go back to the old configuration (with the same mechanism).
       for (const [s, prev] of done) {
         try {
-          await s.reload(prev);
+          await s.reload(prev, { onMainThread: this.#dropped !== null });
         } catch (e) {
           this.#opts.logger.error({ err: e }, 'restoring the old configuration failed');
         }
@@ -354,9 +354,10 @@ export class SpakDaemon {
       stop: () => this.stop(),
       report: () => `spak server counters:\n${formatCounters(this.counters())}`,
       statsInterval,
-      farewell: (signal) => {
+      farewell: (signal, reloading) => {
         const how = this.interfaces.map((i) => `spak server stop ${i}`).join(', ');
-        return `spak server: ${signal}: exiting; protection stays in force on ${this.interfaces.join(', ')} (${how} removes it)`;
+        const abandoned = reloading ? '; the reload in progress is abandoned (nothing swapped)' : '';
+        return `spak server: ${signal}: exiting${abandoned}; protection stays in force on ${this.interfaces.join(', ')} (${how} removes it)`;
       },
       reload: async () => {
         // One line either way; a rejected reload changes nothing and the daemon runs on. One

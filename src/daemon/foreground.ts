@@ -11,8 +11,8 @@ export interface ForegroundOptions {
   report(): string;
   /** Print report() every n seconds; 0: only on SIGUSR1 and at exit. */
   statsInterval: number;
-  /** The last line: what stays behind after this signal. */
-  farewell(signal: string): string;
+  /** The last line: what stays behind after this signal (reloading: a reload was running, and is abandoned). */
+  farewell(signal: string, reloading: boolean): string;
   /** Prints the banner. Runs once the handlers are in place, so whoever waits for it can signal at once. */
   started(): void;
   /** SIGHUP reloads when given (its errors are its own to report); without it SIGHUP stops. */
@@ -61,7 +61,7 @@ export function runForeground(o: ForegroundOptions): Promise<void> {
         // maps already gone
       }
       o.stop();
-      process.stdout.write(`${summary}\n${o.farewell(signal)}\n`);
+      process.stdout.write(`${summary}\n${o.farewell(signal, reloading)}\n`);
       resolve();
     };
     process.on('SIGINT', () => finish('SIGINT'));

@@ -49,6 +49,14 @@ export interface StartedServer {
   pinDir: string;
 }
 
+export interface ReloadHow {
+  /**
+   * Load on the main thread (blocking it while the verifier runs): after a privilege drop only the
+   * main thread holds CAP_BPF and CAP_PERFMON, and a worker thread's BPF_PROG_LOAD would be refused.
+   */
+  onMainThread?: boolean | undefined;
+}
+
 export class SpakServer {
   #opts: Checked<ServerOptions>;
   #program: ServerProgram | null = null;
@@ -216,7 +224,7 @@ export class SpakServer {
    * failure the old program and configuration stay in force. Capacities, the XDP mode and the
    * interface are fixed for the daemon's life (a restart changes them).
    */
-  async reload(update: Checked<ReloadableOptions>): Promise<{ oldProgId: number; newProgId: number }> {
+  async reload(update: Checked<ReloadableOptions>, how: ReloadHow = {}): Promise<{ oldProgId: number; newProgId: number }> {
     const iface = this.#opts.iface;
     const old = this.#program;
     if (!old || !this.#link || !this.#paths) throw new Error(`the server on ${iface} is not running`);
@@ -227,7 +235,8 @@ export class SpakServer {
     // The verifier runs on a worker thread: knocks and signals are served meanwhile, and a stop
     // may come. What was loaded for a server that stopped (or swapped meanwhile) goes unused.
     const epoch = this.#epoch;
-    const loaded = await ServerProgram.loadAsync(withConfig(this.#opts, update), reuse);
+    const capacitiesOf = withConfig(this.#opts, update);
+    const loaded = how.onMainThread ? ServerProgram.load(capacitiesOf, reuse) : await ServerProgram.loadAsync(capacitiesOf, reuse);
     const link = this.#link as BpfLink | null;
     const paths = this.#paths as PinPaths | null;
     if (epoch !== this.#epoch || this.#program !== old || !link || !paths) {
