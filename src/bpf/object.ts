@@ -70,6 +70,9 @@ export class BpfObject {
   #logBuf: Ptr | null; // kernel verifier log buffer: libbpf keeps the pointer from open until load
   #closed = false;
   #loaded = false;
+  /** A worker thread runs bpf_object__load on this object (loadAsync); close() waits for it. */
+  #onWorker = false;
+  #closeWhenBack = false;
 
   private constructor(readonly path: string, ptr: Ptr, logBuf: Ptr) {
     this.#ptr = ptr;
@@ -132,15 +135,22 @@ export class BpfObject {
    * load() on a worker thread (koffi's .async), so that the event loop keeps serving (knocks,
    * signals) while the verifier runs, which takes most of a second for server.bpf.o. One load at a
    * time in the process: each waits for the one before (libbpf's print callback and its log lines
-   * are shared). The object must not be touched until the promise settles.
+   * are shared). A close() meanwhile waits for the worker to be done with the object.
    */
   loadAsync(): Promise<void> {
     this.ensureOpen(`loading ${this.path}`);
     const run = asyncLoads.then(() => new Promise<void>((resolve, reject) => {
       if (this.#closed) return reject(new BpfError(`loading ${this.path}`, E.EBADF, `object ${this.path} is closed`));
       const mark = libbpfLogMark();
+      this.#onWorker = true;
       loadOnWorker(this.#ptr, (err, ret) => {
+        this.#onWorker = false;
         try {
+          if (this.#closeWhenBack) {
+            this.#closeWhenBack = false;
+            this.close();
+            throw new BpfError(`loading ${this.path}`, E.EBADF, `object ${this.path} was closed during the load`);
+          }
           if (err) throw err;
           this.#settleLoad(ret, mark);
           resolve();
@@ -193,6 +203,10 @@ export class BpfObject {
   /** Unload everything this object created (pinned maps and attachments stay); idempotent. */
   close(): void {
     if (this.#closed) return;
+    if (this.#onWorker) {
+      this.#closeWhenBack = true; // libbpf frees the object: not while the worker's load uses it
+      return;
+    }
     this.#closed = true;
     libbpf().bpf_object__close(this.#ptr);
     this.#releaseLogBuffer();
