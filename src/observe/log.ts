@@ -67,11 +67,15 @@ export function createLogger(s: LogSettings): Logger {
   }
   if (s.file !== undefined) {
     try {
-      makeDirectory(path.dirname(s.file), 'log directory', 0o750); // step by step (config/dirs.ts)
+      // Only the file's own directory is made (e.g. /var/log/spak), never its parents: a mistyped
+      // path is an error, not a new tree.
+      makeDirectory(path.dirname(s.file), 'log directory', 0o750, { parents: false });
       // sync: a decision is on disk when the call returns, also if the daemon is killed right after.
       streams.push({ level, stream: pino.destination({ dest: s.file, append: true, sync: true }) });
     } catch (e) {
-      throw new Error(`cannot open log file ${s.file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+      const code = (e as NodeJS.ErrnoException).code;
+      const why = code !== undefined && !(e as Error).message.startsWith(code) ? ` (${(e as Error).message})` : ''; // makeDirectory's line
+      throw new Error(`cannot open log file ${s.file}: ${code ?? String(e)}${why}`);
     }
   }
   return pino({ name: 'spak', level }, pino.multistream(streams));

@@ -32,6 +32,13 @@ test('makeDirectory: a regular file on the way', () => {
     { message: new RegExp(`^cannot create log directory ${file}/x/y: ${file} exists and is not a directory$`) });
 });
 
+test('makeDirectory: parents false makes only the last level', () => {
+  const dir = path.join(tmp, 'p', 'q');
+  assert.throws(() => makeDirectory(dir, 'log directory', 0o750, { parents: false }),
+    { message: `cannot create log directory ${dir}: ${path.join(tmp, 'p')} does not exist` });
+  assert.deepEqual(makeDirectory(path.join(tmp, 'p'), 'log directory', 0o750, { parents: false }), [path.join(tmp, 'p')]);
+});
+
 test('metrics listen: unix:/PATH is a socket, other text as before', () => {
   assert.deepEqual(parseListen('unix:/run/spak/metrics.sock'), { listen: 'unix:/run/spak/metrics.sock', port: 0 });
   assert.deepEqual(parseListen('127.0.0.1:9862'), { listen: '127.0.0.1', port: 9862 });
