@@ -32,8 +32,9 @@ export function interruptedLoad(err: unknown): boolean {
 
 /**
  * Opens path, lets prepare() size its maps and share others, and loads it; an interrupted load
- * (interruptedLoad) is tried again on a fresh open, up to LOAD_ATTEMPTS times. The load runs on a
- * worker thread (loadAsync). On failure nothing stays open.
+ * (interruptedLoad) is tried again on a fresh open, up to LOAD_ATTEMPTS times, 50 ms more apart
+ * each time (a burst of signals may pass meanwhile). The load runs on a worker thread (loadAsync).
+ * On failure nothing stays open.
  */
 export async function openAndLoad(path: string, prepare: (obj: BpfObject) => void): Promise<BpfObject> {
   for (let attempt = 1; ; attempt++) {
@@ -46,6 +47,7 @@ export async function openAndLoad(path: string, prepare: (obj: BpfObject) => voi
       obj.close();
       if (!interruptedLoad(err) || attempt >= LOAD_ATTEMPTS) throw err;
     }
+    await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
   }
 }
 
