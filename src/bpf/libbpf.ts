@@ -8,7 +8,7 @@
 //   testrun.ts BPF_PROG_TEST_RUN             bpffs.ts  mounting bpffs, pin directories
 //   lock.ts    flock-based single-daemon lock
 export { BpfError, describeErrno, errnoCode, ifIndex, numPossibleCpus, setLibbpfLogger, type LibbpfLogger } from './native.js';
-export { BpfObject, BpfProgram } from './object.js';
+export { BpfObject, BpfProgram, interruptedLoad, LOAD_ATTEMPTS, openAndLoad, openAndLoadSync } from './object.js';
 export { BpfMap, mapShapeMismatch, u32, type MapChunk, type MapShape, type UpdateFlag } from './map.js';
 export { BPF_TCX_INGRESS, BpfLink, linkKind, LINK_TYPE_TCX, LINK_TYPE_XDP, type LinkInfo } from './link.js';
 export {

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { BpfError, E, fsError, libc } from './native.js';
+import { makeDirectory } from '../config/dirs.js';
 import koffi from 'koffi';
 
 const LOCK_EX = 2;
@@ -37,8 +38,8 @@ function flockHolder(st: fs.Stats): number | null {
 export function tryLock(file: string): LockResult {
   const op = `locking ${file}`;
   let fd: number;
+  makeDirectory(path.dirname(file), 'lock directory', 0o755);
   try {
-    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
     fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
   } catch (err) {
     throw fsError(op, err);

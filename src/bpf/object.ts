@@ -9,12 +9,72 @@ const VERIFIER_LOG_SIZE = 16 << 20; // large enough that a rejected program's lo
 const VERIFIER_LOG_TAIL_LINES = 100;
 const PROG_INFO_SIZE = 80; // struct bpf_prog_info up to and including name[16] (the kernel fills what fits)
 
+/** The async loads of this process, one after the other (BpfObject.loadAsync). */
+let asyncLoads: Promise<unknown> = Promise.resolve();
+
+/** bpf_object__load through koffi's worker-thread call. */
+function loadOnWorker(ptr: Ptr, done: (err: unknown, ret: number) => void): void {
+  (libbpf().bpf_object__load as unknown as { async(obj: Ptr, cb: (err: unknown, ret: number) => void): void }).async(ptr, done);
+}
+
+/**
+ * How often a load is tried when a signal interrupted it: the verifier gives up with EAGAIN when
+ * the loading thread has a signal pending (libbpf itself retries BPF_PROG_LOAD a few times first),
+ * and a system call may end with EINTR. A load that failed leaves its object unusable (libbpf loads
+ * an object once), so each try opens the file afresh.
+ */
+export const LOAD_ATTEMPTS = 5;
+
+/** A load that a signal interrupted (worth a fresh try), as opposed to a rejection. */
+export function interruptedLoad(err: unknown): boolean {
+  return err instanceof BpfError && (err.errno === E.EAGAIN || err.errno === E.EINTR);
+}
+
+/**
+ * Opens path, lets prepare() size its maps and share others, and loads it; an interrupted load
+ * (interruptedLoad) is tried again on a fresh open, up to LOAD_ATTEMPTS times, 50 ms more apart
+ * each time (a burst of signals may pass meanwhile). The load runs on a worker thread (loadAsync).
+ * On failure nothing stays open.
+ */
+export async function openAndLoad(path: string, prepare: (obj: BpfObject) => void): Promise<BpfObject> {
+  for (let attempt = 1; ; attempt++) {
+    const obj = BpfObject.open(path);
+    try {
+      prepare(obj);
+      await obj.loadAsync();
+      return obj;
+    } catch (err) {
+      obj.close();
+      if (!interruptedLoad(err) || attempt >= LOAD_ATTEMPTS) throw err;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
+  }
+}
+
+/** openAndLoad on the calling thread, for the synchronous paths (a daemon's start, tests). */
+export function openAndLoadSync(path: string, prepare: (obj: BpfObject) => void): BpfObject {
+  for (let attempt = 1; ; attempt++) {
+    const obj = BpfObject.open(path);
+    try {
+      prepare(obj);
+      obj.load();
+      return obj;
+    } catch (err) {
+      obj.close();
+      if (!interruptedLoad(err) || attempt >= LOAD_ATTEMPTS) throw err;
+    }
+  }
+}
+
 /** A BPF ELF object file opened with libbpf: configure maps, load, then look up programs and maps. */
 export class BpfObject {
   #ptr: Ptr;
   #logBuf: Ptr | null; // kernel verifier log buffer: libbpf keeps the pointer from open until load
   #closed = false;
   #loaded = false;
+  /** A worker thread runs bpf_object__load on this object (loadAsync); close() waits for it. */
+  #onWorker = false;
+  #closeWhenBack = false;
 
   private constructor(readonly path: string, ptr: Ptr, logBuf: Ptr) {
     this.#ptr = ptr;
@@ -70,7 +130,42 @@ export class BpfObject {
   load(): void {
     this.ensureOpen(`loading ${this.path}`);
     const mark = libbpfLogMark();
-    const ret = libbpf().bpf_object__load(this.#ptr);
+    this.#settleLoad(libbpf().bpf_object__load(this.#ptr), mark);
+  }
+
+  /**
+   * load() on a worker thread (koffi's .async), so that the event loop keeps serving (knocks,
+   * signals) while the verifier runs, which takes most of a second for server.bpf.o. One load at a
+   * time in the process: each waits for the one before (libbpf's print callback and its log lines
+   * are shared). A close() meanwhile waits for the worker to be done with the object.
+   */
+  loadAsync(): Promise<void> {
+    this.ensureOpen(`loading ${this.path}`);
+    const run = asyncLoads.then(() => new Promise<void>((resolve, reject) => {
+      if (this.#closed) return reject(new BpfError(`loading ${this.path}`, E.EBADF, `object ${this.path} is closed`));
+      const mark = libbpfLogMark();
+      this.#onWorker = true;
+      loadOnWorker(this.#ptr, (err, ret) => {
+        this.#onWorker = false;
+        try {
+          if (this.#closeWhenBack) {
+            this.#closeWhenBack = false;
+            this.close();
+            throw new BpfError(`loading ${this.path}`, E.EBADF, `object ${this.path} was closed during the load`);
+          }
+          if (err) throw err;
+          this.#settleLoad(ret, mark);
+          resolve();
+        } catch (e) {
+          reject(e as Error);
+        }
+      });
+    }));
+    asyncLoads = run.catch(() => undefined);
+    return run;
+  }
+
+  #settleLoad(ret: number, mark: number): void {
     try {
       if (ret < 0) {
         const errno = -ret;
@@ -110,6 +205,10 @@ export class BpfObject {
   /** Unload everything this object created (pinned maps and attachments stay); idempotent. */
   close(): void {
     if (this.#closed) return;
+    if (this.#onWorker) {
+      this.#closeWhenBack = true; // libbpf frees the object: not while the worker's load uses it
+      return;
+    }
     this.#closed = true;
     libbpf().bpf_object__close(this.#ptr);
     this.#releaseLogBuffer();

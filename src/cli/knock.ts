@@ -1,7 +1,6 @@
 // Knock mode commands: `keygen server|client`, `knock`, `profile`. Registered from main.ts; the
 // SYN-mode commands are untouched (a bare `spak keygen` still prints a 128-bit hex key).
 import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import type { Command } from 'commander';
@@ -10,6 +9,7 @@ import { formatOpen, parseOpen, sendKnock, waitForTcp } from '../knock/sender.js
 import { clientIdOf, formatClientId, generateX25519, loadPublicKey, privatePem, publicPem, writeFileMode } from '../knock/keys.js';
 import { checkProfileName, deleteProfile, getProfile, listProfiles, profilesDir, writeProfile, type ProfileFields } from '../knock/profiles.js';
 import { UsageError } from './usage.js';
+import { makeDirectory } from '../config/dirs.js';
 import { hostPort } from '../wire/address.js';
 
 function port(text: string | undefined, what: string): number | undefined {
@@ -28,7 +28,7 @@ const usage = <T>(f: () => T): T => {
 };
 
 function outDir(dir: string): string {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeDirectory(dir, 'directory');
   return dir;
 }
 

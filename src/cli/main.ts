@@ -223,7 +223,7 @@ export function buildProgram(): Command {
     .option('--stats-interval <seconds>', 'print the counters every n seconds (0: only on SIGUSR1 and exit)', '0')
     .option('--log-level <level>', 'pino log level for events on stderr', 'info')
     .option('--log-file <file>', 'also append JSON log lines to this file')
-    .option('--metrics <addr:port|off>', 'Prometheus endpoint (default 127.0.0.1:9862)', metricsArg)
+    .option('--metrics <addr:port|unix:/path|off>', 'Prometheus endpoint (default 127.0.0.1:9862; unix:/PATH: a unix socket, mode 0600)', metricsArg)
     .action(async (ip, port, keyId, iface, o: Record<string, unknown>, cmd: Command) => {
       if (ip === 'stop') return serverStop([port, keyId, iface], o);
       const pos = parsePositionals([ip, port, keyId, iface], o.config as string | undefined, 'server');

@@ -114,11 +114,15 @@ export const serverSchema = z.strictObject({
   stealth: z.boolean().default(false),
   /** Drop UDP datagrams to closed ports of protected addresses instead of the ICMP port unreachable. */
   stealthUdp: z.boolean().default(false),
-  /** Prometheus endpoint (src/observe/metrics.ts); on 127.0.0.1:9862 unless told otherwise. */
+  /**
+   * Prometheus endpoint (src/observe/metrics.ts); on 127.0.0.1:9862 unless told otherwise. `listen`
+   * may be `unix:/PATH`: a unix socket with `mode` (octal, default 0600; group: the service user's).
+   */
   metrics: z.strictObject({
     enabled: z.boolean().default(true),
-    listen: address.default('127.0.0.1'),
+    listen: z.union([address, z.string().regex(/^unix:\/./, 'unix:/PATH')]).default('127.0.0.1'),
     port: z.number().int().min(0).max(65535).default(9862),
+    mode: z.string().regex(/^0?[0-7]{3}$/, 'an octal mode such as 0600 or 0660').default('0600'),
   }).optional(),
   /** Logs (src/observe/log.ts): JSON lines to `file` as well as stderr; `level` unless --log-level is given. */
   log: z.strictObject({

@@ -9,6 +9,7 @@ import type { XdpMode } from '../bpf/libbpf.js';
 import { formatCounters } from '../bpf/counters.js';
 import { resolveSecret, type KnockConfig, type ServerConfig } from '../config/schema.js';
 import { loadConfig, type ConfigPath } from '../config/load.js';
+import { makeDirectory } from '../config/dirs.js';
 import { DEFAULT_STATE_ROOT, knockOptionsFromConfig, startKnockService, type KnockService, type KnockServiceMaps } from '../knock/service.js';
 import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
 import { ROOT_OWNED_PINS } from '../server/maps.js';
@@ -172,6 +173,7 @@ export class SpakDaemon {
   #knock: KnockService | null;
   #dropped: string | null = null;
   #metrics: MetricsEndpoint | null = null;
+  #stopped = false;
 
   private constructor(plan: DaemonPlan, opts: DaemonOptions, servers: SpakServer[], started: StartedServer[], knock: KnockService | null) {
     this.#plan = plan;
@@ -187,6 +189,8 @@ export class SpakDaemon {
    * earlier daemon left in force stays in force) and the error is thrown.
    */
   static async start(plan: DaemonPlan, opts: DaemonOptions): Promise<SpakDaemon> {
+    // Directories first: one that cannot be made stops the start before anything is attached.
+    if (plan.knockConfig) makeDirectory(stateDirOf(plan), 'state directory');
     const servers = plan.interfaces.map((i) => new SpakServer(serverOptions(plan, i, opts)));
     const running: SpakServer[] = [];
     const started: StartedServer[] = [];
@@ -209,7 +213,9 @@ export class SpakDaemon {
       const daemon = new SpakDaemon(plan, opts, servers, started, knock);
       // The metrics port is bound before the privilege drop; the sources are read at scrape time,
       // so after a reload they are the new programs' maps.
-      daemon.#metrics = await startDaemonMetrics(opts.metrics ?? null, {
+      // A unix socket goes to the service account's group (metrics.mode says whether it may read).
+      const metrics = opts.metrics && plan.account ? { ...opts.metrics, socketGid: plan.account.gid } : opts.metrics ?? null;
+      daemon.#metrics = await startDaemonMetrics(metrics, {
         servers: () => daemon.#servers.map((server, i) => ({
           iface: daemon.#started[i]!.ifname, enforcement: hookOf(daemon.#started[i]!), server,
         })),
@@ -244,7 +250,7 @@ export class SpakDaemon {
       s.keepPinDirOpen();
     }
     if (this.#plan.knockConfig) {
-      const dir = this.#plan.knockConfig.stateDir ?? path.join(DEFAULT_STATE_ROOT, this.#plan.interfaces[0]!.name);
+      const dir = stateDirOf(this.#plan);
       own(dir);
       for (const name of readdirSync(dir)) own(path.join(dir, name));
     }
@@ -255,9 +261,11 @@ export class SpakDaemon {
   /**
    * SIGHUP: reads the config file and everything it names again, checks all of it, then swaps
    * a freshly configured program in on every interface (state maps shared: no connection lost)
-   * and rescans the knock clients. A bad config changes nothing. Returns a summary line.
+   * and rescans the knock clients. A bad config changes nothing. Returns a summary line. The
+   * programs load on a worker thread (knocks and signals are served meanwhile); a stop during the
+   * load abandons the reload: nothing is swapped.
    */
-  reload(): string {
+  async reload(): Promise<string> {
     const where = this.#opts.config;
     if (where === undefined) throw new Error('started without --config: nothing to reload');
     const file = where.file;
@@ -270,15 +278,16 @@ export class SpakDaemon {
     try {
       for (const [n, s] of this.#servers.entries()) {
         const prev = s.options;
-        const r = s.reload(update);
+        const r = await s.reload(update, { onMainThread: this.#dropped !== null }); // see ReloadHow
         done.push([s, prev]);
         swaps.push(`${next.interfaces[n]!.name} program ${r.oldProgId} -> ${r.newProgId}`);
       }
     } catch (err) {
+      if (this.#stopped) throw err; // the daemon went meanwhile: nothing to restore on
       // Interfaces already swapped go back to the old configuration (with the same mechanism).
       for (const [s, prev] of done) {
         try {
-          s.reload(prev);
+          await s.reload(prev, { onMainThread: this.#dropped !== null });
         } catch (e) {
           this.#opts.logger.error({ err: e }, 'restoring the old configuration failed');
         }
@@ -296,6 +305,7 @@ export class SpakDaemon {
 
   /** The daemon goes; protection stays in force (the pinned links keep it). */
   stop(): void {
+    this.#stopped = true;
     void this.#metrics?.close();
     this.#metrics = null;
     this.#knock?.stop();
@@ -322,7 +332,7 @@ export class SpakDaemon {
       return `spak server: ${hookOf(info).text} ${how}; protecting ${dests}; key ids ${s.keys.map((k) => k.id).join(',')}; ` +
         `step ${s.stepSeconds}s +-${s.stepWindow}; ${info.seededFlows} existing connection(s) kept; pinned at ${info.pinDir}`;
     });
-    if (this.#metrics) lines.push(`spak server: metrics on http://${hostPort(this.#metrics.address, this.#metrics.port)}/metrics`);
+    if (this.#metrics) lines.push(`spak server: metrics on ${this.#metrics.url}`);
     if (this.#knock) lines.push(`spak server: knock port ${this.#knock.addresses().map((a) => hostPort(a.address, a.port)).join(', ')}`);
     if (this.#dropped) lines.push(`spak server: running as ${this.#dropped}`);
     return lines;
@@ -346,17 +356,20 @@ export class SpakDaemon {
       stop: () => this.stop(),
       report: () => `spak server counters:\n${formatCounters(this.counters())}`,
       statsInterval,
-      farewell: (signal) => {
+      farewell: (signal, reloading) => {
         const how = this.interfaces.map((i) => `spak server stop ${i}`).join(', ');
-        return `spak server: ${signal}: exiting; protection stays in force on ${this.interfaces.join(', ')} (${how} removes it)`;
+        const abandoned = reloading ? '; the reload in progress is abandoned (nothing swapped)' : '';
+        return `spak server: ${signal}: exiting${abandoned}; protection stays in force on ${this.interfaces.join(', ')} (${how} removes it)`;
       },
-      reload: () => {
-        // One line either way; a rejected reload changes nothing and the daemon runs on.
+      reload: async () => {
+        // One line either way; a rejected reload changes nothing and the daemon runs on. One
+        // abandoned by a stop says nothing: the farewell is the last line.
         try {
-          const what = this.reload();
+          const what = await this.reload();
           process.stdout.write(`spak server: ${what}\n`);
           decisions.write('info', { event: 'reload' }, what, 'reload');
         } catch (err) {
+          if (this.#stopped) return;
           const reason = (err as Error).message;
           process.stderr.write(`spak server: reload rejected, the old configuration stays in force: ${reason}\n`);
           decisions.write('error', { event: 'reload-rejected', reason }, 'reload rejected, the old configuration stays in force', 'reload-rejected');
@@ -388,6 +401,11 @@ function serverOptions(plan: DaemonPlan, i: DaemonInterface, o: DaemonOptions): 
     ...plan.server, iface: i.name, xdpMode: i.xdpMode, logger: o.logger, bpffs: o.bpffs,
     ...(i.enforcement !== undefined ? { enforcement: i.enforcement } : {}),
   };
+}
+
+/** Where the knock service keeps its state (knock.stateDir, else /var/lib/spak/FIRST-INTERFACE). */
+function stateDirOf(plan: DaemonPlan): string {
+  return plan.knockConfig?.stateDir ?? path.join(DEFAULT_STATE_ROOT, plan.interfaces[0]!.name);
 }
 
 function knockMaps(servers: SpakServer[]): KnockServiceMaps[] {

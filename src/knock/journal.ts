@@ -2,8 +2,9 @@
 // knock daemon keeps across restarts (the grants). Appends are one write(2) per line, so
 // a crash leaves at most a torn last line, which the reader's own line pattern ignores; a rewrite
 // goes to a temporary file renamed over the journal, so a reader never sees half a file.
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
+import { makeDirectory } from '../config/dirs.js';
 
 export class Journal {
   #fd: number | null = null;
@@ -12,7 +13,7 @@ export class Journal {
 
   /** Opens FILE (its directory made private if missing) and returns it with its lines (none if it does not exist). */
   static open(file: string): { journal: Journal; lines: string[] } {
-    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    makeDirectory(path.dirname(file), 'state directory');
     let text = '';
     try {
       text = readFileSync(file, 'utf8');

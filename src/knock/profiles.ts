@@ -7,12 +7,13 @@
  * the profile name upper-cased with '-' as '_'; each also as <VAR>_FILE, naming a file that holds the
  * value. The environment wins over the file, field by field.
  */
-import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { bundleText, loadBundle, parseBundle, type Bundle } from './bundle.js';
 import { writeFileMode } from './keys.js';
 import { readEnv } from '../config/env.js';
+import { makeDirectory } from '../config/dirs.js';
 
 export interface Profile {
   name: string;
@@ -119,7 +120,7 @@ export function writeProfile(name: string, fields: ProfileFields, mode: 'create'
   if (merged.open !== undefined) out.open = merged.open;
   if (merged.address !== undefined) out.address = merged.address;
   if (merged.bundle !== undefined) out.bundle = JSON.parse(bundleText(merged.bundle));
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeDirectory(dir, 'profile directory');
   writeFileMode(path.join(dir, `${name}.json`), `${JSON.stringify(out, null, 2)}\n`, 0o600, true);
 }
 

@@ -5,10 +5,10 @@
 // The terminal format is written here (a dozen lines) rather than taken from pino-pretty:
 // pino-pretty runs as a transport in a worker thread and brings its own dependency tree, for
 // what is a time, a level, the message and the remaining fields as key=value.
-import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { pino, type DestinationStream, type Level, type Logger, type StreamEntry } from 'pino';
 import { RateLimitedLog, type LogSink } from './limiter.js';
+import { makeDirectory } from '../config/dirs.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
 
@@ -67,17 +67,15 @@ export function createLogger(s: LogSettings): Logger {
   }
   if (s.file !== undefined) {
     try {
-      // Only the file's own directory is made (e.g. /var/log/spak); never a recursive mkdir,
-      // which spins on some special filesystems.
-      try {
-        mkdirSync(path.dirname(s.file), { mode: 0o750 });
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      }
+      // Only the file's own directory is made (e.g. /var/log/spak), never its parents: a mistyped
+      // path is an error, not a new tree.
+      makeDirectory(path.dirname(s.file), 'log directory', 0o750, { parents: false });
       // sync: a decision is on disk when the call returns, also if the daemon is killed right after.
       streams.push({ level, stream: pino.destination({ dest: s.file, append: true, sync: true }) });
     } catch (e) {
-      throw new Error(`cannot open log file ${s.file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+      const code = (e as NodeJS.ErrnoException).code;
+      const why = code !== undefined && !(e as Error).message.startsWith(code) ? ` (${(e as Error).message})` : ''; // makeDirectory's line
+      throw new Error(`cannot open log file ${s.file}: ${code ?? String(e)}${why}`);
     }
   }
   return pino({ name: 'spak', level }, pino.multistream(streams));

@@ -16,7 +16,7 @@
 //     by outcome (bpf/spak_destcount.h);
 //   sources.knock?(): the knock service or null.
 // GET /metrics answers the text format; anything else 404.
-import { readFileSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, readFileSync, unlinkSync, type Stats } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { isIP } from 'node:net';
 import path from 'node:path';
@@ -27,6 +27,7 @@ import { REPO_ROOT } from '../bpf/object-files.js';
 import type { KnockService } from '../knock/service.js';
 import { TABLES, tableFill } from './tables.js';
 import { hostPort } from '../wire/address.js';
+import { makeDirectory } from '../config/dirs.js';
 
 export const DEFAULT_METRICS_LISTEN = '127.0.0.1';
 export const DEFAULT_METRICS_PORT = 9862;
@@ -64,15 +65,22 @@ export interface MetricsSources {
 }
 
 export interface MetricsOptions {
+  /** An address, or `unix:/PATH` for a unix socket (port unused). */
   listen: string;
   port: number;
+  /** The unix socket's permissions (default 0600) and group (default the daemon's). */
+  socketMode?: number | undefined;
+  socketGid?: number | undefined;
   sources: MetricsSources;
   logger?: Logger | undefined;
 }
 
 export interface MetricsEndpoint {
+  /** The bound address, or `unix:/PATH`. */
   address: string;
   port: number;
+  /** How a scraper reaches it: http://ADDR:PORT/metrics, or unix:/PATH (mode 0660). */
+  url: string;
   close(): Promise<void>;
 }
 
@@ -161,11 +169,16 @@ export function metricsRegistry(sources: MetricsSources): Registry {
   return registry;
 }
 
-/** "addr:port", "[v6]:port" or "off" (null). */
+/** The metrics are served on a unix socket: `unix:/PATH` (an absolute path). */
+export const UNIX_LISTEN = /^unix:(\/.+)$/;
+export const DEFAULT_SOCKET_MODE = 0o600;
+
+/** "addr:port", "[v6]:port", "unix:/PATH" or "off" (null). */
 export function parseListen(text: string): { listen: string; port: number } | null {
   if (text === 'off') return null;
+  if (UNIX_LISTEN.test(text)) return { listen: text, port: 0 };
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:[\]]+):(\d+)$/.exec(text);
-  if (!m || isIP(m[1]!) === 0) throw new Error(`bad metrics address "${text}": expected ADDRESS:PORT ([v6]:PORT for IPv6) or off`);
+  if (!m || isIP(m[1]!) === 0) throw new Error(`bad metrics address "${text}": expected ADDRESS:PORT ([v6]:PORT for IPv6), unix:/PATH or off`);
   const port = Number(m[2]);
   if (port > 65535) throw new Error(`bad metrics port ${port}: at most 65535`);
   return { listen: m[1]!, port };
@@ -188,6 +201,8 @@ export async function startMetrics(o: MetricsOptions): Promise<MetricsEndpoint> 
       },
     );
   });
+  const socket = UNIX_LISTEN.exec(o.listen)?.[1];
+  if (socket !== undefined) return listenUnix(server, socket, o);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(o.port, o.listen, () => {
@@ -199,11 +214,64 @@ export async function startMetrics(o: MetricsOptions): Promise<MetricsEndpoint> 
   const addr = server.address();
   const bound = typeof addr === 'object' && addr ? { address: addr.address, port: addr.port } : { address: o.listen, port: o.port };
   o.logger?.info({ address: bound.address, port: bound.port }, `metrics on http://${hostPort(bound.address, bound.port)}/metrics`);
+  return { ...bound, url: `http://${hostPort(bound.address, bound.port)}/metrics`, close: () => closeServer(server) };
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.closeAllConnections();
+    server.close(() => resolve());
+  });
+}
+
+/**
+ * The endpoint on a unix socket at `file`, so that file permissions decide who reads the metrics
+ * (client names among them): made with no access for anyone (umask), then given socketMode and
+ * socketGid. A socket left by a daemon that did not stop cleanly is replaced; any other file there
+ * is an error. Removed again by close().
+ */
+async function listenUnix(server: Server, file: string, o: MetricsOptions): Promise<MetricsEndpoint> {
+  const mode = o.socketMode ?? DEFAULT_SOCKET_MODE;
+  makeDirectory(path.dirname(file), 'metrics socket directory', 0o755);
+  let st: Stats | null = null;
+  try {
+    st = lstatSync(file);
+  } catch {
+    // nothing there
+  }
+  if (st && !st.isSocket()) throw Object.assign(new Error(`${file} exists and is not a socket`), { code: 'EEXIST' });
+  if (st) unlinkSync(file);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    const umask = process.umask(0o177); // bind() creates the socket file: no one else may connect before the chmod
+    try {
+      server.listen(file, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    } finally {
+      process.umask(umask);
+    }
+  });
+  server.unref();
+  try {
+    chmodSync(file, mode);
+    if (o.socketGid !== undefined) chownSync(file, -1, o.socketGid);
+  } catch (err) {
+    await closeServer(server);
+    throw err;
+  }
+  const url = `unix:${file}`;
+  o.logger?.info({ socket: file, mode: mode.toString(8) }, `metrics on ${url}`);
   return {
-    ...bound,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
+    address: url, port: 0, url: `${url} (mode 0${mode.toString(8)})`,
+    close: async () => {
+      await closeServer(server); // node unlinks the socket file it bound; make sure of it
+      try {
+        unlinkSync(file);
+      } catch {
+        // gone already, or not ours to remove any more (after a privilege drop)
+      }
+    },
   };
 }

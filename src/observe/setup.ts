@@ -5,9 +5,16 @@ import { InvalidArgumentError } from 'commander';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config/schema.js';
 import type { LogSettings } from './log.js';
-import { DEFAULT_METRICS_LISTEN, DEFAULT_METRICS_PORT, parseListen, startMetrics, type MetricsEndpoint, type MetricsSources } from './metrics.js';
+import { DEFAULT_METRICS_LISTEN, DEFAULT_METRICS_PORT, parseListen, UNIX_LISTEN, startMetrics, type MetricsEndpoint, type MetricsSources } from './metrics.js';
 
-export interface MetricsSetting { listen: string; port: number; explicit: boolean }
+export interface MetricsSetting {
+  listen: string;
+  port: number;
+  explicit: boolean;
+  /** A unix socket's permissions (metrics.mode) and group (the service account's, given by the daemon). */
+  socketMode?: number | undefined;
+  socketGid?: number | undefined;
+}
 
 export interface ObserveSettings {
   log: LogSettings;
@@ -35,26 +42,34 @@ export function observeSettings(o: Record<string, unknown>, given: (name: string
   let metrics: MetricsSetting | null;
   if (o.metrics !== undefined && given('metrics')) {
     const m = parseListen(String(o.metrics));
-    metrics = m && { ...m, explicit: true };
+    metrics = m && { ...m, explicit: true, ...socketMode(m.listen, cfg?.metrics?.mode) }; // a socket given here keeps the file's mode
   } else if (cfg?.metrics) {
-    metrics = cfg.metrics.enabled ? { listen: cfg.metrics.listen, port: cfg.metrics.port, explicit: true } : null;
+    metrics = cfg.metrics.enabled
+      ? { listen: cfg.metrics.listen, port: cfg.metrics.port, explicit: true, ...socketMode(cfg.metrics.listen, cfg.metrics.mode) }
+      : null;
   } else {
     metrics = { listen: DEFAULT_METRICS_LISTEN, port: DEFAULT_METRICS_PORT, explicit: false };
   }
   return { log: { level, file }, metrics };
 }
 
+/** metrics.mode (octal text) for a unix socket; nothing for an address. */
+function socketMode(listen: string, mode: string | undefined): { socketMode?: number } {
+  return UNIX_LISTEN.test(listen) && mode !== undefined ? { socketMode: parseInt(mode, 8) } : {};
+}
+
 /** Starts the endpoint (null when off, or when the default port is taken: then a warning). */
 export async function startDaemonMetrics(m: MetricsSetting | null, sources: MetricsSources, logger: Logger): Promise<MetricsEndpoint | null> {
   if (!m) return null;
   try {
-    return await startMetrics({ listen: m.listen, port: m.port, sources, logger });
+    return await startMetrics({ listen: m.listen, port: m.port, sources, logger, socketMode: m.socketMode, socketGid: m.socketGid });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (!m.explicit && (code === 'EADDRINUSE' || code === 'EADDRNOTAVAIL')) {
       logger.warn({ err }, `metrics: ${m.listen}:${m.port} is not free (${code}); no metrics endpoint (set --metrics ADDR:PORT or off)`);
       return null;
     }
-    throw new Error(`metrics: cannot listen on ${m.listen}:${m.port}: ${code ?? (err as Error).message}`);
+    const where = m.listen.startsWith('unix:') ? m.listen : `${m.listen}:${m.port}`;
+    throw new Error(`metrics: cannot listen on ${where}: ${code === 'EEXIST' ? (err as Error).message : code ?? (err as Error).message}`);
   }
 }

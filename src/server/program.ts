@@ -2,7 +2,7 @@
 // and its configuration maps written from a Checked configuration. It attaches nothing: the
 // lifecycle of an interface (server.ts) attaches or swaps it in; tests and benchmarks run it
 // with BPF_PROG_TEST_RUN.
-import { BpfObject, type BpfMap, type BpfProgram } from '../bpf/libbpf.js';
+import { openAndLoad, openAndLoadSync, type BpfMap, type BpfObject, type BpfProgram } from '../bpf/libbpf.js';
 import { writeTimeConfig } from '../bpf/clock.js';
 import { readCounters } from '../bpf/counters.js';
 import { objectPath } from '../bpf/object-files.js';
@@ -27,19 +27,16 @@ export class ServerProgram {
 
   /**
    * Opens server.bpf.o, sizes its tables, makes it use the maps in `reuse` (shared with a running
-   * instance) and loads it. Its configuration maps are empty until configure().
+   * instance) and loads it; a load a signal interrupted is tried again (openAndLoad). Its
+   * configuration maps are empty until configure().
    */
   static load(o: ProgramCapacities & { enforcement?: Enforcement | undefined }, reuse: Partial<Record<ServerMapName, BpfMap>> = {}): ServerProgram {
-    const obj = BpfObject.open(objectPath('server'));
-    try {
-      for (const [name, n] of Object.entries(capacities(o))) obj.setMaxEntries(name, n);
-      for (const [name, map] of Object.entries(reuse)) obj.reuseMap(name, map);
-      obj.load();
-    } catch (err) {
-      obj.close();
-      throw err;
-    }
-    return new ServerProgram(obj, o.enforcement ?? 'xdp');
+    return new ServerProgram(openAndLoadSync(objectPath('server'), prepare(o, reuse)), o.enforcement ?? 'xdp');
+  }
+
+  /** load() with the verifier on a worker thread: the event loop keeps serving meanwhile (a reload). */
+  static async loadAsync(o: ProgramCapacities & { enforcement?: Enforcement | undefined }, reuse: Partial<Record<ServerMapName, BpfMap>> = {}): Promise<ServerProgram> {
+    return new ServerProgram(await openAndLoad(objectPath('server'), prepare(o, reuse)), o.enforcement ?? 'xdp');
   }
 
   /** The program of this instance's enforcement mode (spak_server or spak_server_tc). */
@@ -94,4 +91,12 @@ export class ServerProgram {
   close(): void {
     this.#obj.close();
   }
+}
+
+/** Before a load: the tables sized, the shared maps reused. */
+function prepare(o: ProgramCapacities, reuse: Partial<Record<ServerMapName, BpfMap>>): (obj: BpfObject) => void {
+  return (obj) => {
+    for (const [name, n] of Object.entries(capacities(o))) obj.setMaxEntries(name, n);
+    for (const [name, map] of Object.entries(reuse)) obj.reuseMap(name, map);
+  };
 }

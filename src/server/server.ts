@@ -49,6 +49,14 @@ export interface StartedServer {
   pinDir: string;
 }
 
+export interface ReloadHow {
+  /**
+   * Load on the main thread (blocking it while the verifier runs): after a privilege drop only the
+   * main thread holds CAP_BPF and CAP_PERFMON, and a worker thread's BPF_PROG_LOAD would be refused.
+   */
+  onMainThread?: boolean | undefined;
+}
+
 export class SpakServer {
   #opts: Checked<ServerOptions>;
   #program: ServerProgram | null = null;
@@ -62,6 +70,8 @@ export class SpakServer {
   #pinDirFd: number | null = null;
   /** Kept for the daemon's life: a destination keeps its counter slot across reloads. */
   #counterIndex = new DestCounterIndex();
+  /** Moves on at every stop: a reload whose load ran across one drops what it loaded. */
+  #epoch = 0;
 
   constructor(opts: ServerOptions | Checked<ServerOptions>) {
     this.#opts = checkConfig(opts);
@@ -174,13 +184,14 @@ export class SpakServer {
    * it in with `swapIn` (bpf_link_update + BPF_F_REPLACE against the old program, or a new link
    * of the other kind attached before the old one goes): a packet sees the old program with the
    * old configuration or the new one with the new, never a mix. Then re-pins the maps that are
-   * new. Adoption and reload both come through here.
+   * new. Adoption and reload both come through here (a reload with the instance it loaded already).
    */
   #swapProgram(
     paths: PinPaths, reuse: Partial<Record<ServerMapName, BpfMap>>,
     carry: PinnedState<ServerMapName> | null, swapIn: (prog: BpfProgram) => void,
+    loaded?: ServerProgram,
   ): { newProgId: number } {
-    const program = ServerProgram.load(this.#opts, reuse);
+    const program = loaded ?? ServerProgram.load(this.#opts, reuse);
     this.#program = program;
     program.configure(this.#opts, this.#counterIndex);
     const target = (name: ServerMapName) => program.map(name);
@@ -213,28 +224,38 @@ export class SpakServer {
    * failure the old program and configuration stay in force. Capacities, the XDP mode and the
    * interface are fixed for the daemon's life (a restart changes them).
    */
-  reload(update: Checked<ReloadableOptions>): { oldProgId: number; newProgId: number } {
-    const prevOpts = this.#opts;
+  async reload(update: Checked<ReloadableOptions>, how: ReloadHow = {}): Promise<{ oldProgId: number; newProgId: number }> {
+    const iface = this.#opts.iface;
     const old = this.#program;
-    const link = this.#link;
-    const paths = this.#paths;
-    if (!old || !link || !paths) throw new Error(`the server on ${prevOpts.iface} is not running`);
-    // The running instance's program fd, not its id: after a privilege drop an id lookup is refused.
-    const oldProg = old.program;
-    const oldProgId = oldProg.id;
+    if (!old || !this.#link || !this.#paths) throw new Error(`the server on ${iface} is not running`);
     // The state goes on, and so do this daemon's per-destination counters: the same destination
     // keeps its index (DestCounterIndex), a new one gets a zeroed slot.
     const reuse: Partial<Record<ServerMapName, BpfMap>> = {};
     for (const name of RELOAD_SHARED_MAPS) reuse[name] = old.map(name);
+    // The verifier runs on a worker thread: knocks and signals are served meanwhile, and a stop
+    // may come. What was loaded for a server that stopped (or swapped meanwhile) goes unused.
+    const epoch = this.#epoch;
+    const capacitiesOf = withConfig(this.#opts, update);
+    const loaded = how.onMainThread ? ServerProgram.load(capacitiesOf, reuse) : await ServerProgram.loadAsync(capacitiesOf, reuse);
+    const link = this.#link as BpfLink | null;
+    const paths = this.#paths as PinPaths | null;
+    if (epoch !== this.#epoch || this.#program !== old || !link || !paths) {
+      loaded.close();
+      throw new Error(`the server on ${iface} stopped during the reload`);
+    }
+    const prevOpts = this.#opts;
+    // The running instance's program fd, not its id: after a privilege drop an id lookup is refused.
+    const oldProg = old.program;
+    const oldProgId = oldProg.id;
     this.#opts = withConfig(prevOpts, update);
     this.#program = null;
     let newProgId: number;
     try {
-      ({ newProgId } = this.#swapProgram(paths, reuse, null, (prog) => link.update(prog, oldProg)));
+      ({ newProgId } = this.#swapProgram(paths, reuse, null, (prog) => link.update(prog, oldProg), loaded));
     } catch (err) {
       // Nothing after link.update throws (re-pinning only warns), so the swap did not happen:
       // the old instance stays in force with the old configuration.
-      (this.#program as ServerProgram | null)?.close(); // the instance the swap loaded, if it got that far
+      loaded.close();
       this.#program = old;
       this.#opts = prevOpts;
       throw err;
@@ -330,6 +351,7 @@ export class SpakServer {
   }
 
   #closeAll(): void {
+    this.#epoch++;
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
     this.#link?.close();
