@@ -10,7 +10,7 @@
  * bench/hpke.ts measures the difference.
  */
 import * as crypto from 'node:crypto';
-import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, diffieHellman, randomBytes, type KeyObject } from 'node:crypto';
 import { CipherSuite, HkdfSha256 } from '@hpke/core';
 import { Chacha20Poly1305 } from '@hpke/chacha20poly1305';
 import { AeadId, Dhkem, KemId, XCurveDhkemPrimitives, XCryptoKey, toUint8Array, type AeadEncryptionContext, type AeadInterface } from '@hpke/common';
@@ -50,10 +50,12 @@ export function markStatic(pk: XCryptoKey | CryptoKey): void {
 const nodeX25519 = {
   utils: {
     // Fresh Uint8Arrays: the library serialises a key as its whole .buffer.
+    // 32 random bytes are an X25519 private key (the function clamps). Not generateKeyPairSync +
+    // JWK export: Node 20 can deadlock there (a GC during the export runs the finished key-gen
+    // job's destructor, which takes the key's mutex the export holds), hanging a sender at random.
     randomSecretKey(): Uint8Array {
-      const jwk = generateKeyPairSync('x25519').privateKey.export({ format: 'jwk' });
-      const sk = new Uint8Array(Buffer.from(jwk.d!, 'base64url'));
-      publicOf.set(sk, new Uint8Array(Buffer.from(jwk.x!, 'base64url')));
+      const sk = new Uint8Array(randomBytes(32));
+      publicOf.set(sk, new Uint8Array(rawKey(createPublicKey(privKey(sk)))));
       return sk;
     },
   },

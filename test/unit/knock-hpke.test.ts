@@ -3,6 +3,7 @@
 // node:crypto primitives against @hpke/core's stock ones.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { A23 } from './fixtures/rfc9180-a23.js';
 import { NodeHkdfSha256, hpkePrivate, hpkePublic, knockSuite, stockSuite } from '../../src/knock/hpke.js';
@@ -115,4 +116,26 @@ test('NodeHkdfSha256 agrees with RFC 5869 test case 1 and long outputs', async (
   assert.equal(toHex(prk), '077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5');
   assert.equal(toHex(await kdf.expand(prk, info, 42)), '3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865');
   assert.equal(toHex(await kdf.extract(new Uint8Array(0), ikm)), createHmac('sha256', Buffer.alloc(32)).update(ikm).digest('hex'));
+});
+
+describe('the sender does not hang', () => {
+  // Ephemeral keys once came from generateKeyPairSync + a JWK export, where Node 20 can deadlock
+  // (a GC during the export runs the key-gen job's destructor, which takes the mutex the export
+  // holds): a process sealing ~30,000 knocks hung within 120 s. Run in a child, as a hang would
+  // stop this process with it.
+  test('15,000 seals in a child process finish', { timeout: 100_000 }, () => {
+    const datagram = new URL('../../src/knock/datagram.js', import.meta.url).href;
+    const keys = new URL('../../src/knock/keys.js', import.meta.url).href;
+    const script = `
+      const { KnockSealer } = await import(${JSON.stringify(datagram)});
+      const { generateX25519 } = await import(${JSON.stringify(keys)});
+      const c = generateX25519(), s = generateX25519();
+      const sealer = new KnockSealer(c.privateKey, s.publicKey);
+      for (let i = 0; i < 15000; i++) await sealer.seal({ serverAddr: '198.51.100.1', allowAddr: '198.51.100.2', durationS: 0, open: [] });
+      console.log('sealed');`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 90_000 });
+    assert.equal(r.signal, null, `the sealing child hung (killed by ${r.signal})`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /sealed/);
+  });
 });
