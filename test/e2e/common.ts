@@ -2,9 +2,9 @@
 // node -e helper scripts run inside the hosts, and the scapy scripts' runners.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { type Lab, type LabProcess, REPO_ROOT, sleep, SYSTEM_PYTHON } from '../../src/lab/lab.js';
+import { type Lab, type LabProcess, REPO_ROOT, sleep, startSpak, SYSTEM_PYTHON, type SpakProcess, type SpakServerConfig } from '../../src/lab/lab.js';
 
 export const KEY = randomBytes(16).toString('hex');
 export const KEY_ID = 1;
@@ -335,4 +335,31 @@ export async function assertCapturedSynRefused(
   const after = await server.counters();
   assert.ok(delta(before, after, reason) >= 1, `${reason} (${what}): ${JSON.stringify(after)}`);
   assert.equal(delta(before, after, 'pass_valid_syn'), 0, `nothing passed as valid (${what})`);
+}
+
+/** Starts `spak server` on host with config and waits for its knock port line; stops it if that never comes. */
+export async function startKnockServer(lab: Lab, host: string, config: SpakServerConfig): Promise<SpakProcess> {
+  const server = await startSpak(lab, host, 'server', { config });
+  try {
+    await server.proc.waitForLine(/spak server: knock port/, 10_000);
+  } catch (err) {
+    await server.stop();
+    throw err;
+  }
+  return server;
+}
+
+/**
+ * What the knock files start from: the server's keys (`server-keys`) and clients directory
+ * (`clients`) in the lab's directory, and one client, `laptop`, on CLI with `policy`.
+ */
+export async function knockKeysAndLaptop(lab: Lab, policy: Record<string, unknown>): Promise<{ keysDir: string; clientsDir: string; bundle: string }> {
+  const keysDir = path.join(lab.dir, 'server-keys');
+  const clientsDir = path.join(lab.dir, 'clients');
+  mkdirSync(clientsDir, { recursive: true });
+  await spakOk(lab, SRV, ['keygen', 'server', '--out', keysDir]);
+  const bundle = await newKnockClient(lab, {
+    host: CLI, name: 'laptop', serverPub: path.join(keysDir, 'server.pub'), home: path.join(lab.dir, 'client-home'), clientsDir, policy,
+  });
+  return { keysDir, clientsDir, bundle };
 }

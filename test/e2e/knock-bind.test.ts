@@ -11,9 +11,9 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadBundle } from '../../src/knock/bundle.js';
 import { KnockSealer } from '../../src/knock/datagram.js';
-import { Lab, REPO_ROOT, sleep, startSpak, SYSTEM_PYTHON, type SpakProcess } from '../../src/lab/lab.js';
+import { Lab, REPO_ROOT, sleep, SYSTEM_PYTHON, type SpakProcess } from '../../src/lab/lab.js';
 import { parsePromText } from '../support/promtext.js';
-import { ADDR, assertBlocked, capture, CLI, delta, FAMILIES, type Family, newKnockClient, OTH, serverConfig, skip, spakOk, SRV, stopAndClean, threeHosts } from './common.js';
+import { ADDR, assertBlocked, capture, CLI, delta, FAMILIES, type Family, newKnockClient, OTH, serverConfig, skip, spakOk, SRV, startKnockServer, stopAndClean, threeHosts } from './common.js';
 
 const HTTP_PORT = 8080;
 const UDP_PORT = 5300;
@@ -84,14 +84,7 @@ describe('knock binding and per-client limits', { skip }, () => {
       ...extra,
       knock: { port: KNOCK_PORT, serverKeyFile: path.join(keysDir, 'server.key'), clientsDir, stateDir: path.join(lab.dir, `state-${++stateN}`), ...knockExtra },
     };
-    const server = await startSpak(lab, SRV, 'server', { config });
-    try {
-      await server.proc.waitForLine(/spak server: knock port/, 10_000);
-    } catch (err) {
-      await server.stop();
-      throw err;
-    }
-    return server;
+    return startKnockServer(lab, SRV, config);
   }
 
   const cleanup = (...procs: ({ stop(): Promise<unknown> } | null | undefined)[]) => stopAndClean(lab, [SRV], ...procs);

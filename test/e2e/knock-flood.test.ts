@@ -14,8 +14,8 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Lab, REPO_ROOT, sleep, startSpak, SYSTEM_PYTHON, type SpakProcess } from '../../src/lab/lab.js';
-import { ADDR, capture, CLI, delta, type Family, newKnockClient, OTH, serverConfig, skip, spakOk, SRV, stopAndClean, threeHosts } from './common.js';
+import { Lab, REPO_ROOT, sleep, SYSTEM_PYTHON, type SpakProcess } from '../../src/lab/lab.js';
+import { ADDR, capture, CLI, delta, type Family, newKnockClient, OTH, serverConfig, skip, spakOk, SRV, startKnockServer, stopAndClean, threeHosts } from './common.js';
 
 const HTTP_PORT = 8080;
 const KNOCK_PORT = 62201;
@@ -86,14 +86,7 @@ describe('knock port: around the prefilter, spoofed and replay floods', { skip }
       ...serverConfig([HTTP_PORT]),
       knock: { port: KNOCK_PORT, serverKeyFile: path.join(keysDir, 'server.key'), clientsDir, stateDir: path.join(lab.dir, `state-${++stateN}`) },
     };
-    const server = await startSpak(lab, SRV, 'server', { config });
-    try {
-      await server.proc.waitForLine(/spak server: knock port/, 10_000);
-    } catch (err) {
-      await server.stop();
-      throw err;
-    }
-    return server;
+    return startKnockServer(lab, SRV, config);
   }
 
   const cleanup = (...procs: ({ stop(): Promise<unknown> } | null | undefined)[]) => stopAndClean(lab, [SRV], ...procs);

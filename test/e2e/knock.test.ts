@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Lab, REPO_ROOT, sleep, startSpak, SYSTEM_PYTHON, type SpakProcess } from '../../src/lab/lab.js';
+import { Lab, REPO_ROOT, sleep, SYSTEM_PYTHON, type SpakProcess } from '../../src/lab/lab.js';
 import {
   ADDR,
   assertBlocked,
@@ -24,6 +24,7 @@ import {
   skip,
   spakOk,
   SRV,
+  startKnockServer,
   stopAndClean,
   threeHosts,
   capture,
@@ -140,14 +141,7 @@ describe('knock mode end to end', { skip }, () => {
       protect,
       knock: { port: KNOCK_PORT, serverKeyFile: path.join(keysDir, 'server.key'), clientsDir, stateDir, ...knockExtra },
     };
-    const server = await startSpak(lab, SRV, 'server', { config });
-    try {
-      await server.proc.waitForLine(/spak server: knock port/, 10_000);
-    } catch (err) {
-      await server.stop();
-      throw err;
-    }
-    return server;
+    return startKnockServer(lab, SRV, config);
   }
 
   const cleanup = (...procs: ({ stop(): Promise<unknown> } | null | undefined)[]) => stopAndClean(lab, [SRV], ...procs);

@@ -8,11 +8,11 @@
 // Hosts: server .1 (http on tcp/8080, knock port), client .2 (holds the bundle).
 // Nothing here asserts a timing: every wait is a bounded poll for a state.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Lab, REPO_ROOT, sleep, SPAK_BIN, SpakProcess, SYSTEM_PYTHON } from '../../src/lab/lab.js';
-import { ADDR, assertBlocked, capture, CLI, delta, newKnockClient, serverConfig, skip, spakOk, SRV, stopAndClean, threeHosts } from './common.js';
+import { ADDR, assertBlocked, capture, CLI, delta, knockKeysAndLaptop, serverConfig, skip, spakOk, SRV, stopAndClean, threeHosts } from './common.js';
 
 const HTTP_PORT = 8080;
 const KNOCK_PORT = 62201;
@@ -32,14 +32,7 @@ describe('knock replay memory: lost, damaged or rewound, it still refuses a capt
     lab = await Lab.create({ tag: 'replaystore' });
     await threeHosts(lab);
     await lab.startService(SRV, ADDR.v4, HTTP_PORT, 'http');
-    keysDir = path.join(lab.dir, 'server-keys');
-    clientsDir = path.join(lab.dir, 'clients');
-    mkdirSync(clientsDir, { recursive: true });
-    await spakOk(lab, SRV, ['keygen', 'server', '--out', keysDir]);
-    bundle = await newKnockClient(lab, {
-      host: CLI, name: 'laptop', serverPub: path.join(keysDir, 'server.pub'), home: path.join(lab.dir, 'client-home'), clientsDir,
-      policy: { allow: [`tcp/${HTTP_PORT}`] },
-    });
+    ({ keysDir, clientsDir, bundle } = await knockKeysAndLaptop(lab, { allow: [`tcp/${HTTP_PORT}`] }));
     assert.ok((await lab.httpGet(CLI, ADDR.v4, HTTP_PORT)).ok, 'control: the client reaches http without spak');
   });
 

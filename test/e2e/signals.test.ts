@@ -10,11 +10,10 @@
 // The bounds asserted (3 s per knock, 5 s to stop) are the issue's; they are generous on purpose.
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { mkdirSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { hasServerHook, Lab, REPO_ROOT, run, sleep, startSpak, type SpakProcess } from '../../src/lab/lab.js';
 import {
-  ADDR, assertBlocked, assertProberBlocked, CLI, newKnockClient, OTH, serverConfig, skip, spakOk, SRV, startProber, stopAndClean, threeHosts,
+  ADDR, assertBlocked, assertProberBlocked, CLI, knockKeysAndLaptop, OTH, serverConfig, skip, SRV, startProber, stopAndClean, threeHosts,
 } from './common.js';
 
 const HTTP_PORT = 8080;
@@ -76,14 +75,7 @@ describe('signal storm: reloads coalesce, knocks and SIGTERM are never held behi
     lab = await Lab.create({ tag: 'signals' });
     await threeHosts(lab);
     await lab.startService(SRV, ADDR.v4, HTTP_PORT, 'http');
-    keysDir = path.join(lab.dir, 'server-keys');
-    clientsDir = path.join(lab.dir, 'clients');
-    mkdirSync(clientsDir, { recursive: true });
-    await spakOk(lab, SRV, ['keygen', 'server', '--out', keysDir]);
-    bundle = await newKnockClient(lab, {
-      host: CLI, name: 'laptop', serverPub: path.join(keysDir, 'server.pub'), home: path.join(lab.dir, 'client-home'), clientsDir,
-      policy: { allow: [`tcp/${HTTP_PORT}`] },
-    });
+    ({ keysDir, clientsDir, bundle } = await knockKeysAndLaptop(lab, { allow: [`tcp/${HTTP_PORT}`] }));
     const ns = lab.host(CLI).ns;
     for (const a of aliases) await run(['ip', '-n', ns, 'addr', 'add', `${a}/24`, 'dev', 'eth0'], { check: true });
     // Control: without spak the client reaches the service from an alias.
