@@ -11,7 +11,8 @@ import assert from 'node:assert/strict';
 import { existsSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Lab, REPO_ROOT, sleep, SPAK_BIN, SpakProcess, SYSTEM_PYTHON } from '../../src/lab/lab.js';
+import { BpfMap } from '../../src/bpf/libbpf.js';
+import { Lab, netnsInode, REPO_ROOT, sleep, SPAK_BIN, SPAK_BPFFS_DIR, SpakProcess, SYSTEM_PYTHON } from '../../src/lab/lab.js';
 import { ADDR, assertBlocked, capture, CLI, delta, knockKeysAndLaptop, serverConfig, skip, spakOk, SRV, stopAndClean, threeHosts } from './common.js';
 
 const HTTP_PORT = 8080;
@@ -85,8 +86,23 @@ describe('knock replay memory: lost, damaged or rewound, it still refuses a capt
     return pcap;
   }
 
+  /**
+   * Empties the table of accepted knocks' tags (as if its LRU had forgotten them): XDP drops an
+   * exact repeat of an accepted knock (drop_knock_repeat) before the daemon sees it, and what these
+   * cases test is the daemon's replay memory behind that table.
+   */
+  function forgetAcceptedTags(): void {
+    const m = BpfMap.openPinned(path.join(SPAK_BPFFS_DIR, `netns-${netnsInode(lab.host(SRV).ns)}`, 'eth0', 'spak_knock_accepted'));
+    try {
+      for (const k of m.keys()) m.delete(k);
+    } finally {
+      m.close();
+    }
+  }
+
   /** Sends the captured datagram again from the client's own address; returns the counter moves it caused. */
   async function replay(server: SpakProcess, pcap: string): Promise<Record<string, number>> {
+    forgetAcceptedTags();
     const before = await server.counters();
     const argv = [SYSTEM_PYTHON, KNOCK_REPLAY_PY, '--pcap', pcap, '--iface', 'eth0', '--src', lab.host(CLI).v4, '--dst', ADDR.v4,
       '--dst-mac', await lab.mac(SRV), '--dport', String(KNOCK_PORT)];
