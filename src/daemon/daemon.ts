@@ -13,7 +13,7 @@ import { makeDirectory } from '../config/dirs.js';
 import { DEFAULT_STATE_ROOT, knockOptionsFromConfig, startKnockService, type KnockService, type KnockServiceMaps } from '../knock/service.js';
 import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
 import { ROOT_OWNED_PINS } from '../server/maps.js';
-import { dropPrivileges, resolveAccount, type Account, type CapName } from './privdrop.js';
+import { checkCanDrop, dropPrivileges, resolveAccount, type Account, type CapName } from './privdrop.js';
 import { scopeWarnings } from '../server/scope.js';
 import { decisionLog, knockLog } from '../observe/log.js';
 import type { MetricsEndpoint } from '../observe/metrics.js';
@@ -184,18 +184,26 @@ export class SpakDaemon {
   }
 
   /**
-   * All or nothing: every interface attached (or adopted), the knock socket bound, then the
-   * privileges dropped. When a step fails, what this start attached is detached again (what an
-   * earlier daemon left in force stays in force) and the error is thrown.
+   * All or nothing up to the privilege drop: every interface attached (or adopted), the knock
+   * socket bound, the metrics endpoint. When one of these fails, what this start attached is
+   * detached again (what an earlier daemon left in force stays in force) and the error is thrown.
+   * What the drop needs is checked before the first attach; should the drop still fail, nothing is
+   * detached: protection stays pinned and in force, as a SIGTERM leaves it, and the error says so.
    */
   static async start(plan: DaemonPlan, opts: DaemonOptions): Promise<SpakDaemon> {
     // Directories first: one that cannot be made stops the start before anything is attached.
     if (plan.knockConfig) makeDirectory(stateDirOf(plan), 'state directory');
+    if (plan.account) {
+      checkCanDrop(plan.account, KEPT_CAPABILITIES);
+      // The state directory exists already: it is handed over now, so a chown refused there stops the start here.
+      if (plan.knockConfig) handOver(stateDirOf(plan), plan.account, new Set(), 'the knock state directory');
+    }
     const servers = plan.interfaces.map((i) => new SpakServer(serverOptions(plan, i, opts)));
     const running: SpakServer[] = [];
     const started: StartedServer[] = [];
     let knock: KnockService | null = null;
     let metricsOf: MetricsEndpoint | null = null;
+    let daemon: SpakDaemon;
     try {
       for (const [n, s] of servers.entries()) {
         try {
@@ -210,7 +218,7 @@ export class SpakDaemon {
           iface: plan.interfaces.map((i) => i.name), decisions: knockLog(opts.logger),
           onClients: (k) => { for (const s of servers) s.setKnock(k); }, // the servers write their knock maps
         });
-      const daemon = new SpakDaemon(plan, opts, servers, started, knock);
+      daemon = new SpakDaemon(plan, opts, servers, started, knock);
       // The metrics port is bound before the privilege drop; the sources are read at scrape time,
       // so after a reload they are the new programs' maps.
       // A unix socket goes to the service account's group (metrics.mode says whether it may read).
@@ -222,8 +230,6 @@ export class SpakDaemon {
         knock: () => daemon.#knock,
       }, opts.logger);
       metricsOf = daemon.#metrics;
-      if (plan.account) daemon.#dropPrivileges(plan.account);
-      return daemon;
     } catch (err) {
       void metricsOf?.close();
       knock?.stop();
@@ -236,24 +242,31 @@ export class SpakDaemon {
       }
       throw err;
     }
+    if (plan.account) {
+      try {
+        daemon.#dropPrivileges(plan.account);
+      } catch (err) {
+        // Protection has started: it stays (pinned, in force, as after SIGTERM); only this process goes.
+        daemon.stop();
+        const ifs = plan.interfaces.map((i) => i.name);
+        throw new Error(`${(err as Error).message}; protection stays in force on ${ifs.join(', ')} (pinned, as after a stop): ` +
+          `fix that and start again (the next start adopts it), or \`${ifs.map((i) => `spak server stop ${i}`).join('; ')}\` removes it`);
+      }
+    }
+    return daemon;
   }
 
   /** Hands what the daemon writes later to the user, then becomes it. */
   #dropPrivileges(to: Account): void {
-    const own = (p: string) => chownSync(p, to.uid, to.gid);
     const rootOwned = new Set<string>(ROOT_OWNED_PINS); // the knock replay memory: not the user's to touch
     for (const s of this.#servers) {
-      const dir = s.pinDir;
-      if (!dir) continue;
-      own(dir); // reload re-pins the configuration maps here
-      for (const name of readdirSync(dir)) if (!rootOwned.has(name)) own(path.join(dir, name));
+      if (!s.pinDir) continue;
+      // Opened (and listed, in handOver) before the directory changes hands: once it is the user's,
+      // root without CAP_DAC_OVERRIDE could not read it.
       s.keepPinDirOpen();
+      handOver(s.pinDir, to, rootOwned, 'the pin directory'); // reload re-pins the configuration maps here
     }
-    if (this.#plan.knockConfig) {
-      const dir = stateDirOf(this.#plan);
-      own(dir);
-      for (const name of readdirSync(dir)) own(path.join(dir, name));
-    }
+    if (this.#plan.knockConfig) handOver(stateDirOf(this.#plan), to, new Set(), 'the knock state directory');
     dropPrivileges(to, KEPT_CAPABILITIES);
     this.#dropped = `${to.label} (uid ${to.uid}, gid ${to.gid}); capabilities kept: ${KEPT_CAPABILITIES.map((c) => c.toLowerCase()).join(', ')}`;
   }
@@ -401,6 +414,24 @@ function serverOptions(plan: DaemonPlan, i: DaemonInterface, o: DaemonOptions): 
     ...plan.server, iface: i.name, xdpMode: i.xdpMode, logger: o.logger, bpffs: o.bpffs,
     ...(i.enforcement !== undefined ? { enforcement: i.enforcement } : {}),
   };
+}
+
+/**
+ * Gives dir and what is in it (but the names in `keep`) to the account: the entries first, the
+ * directory last (listed while it is still root's). Throws one line naming what to fix.
+ */
+function handOver(dir: string, to: Account, keep: Set<string>, what: string): void {
+  const own = (p: string) => {
+    try {
+      chownSync(p, to.uid, to.gid);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'error';
+      const fix = code === 'EPERM' ? ': the process needs CAP_CHOWN (a unit: in its CapabilityBoundingSet=)' : '';
+      throw new Error(`handing ${what} to ${to.label}: chown ${p}: ${code}${fix}`);
+    }
+  };
+  for (const name of readdirSync(dir)) if (!keep.has(name)) own(path.join(dir, name));
+  own(dir);
 }
 
 /** Where the knock service keeps its state (knock.stateDir, else /var/lib/spak/FIRST-INTERFACE). */
