@@ -2,7 +2,6 @@
 // knock receiver writing to every interface's maps, SIGHUP reload, and the privilege drop after
 // everything is attached and bound. The CLI parses; this runs.
 import type { KeyObject } from 'node:crypto';
-import { chownSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { XdpMode } from '../bpf/libbpf.js';
@@ -13,12 +12,13 @@ import { makeDirectory } from '../config/dirs.js';
 import { DEFAULT_STATE_ROOT, knockOptionsFromConfig, startKnockService, type KnockService, type KnockServiceMaps } from '../knock/service.js';
 import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
 import { ROOT_OWNED_PINS } from '../server/maps.js';
-import { checkCanDrop, dropPrivileges, resolveAccount, type Account, type CapName } from './privdrop.js';
+import { checkCanDrop, dropPrivileges, handOver, resolveAccount, type Account, type CapName } from './privdrop.js';
 import { scopeWarnings } from '../server/scope.js';
 import { decisionLog, knockLog } from '../observe/log.js';
 import type { MetricsEndpoint } from '../observe/metrics.js';
 import { startDaemonMetrics, type MetricsSetting } from '../observe/setup.js';
 import { runForeground } from './foreground.js';
+import { notify } from './notify.js';
 import { checkConfig, SpakServer, type Checked, type ReloadableOptions, type ServerOptions, type StartedServer } from '../server/server.js';
 import { hostPort } from '../wire/address.js';
 
@@ -319,6 +319,7 @@ export class SpakDaemon {
   /** The daemon goes; protection stays in force (the pinned links keep it). */
   stop(): void {
     this.#stopped = true;
+    notify('STOPPING=1');
     void this.#metrics?.close();
     this.#metrics = null;
     this.#knock?.stop();
@@ -397,6 +398,8 @@ export class SpakDaemon {
             `${info.adopted ? 'adopted' : 'attached'} ${hook.text} on ${info.ifname}`, event);
         }
         for (const w of this.warnings()) process.stderr.write(`spak: warning: ${w}\n`);
+        // Type=notify: `systemctl start` returns now, everything attached, bound and dropped.
+        notify(`READY=1\nSTATUS=protecting ${this.interfaces.join(', ')}`);
       },
     });
   }
@@ -414,24 +417,6 @@ function serverOptions(plan: DaemonPlan, i: DaemonInterface, o: DaemonOptions): 
     ...plan.server, iface: i.name, xdpMode: i.xdpMode, logger: o.logger, bpffs: o.bpffs,
     ...(i.enforcement !== undefined ? { enforcement: i.enforcement } : {}),
   };
-}
-
-/**
- * Gives dir and what is in it (but the names in `keep`) to the account: the entries first, the
- * directory last (listed while it is still root's). Throws one line naming what to fix.
- */
-function handOver(dir: string, to: Account, keep: Set<string>, what: string): void {
-  const own = (p: string) => {
-    try {
-      chownSync(p, to.uid, to.gid);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? 'error';
-      const fix = code === 'EPERM' ? ': the process needs CAP_CHOWN (a unit: in its CapabilityBoundingSet=)' : '';
-      throw new Error(`handing ${what} to ${to.label}: chown ${p}: ${code}${fix}`);
-    }
-  };
-  for (const name of readdirSync(dir)) if (!keep.has(name)) own(path.join(dir, name));
-  own(dir);
 }
 
 /** Where the knock service keeps its state (knock.stateDir, else /var/lib/spak/FIRST-INTERFACE). */

@@ -10,7 +10,8 @@
 //     seccomp filter installed with SECCOMP_FILTER_FLAG_TSYNC carries it to every other thread
 //     (the kernel sets no_new_privs on each thread it synchronises). Nothing any thread executes
 //     can gain privileges again.
-import { readdirSync, readFileSync } from 'node:fs';
+import { chownSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import koffi from 'koffi';
 import { libcLibrary } from '../bpf/libc.js';
 
@@ -206,4 +207,22 @@ function checkDropped(to: Account, kept: number[]): void {
     if (!/^NoNewPrivs:\s*1$/m.test(t)) problems.push(`NoNewPrivs unset on thread ${tid}`);
   }
   if (problems.length > 0) throw new Error(`dropping privileges to ${to.label}: the kernel reports ${problems.join(', ')}`);
+}
+
+/**
+ * Gives dir and what is in it (but the names in `keep`) to the account: the entries first, the
+ * directory last (listed while it is still root's). Throws one line naming what to fix.
+ */
+export function handOver(dir: string, to: Account, keep: Set<string>, what: string): void {
+  const own = (p: string) => {
+    try {
+      chownSync(p, to.uid, to.gid);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'error';
+      const fix = code === 'EPERM' ? ': the process needs CAP_CHOWN (a unit: in its CapabilityBoundingSet=)' : '';
+      throw new Error(`handing ${what} to ${to.label}: chown ${p}: ${code}${fix}`);
+    }
+  };
+  for (const name of readdirSync(dir)) if (!keep.has(name)) own(path.join(dir, name));
+  own(dir);
 }

@@ -8,7 +8,7 @@
 // daemon makes none of the system calls or socket families the units' filters would refuse.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -143,6 +143,7 @@ describe('systemd units', () => {
       assert.equal(unitEnv(unit).SPAK_CONFIG, '/etc/spak/spak.json');
     }
     assert.equal(server.has('ExecStop'), false, 'protection must outlive stops and restarts');
+    assert.equal(one(server, 'Type'), 'notify', '`systemctl start` waits for READY=1 and fails when the daemon exits first');
     assert.equal(one(server, 'ReadWritePaths'), '/sys/fs/bpf');
     assert.equal(one(server, 'StateDirectory'), 'spak');
     assert.equal(one(server, 'RuntimeDirectory'), 'spak');
@@ -291,6 +292,40 @@ describe('systemd units', () => {
       const allowed = one(server, 'RestrictAddressFamilies').split(/\s+/);
       assert.deepEqual([...families].filter((f) => !allowed.includes(f)), [], 'socket families the unit refuses');
       assert.doesNotMatch(calls, /^\d+\s+(unshare|setns)\(/m, 'RestrictNamespaces=yes');
+    });
+
+    test('Type=notify: READY=1 after the banner and the drop (as the user), STOPPING=1 on SIGTERM; a refused start sends none', { timeout: 180_000 }, async () => {
+      await lab.cleanupSpak(SRV);
+      // A notify socket the dropped user can reach, as /run/systemd/notify is.
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'spak-notify-'));
+      chmodSync(dir, 0o711);
+      const sock = path.join(dir, 'notify');
+      const listen = 'import os,socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1]);os.chmod(sys.argv[1],0o777)\nprint("bound",flush=True)\n' +
+        'while True:\n  print("got "+s.recv(4096).decode().replace("\\n"," | "),flush=True)\n';
+      const listener = lab.spawn(SRV, ['python3', '-c', listen, sock], {}, 'notify socket', 'nsenter');
+      running.push(listener);
+      try {
+        await listener.waitForLine(/^bound$/, 10_000);
+        const keyFile = path.join(tmp, 'key-notify.hex');
+        writeFileSync(keyFile, `${KEY}\n`, { mode: 0o600 });
+        const base = { ...serverCfg.server, keys: [{ id: KEY_ID, secretFile: keyFile }] };
+        // Refused before attach (no such user): no READY=1.
+        const bad = lab.spawn(SRV, [...setprivArgv(server), process.execPath, SPAK_BIN, 'server', '--metrics', 'off'],
+          { ...unitEnv(server), SPAK_CONFIG: lab.writeFile('bad.json', JSON.stringify({ server: { ...base, user: 'spak-no-such-user' } })), NOTIFY_SOCKET: sock }, 'refused start', 'nsenter');
+        await bad.exited;
+        assert.notEqual(bad.exitCode, 0, bad.output);
+        const ok = await startUnder(SRV, server, 'server', { server: { ...base, user: 'nobody' } }, { NOTIFY_SOCKET: sock }, ['--metrics', 'off']);
+        await ok.proc.waitForLine(/^spak server: running as nobody/, 10_000);
+        const ready = await listener.waitForLine(/^got READY=1/, 10_000);
+        assert.match(ready, /STATUS=protecting eth0/);
+        assert.equal(listener.stdout.split('\n').filter((l) => l.startsWith('got ')).length, 1, `only the good start's READY=1: ${listener.stdout}`);
+        assert.equal(procStatus(ok.proc.pid!, 'Uid').split(/\s+/)[0], '65534', 'sent after the drop');
+        await ok.proc.stop(10_000);
+        await listener.waitForLine(/^got STOPPING=1/, 10_000);
+      } finally {
+        await listener.stop();
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
 
     test('with "user" set: drops to it under the unit\'s bounds, and the next start (as root) adopts the pins the user owns', { timeout: 180_000 }, async () => {
