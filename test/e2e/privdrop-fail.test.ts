@@ -81,7 +81,7 @@ describe('a privilege drop that cannot work never opens the port', { skip }, () 
     });
   }
 
-  it('CAP_CHOWN missing from the bounding set: refused before the first attach, naming it and CapabilityBoundingSet=', { timeout: 90_000 }, async () => {
+  it('CAP_CHOWN missing from the bounding set: refused before the first attach, naming it and CapabilityBoundingSet=', { timeout: 90_000 }, async (t) => {
     try {
       const r = await failingStart(config({ user: 'nobody' }), ['setpriv', '--bounding-set', '-chown', '--']);
       assert.notEqual(r.code, 0, r.output);
@@ -90,13 +90,14 @@ describe('a privilege drop that cannot work never opens the port', { skip }, () 
       assert.match(lines[0]!, /CAP_CHOWN/);
       assert.match(lines[0]!, /CapabilityBoundingSet=/);
       assert.match(lines[0]!, /nothing was attached/);
+      t.diagnostic(`the refused start said: ${lines[0]}`);
       await assertNothingAttached('CAP_CHOWN missing');
     } finally {
       await lab.cleanupSpak(SRV);
     }
   });
 
-  it('a drop failing after attach leaves protection attached and pinned; a good start adopts with no gap', { timeout: 240_000 }, async () => {
+  it('a drop failing after attach leaves protection attached and pinned; a good start adopts with no gap', { timeout: 240_000 }, async (t) => {
     let good: SpakProcess | null = null;
     let prober: Awaited<ReturnType<typeof startProber>> | null = null;
     try {
@@ -115,6 +116,7 @@ describe('a privilege drop that cannot work never opens the port', { skip }, () 
       assert.equal(lines.length, 1, `one line: ${r.stderr}`);
       assert.match(lines[0]!, /chown .*EPERM.*CAP_CHOWN/, 'names what to fix');
       assert.match(lines[0]!, /protection stays in force on eth0/);
+      t.diagnostic(`the failed start said: ${lines[0]}`);
 
       // After the failure: still attached, still pinned, still refusing keyless connects.
       assert.notEqual(await serverProgId(lab, SRV), null, 'still attached after the failed start');
@@ -128,6 +130,7 @@ describe('a privilege drop that cannot work never opens the port', { skip }, () 
       await assertBlocked(lab, OTH, TARGETS, 'keyless, after the good start');
       const probe = await prober.stop();
       prober = null;
+      t.diagnostic(`keyless prober from the failing start's attach to after the good start: ${JSON.stringify(probe)}`);
       assertProberBlocked(probe, 5, 'from the failing start\'s attach to after the good start');
     } finally {
       await prober?.stop().catch(() => undefined);
