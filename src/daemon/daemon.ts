@@ -184,11 +184,11 @@ export class SpakDaemon {
   }
 
   /**
-   * All or nothing up to the privilege drop: every interface attached (or adopted), the knock
-   * socket bound, the metrics endpoint. When one of these fails, what this start attached is
-   * detached again (what an earlier daemon left in force stays in force) and the error is thrown.
-   * What the drop needs is checked before the first attach; should the drop still fail, nothing is
-   * detached: protection stays pinned and in force, as a SIGTERM leaves it, and the error says so.
+   * Every interface attached (or adopted), all or nothing: when one fails, what this start attached
+   * is detached again (what an earlier daemon left in force stays in force) and the error is thrown.
+   * Then the knock socket, the metrics endpoint and the privilege drop (what the drop needs is
+   * checked before the first attach). Should one of those fail, nothing is detached: protection
+   * stays pinned and in force, as a SIGTERM leaves it, and the error says so.
    */
   static async start(plan: DaemonPlan, opts: DaemonOptions): Promise<SpakDaemon> {
     // Directories first: one that cannot be made stops the start before anything is attached.
@@ -201,9 +201,6 @@ export class SpakDaemon {
     const servers = plan.interfaces.map((i) => new SpakServer(serverOptions(plan, i, opts)));
     const running: SpakServer[] = [];
     const started: StartedServer[] = [];
-    let knock: KnockService | null = null;
-    let metricsOf: MetricsEndpoint | null = null;
-    let daemon: SpakDaemon;
     try {
       for (const [n, s] of servers.entries()) {
         try {
@@ -213,12 +210,24 @@ export class SpakDaemon {
         }
         running.push(s);
       }
+    } catch (err) {
+      for (const s of running.reverse()) {
+        try {
+          s.abandon();
+        } catch (e) {
+          opts.logger.error({ err: e }, 'undoing a start failed');
+        }
+      }
+      throw err;
+    }
+    // Protection has started: from here on a failure leaves it in force; only this process goes.
+    const daemon = new SpakDaemon(plan, opts, servers, started, null);
+    try {
       if (plan.knockConfig)
-        knock = await startKnockService(knockMaps(servers), plan.knockConfig, opts.logger, {
+        daemon.#knock = await startKnockService(knockMaps(servers), plan.knockConfig, opts.logger, {
           iface: plan.interfaces.map((i) => i.name), decisions: knockLog(opts.logger),
           onClients: (k) => { for (const s of servers) s.setKnock(k); }, // the servers write their knock maps
         });
-      daemon = new SpakDaemon(plan, opts, servers, started, knock);
       // The metrics port is bound before the privilege drop; the sources are read at scrape time,
       // so after a reload they are the new programs' maps.
       // A unix socket goes to the service account's group (metrics.mode says whether it may read).
@@ -229,29 +238,12 @@ export class SpakDaemon {
         })),
         knock: () => daemon.#knock,
       }, opts.logger);
-      metricsOf = daemon.#metrics;
+      if (plan.account) daemon.#dropPrivileges(plan.account);
     } catch (err) {
-      void metricsOf?.close();
-      knock?.stop();
-      for (const s of running.reverse()) {
-        try {
-          s.abandon();
-        } catch (e) {
-          opts.logger.error({ err: e }, 'undoing a start failed');
-        }
-      }
-      throw err;
-    }
-    if (plan.account) {
-      try {
-        daemon.#dropPrivileges(plan.account);
-      } catch (err) {
-        // Protection has started: it stays (pinned, in force, as after SIGTERM); only this process goes.
-        daemon.stop();
-        const ifs = plan.interfaces.map((i) => i.name);
-        throw new Error(`${(err as Error).message}; protection stays in force on ${ifs.join(', ')} (pinned, as after a stop): ` +
-          `fix that and start again (the next start adopts it), or \`${ifs.map((i) => `spak server stop ${i}`).join('; ')}\` removes it`);
-      }
+      daemon.stop();
+      const ifs = plan.interfaces.map((i) => i.name);
+      throw new Error(`${(err as Error).message}; protection stays in force on ${ifs.join(', ')} (pinned, as after a stop): ` +
+        `fix that and start again (the next start adopts it), or \`${ifs.map((i) => `spak server stop ${i}`).join('; ')}\` removes it`);
     }
     return daemon;
   }

@@ -8,7 +8,8 @@
 //   - a drop that fails after attach (every chown refused with EPERM by strace's fault injection,
 //     what a missing CAP_CHOWN did before the check) leaves protection attached and pinned, as a
 //     SIGTERM does: a keyless prober from another namespace never connects, during the failure or
-//     after it, and a later good start adopts with no gap.
+//     after it, and a later good start adopts with no gap;
+//   - the same for any other step after the attach: a metrics port already taken.
 // Hosts: server .1/::1, client .2/::2, third host .3/::3 (the keyless prober).
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
@@ -93,6 +94,27 @@ describe('a privilege drop that cannot work never opens the port', { skip }, () 
       t.diagnostic(`the refused start said: ${lines[0]}`);
       await assertNothingAttached('CAP_CHOWN missing');
     } finally {
+      await lab.cleanupSpak(SRV);
+    }
+  });
+
+  it('a step after the attach failing (the metrics port taken) leaves protection attached and pinned', { timeout: 120_000 }, async (t) => {
+    const taken = await lab.startService(SRV, '127.0.0.1', 19862, 'echo');
+    try {
+      const mode = labEnforcement() === 'tc' ? ['--enforcement', 'tc'] : [];
+      const proc = lab.spawn(SRV, [process.execPath, SPAK_BIN, 'server', '--config', config({}), '--metrics', '127.0.0.1:19862', ...mode], {}, 'spak server (metrics port taken)', 'nsenter');
+      await proc.exited;
+      assert.notEqual(proc.exitCode, 0, proc.output);
+      const lines = proc.stderr.trim().split('\n').filter((l) => l.startsWith('spak:'));
+      assert.equal(lines.length, 1, `one line: ${proc.stderr}`);
+      assert.match(lines[0]!, /EADDRINUSE|in use/);
+      assert.match(lines[0]!, /protection stays in force on eth0/);
+      t.diagnostic(`the failed start said: ${lines[0]}`);
+      assert.notEqual(await serverProgId(lab, SRV), null, 'still attached after the failed start');
+      assert.ok(existsSync(path.join(pinRoot, 'eth0', 'link')), 'the link stays pinned');
+      await assertBlocked(lab, OTH, TARGETS, 'keyless, after the failed start');
+    } finally {
+      await taken.stop();
       await lab.cleanupSpak(SRV);
     }
   });
