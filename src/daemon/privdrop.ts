@@ -129,7 +129,7 @@ export function checkCanDrop(to: Account, keep: readonly CapName[]): void {
   const missing = need.filter(([, n]) => ((sets.CapPrm & sets.CapEff) >> BigInt(n) & 1n) === 0n).map(([name]) => `CAP_${name}`);
   if (missing.length === 0) return;
   const bounded = missing.filter((c) => (sets.CapBnd >> BigInt(need.find(([n]) => `CAP_${n}` === c)![1]) & 1n) === 0n);
-  throw new Error(`cannot drop privileges to ${to.label} after attaching: this process lacks ${missing.join(', ')}` +
+  throw new Error(`the privilege drop to ${to.label} (after the attach) cannot work: this process lacks ${missing.join(', ')}` +
     (bounded.length > 0 ? ` (not in its bounding set: add ${bounded.join(' ')} to the unit's CapabilityBoundingSet=; the drop removes them again)` : ' (run it as root)') +
     '; nothing was attached');
 }
