@@ -18,6 +18,7 @@ import { UsageError } from './usage.js';
 import { runForeground } from '../daemon/foreground.js';
 import { registerDoctor } from './doctor.js';
 import { registerStatus } from './status.js';
+import { registerBpffs } from './bpffs.js';
 import { createLogger } from '../observe/log.js';
 import { metricsArg, observeSettings } from '../observe/setup.js';
 import { hostPort } from '../wire/address.js';
@@ -301,6 +302,7 @@ export function buildProgram(): Command {
   registerKnock(program);
   registerStatus(program);
   registerDoctor(program);
+  registerBpffs(program);
 
   // Usage mistakes exit 2 (commander's own errors included); --help and --version exit 0.
   program.exitOverride();

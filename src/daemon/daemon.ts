@@ -2,7 +2,6 @@
 // knock receiver writing to every interface's maps, SIGHUP reload, and the privilege drop after
 // everything is attached and bound. The CLI parses; this runs.
 import type { KeyObject } from 'node:crypto';
-import { chownSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { XdpMode } from '../bpf/libbpf.js';
@@ -13,12 +12,13 @@ import { makeDirectory } from '../config/dirs.js';
 import { DEFAULT_STATE_ROOT, knockOptionsFromConfig, startKnockService, type KnockService, type KnockServiceMaps } from '../knock/service.js';
 import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
 import { ROOT_OWNED_PINS } from '../server/maps.js';
-import { dropPrivileges, resolveAccount, type Account, type CapName } from './privdrop.js';
+import { checkCanDrop, dropPrivileges, handOver, resolveAccount, type Account, type CapName } from './privdrop.js';
 import { scopeWarnings } from '../server/scope.js';
 import { decisionLog, knockLog } from '../observe/log.js';
 import type { MetricsEndpoint } from '../observe/metrics.js';
 import { startDaemonMetrics, type MetricsSetting } from '../observe/setup.js';
 import { runForeground } from './foreground.js';
+import { notify } from './notify.js';
 import { checkConfig, SpakServer, type Checked, type ReloadableOptions, type ServerOptions, type StartedServer } from '../server/server.js';
 import { hostPort } from '../wire/address.js';
 
@@ -184,18 +184,23 @@ export class SpakDaemon {
   }
 
   /**
-   * All or nothing: every interface attached (or adopted), the knock socket bound, then the
-   * privileges dropped. When a step fails, what this start attached is detached again (what an
-   * earlier daemon left in force stays in force) and the error is thrown.
+   * Every interface attached (or adopted), all or nothing: when one fails, what this start attached
+   * is detached again (what an earlier daemon left in force stays in force) and the error is thrown.
+   * Then the knock socket, the metrics endpoint and the privilege drop (what the drop needs is
+   * checked before the first attach). Should one of those fail, nothing is detached: protection
+   * stays pinned and in force, as a SIGTERM leaves it, and the error says so.
    */
   static async start(plan: DaemonPlan, opts: DaemonOptions): Promise<SpakDaemon> {
     // Directories first: one that cannot be made stops the start before anything is attached.
     if (plan.knockConfig) makeDirectory(stateDirOf(plan), 'state directory');
+    if (plan.account) {
+      checkCanDrop(plan.account, KEPT_CAPABILITIES);
+      // The state directory exists already: it is handed over now, so a chown refused there stops the start here.
+      if (plan.knockConfig) handOver(stateDirOf(plan), plan.account, new Set(), 'the knock state directory');
+    }
     const servers = plan.interfaces.map((i) => new SpakServer(serverOptions(plan, i, opts)));
     const running: SpakServer[] = [];
     const started: StartedServer[] = [];
-    let knock: KnockService | null = null;
-    let metricsOf: MetricsEndpoint | null = null;
     try {
       for (const [n, s] of servers.entries()) {
         try {
@@ -205,12 +210,24 @@ export class SpakDaemon {
         }
         running.push(s);
       }
+    } catch (err) {
+      for (const s of running.reverse()) {
+        try {
+          s.abandon();
+        } catch (e) {
+          opts.logger.error({ err: e }, 'undoing a start failed');
+        }
+      }
+      throw err;
+    }
+    // Protection has started: from here on a failure leaves it in force; only this process goes.
+    const daemon = new SpakDaemon(plan, opts, servers, started, null);
+    try {
       if (plan.knockConfig)
-        knock = await startKnockService(knockMaps(servers), plan.knockConfig, opts.logger, {
+        daemon.#knock = await startKnockService(knockMaps(servers), plan.knockConfig, opts.logger, {
           iface: plan.interfaces.map((i) => i.name), decisions: knockLog(opts.logger),
           onClients: (k) => { for (const s of servers) s.setKnock(k); }, // the servers write their knock maps
         });
-      const daemon = new SpakDaemon(plan, opts, servers, started, knock);
       // The metrics port is bound before the privilege drop; the sources are read at scrape time,
       // so after a reload they are the new programs' maps.
       // A unix socket goes to the service account's group (metrics.mode says whether it may read).
@@ -221,39 +238,27 @@ export class SpakDaemon {
         })),
         knock: () => daemon.#knock,
       }, opts.logger);
-      metricsOf = daemon.#metrics;
       if (plan.account) daemon.#dropPrivileges(plan.account);
-      return daemon;
     } catch (err) {
-      void metricsOf?.close();
-      knock?.stop();
-      for (const s of running.reverse()) {
-        try {
-          s.abandon();
-        } catch (e) {
-          opts.logger.error({ err: e }, 'undoing a start failed');
-        }
-      }
-      throw err;
+      daemon.stop();
+      const ifs = plan.interfaces.map((i) => i.name);
+      throw new Error(`${(err as Error).message}; protection stays in force on ${ifs.join(', ')} (pinned, as after a stop): ` +
+        `fix that and start again (the next start adopts it), or \`${ifs.map((i) => `spak server stop ${i}`).join('; ')}\` removes it`);
     }
+    return daemon;
   }
 
   /** Hands what the daemon writes later to the user, then becomes it. */
   #dropPrivileges(to: Account): void {
-    const own = (p: string) => chownSync(p, to.uid, to.gid);
     const rootOwned = new Set<string>(ROOT_OWNED_PINS); // the knock replay memory: not the user's to touch
     for (const s of this.#servers) {
-      const dir = s.pinDir;
-      if (!dir) continue;
-      own(dir); // reload re-pins the configuration maps here
-      for (const name of readdirSync(dir)) if (!rootOwned.has(name)) own(path.join(dir, name));
+      if (!s.pinDir) continue;
+      // Opened (and listed, in handOver) before the directory changes hands: once it is the user's,
+      // root without CAP_DAC_OVERRIDE could not read it.
       s.keepPinDirOpen();
+      handOver(s.pinDir, to, rootOwned, 'the pin directory'); // reload re-pins the configuration maps here
     }
-    if (this.#plan.knockConfig) {
-      const dir = stateDirOf(this.#plan);
-      own(dir);
-      for (const name of readdirSync(dir)) own(path.join(dir, name));
-    }
+    if (this.#plan.knockConfig) handOver(stateDirOf(this.#plan), to, new Set(), 'the knock state directory');
     dropPrivileges(to, KEPT_CAPABILITIES);
     this.#dropped = `${to.label} (uid ${to.uid}, gid ${to.gid}); capabilities kept: ${KEPT_CAPABILITIES.map((c) => c.toLowerCase()).join(', ')}`;
   }
@@ -306,6 +311,7 @@ export class SpakDaemon {
   /** The daemon goes; protection stays in force (the pinned links keep it). */
   stop(): void {
     this.#stopped = true;
+    notify('STOPPING=1');
     void this.#metrics?.close();
     this.#metrics = null;
     this.#knock?.stop();
@@ -384,6 +390,8 @@ export class SpakDaemon {
             `${info.adopted ? 'adopted' : 'attached'} ${hook.text} on ${info.ifname}`, event);
         }
         for (const w of this.warnings()) process.stderr.write(`spak: warning: ${w}\n`);
+        // Type=notify: `systemctl start` returns now, everything attached, bound and dropped.
+        notify(`READY=1\nSTATUS=protecting ${this.interfaces.join(', ')}`);
       },
     });
   }

@@ -10,13 +10,22 @@
 //     seccomp filter installed with SECCOMP_FILTER_FLAG_TSYNC carries it to every other thread
 //     (the kernel sets no_new_privs on each thread it synchronises). Nothing any thread executes
 //     can gain privileges again.
-import { readdirSync, readFileSync } from 'node:fs';
+import { chownSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import koffi from 'koffi';
 import { libcLibrary } from '../bpf/libc.js';
 
 /** Capability numbers (linux/capability.h) of those the daemon may keep. */
 export const CAP = { NET_BIND_SERVICE: 10, NET_ADMIN: 12, PERFMON: 38, BPF: 39 } as const;
 export type CapName = keyof typeof CAP;
+
+/**
+ * What the drop itself needs besides what it keeps: CAP_CHOWN (handing the pin and state
+ * directories over), CAP_DAC_OVERRIDE (the pins are the user's after a drop: the next start, as
+ * root, adopts them through directories it does not own), CAP_SETGID, CAP_SETUID, CAP_SETPCAP
+ * (narrowing the bounding set).
+ */
+const DROP_NEEDS = { CHOWN: 0, DAC_OVERRIDE: 1, SETGID: 6, SETUID: 7, SETPCAP: 8 } as const;
 
 const PR_SET_KEEPCAPS = 8;
 const PR_CAPBSET_DROP = 24;
@@ -102,6 +111,29 @@ export function resolveAccount(user: string | number, group?: string | number): 
   return { uid, gid, label: `${user}${group !== undefined ? `:${group}` : ''}` };
 }
 
+/** The capability sets of this process's main thread (/proc/self/status), as bit masks. */
+function capSets(): { CapBnd: bigint; CapPrm: bigint; CapEff: bigint } {
+  const status = readFileSync('/proc/self/status', 'utf8');
+  const mask = (name: string) => BigInt(`0x${new RegExp(`^${name}:\\s*([0-9a-f]+)$`, 'm').exec(status)?.[1] ?? '0'}`);
+  return { CapBnd: mask('CapBnd'), CapPrm: mask('CapPrm'), CapEff: mask('CapEff') };
+}
+
+/**
+ * Before anything is attached: can this process drop to `to` keeping `keep`? Every capability the
+ * drop and what runs after it need must be permitted and effective now; throws one line naming the
+ * missing ones and where to add them (a systemd unit's CapabilityBoundingSet=).
+ */
+export function checkCanDrop(to: Account, keep: readonly CapName[]): void {
+  const sets = capSets();
+  const need: [string, number][] = [...Object.entries(DROP_NEEDS), ...keep.map((c): [string, number] => [c, CAP[c]])];
+  const missing = need.filter(([, n]) => ((sets.CapPrm & sets.CapEff) >> BigInt(n) & 1n) === 0n).map(([name]) => `CAP_${name}`);
+  if (missing.length === 0) return;
+  const bounded = missing.filter((c) => (sets.CapBnd >> BigInt(need.find(([n]) => `CAP_${n}` === c)![1]) & 1n) === 0n);
+  throw new Error(`the privilege drop to ${to.label} (after the attach) cannot work: this process lacks ${missing.join(', ')}` +
+    (bounded.length > 0 ? ` (not in its bounding set: add ${bounded.join(' ')} to the unit's CapabilityBoundingSet=; the drop removes them again)` : ' (run it as root)') +
+    '; nothing was attached');
+}
+
 function lastCap(): number {
   return Number(readFileSync('/proc/sys/kernel/cap_last_cap', 'utf8').trim());
 }
@@ -115,7 +147,8 @@ export function dropPrivileges(to: Account, keep: readonly CapName[]): void {
   const kept: number[] = keep.map((c) => CAP[c]);
   prctl('PR_SET_KEEPCAPS', PR_SET_KEEPCAPS, 1);
   const last = lastCap();
-  for (let cap = 0; cap <= last; cap++) if (!kept.includes(cap)) prctl(`PR_CAPBSET_DROP ${cap}`, PR_CAPBSET_DROP, cap);
+  const bounding = capSets().CapBnd; // what is not in it needs no dropping (nor CAP_SETPCAP)
+  for (let cap = 0; cap <= last; cap++) if (!kept.includes(cap) && (bounding >> BigInt(cap) & 1n) === 1n) prctl(`PR_CAPBSET_DROP ${cap}`, PR_CAPBSET_DROP, cap);
   prctl('PR_CAP_AMBIENT_CLEAR_ALL', PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL);
   try {
     process.setgroups!([]);
@@ -174,4 +207,22 @@ function checkDropped(to: Account, kept: number[]): void {
     if (!/^NoNewPrivs:\s*1$/m.test(t)) problems.push(`NoNewPrivs unset on thread ${tid}`);
   }
   if (problems.length > 0) throw new Error(`dropping privileges to ${to.label}: the kernel reports ${problems.join(', ')}`);
+}
+
+/**
+ * Gives dir and what is in it (but the names in `keep`) to the account: the entries first, the
+ * directory last (listed while it is still root's). Throws one line naming what to fix.
+ */
+export function handOver(dir: string, to: Account, keep: Set<string>, what: string): void {
+  const own = (p: string) => {
+    try {
+      chownSync(p, to.uid, to.gid);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'error';
+      const fix = code === 'EPERM' ? ': the process needs CAP_CHOWN (a unit: in its CapabilityBoundingSet=)' : '';
+      throw new Error(`handing ${what} to ${to.label}: chown ${p}: ${code}${fix}`);
+    }
+  };
+  for (const name of readdirSync(dir)) if (!keep.has(name)) own(path.join(dir, name));
+  own(dir);
 }

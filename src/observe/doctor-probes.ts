@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { BpfLink, BpfObject, readLockHolder } from '../bpf/libbpf.js';
-import { isBpffs } from '../bpf/bpffs.js';
+import { inInitialMountNamespace, isBpffs } from '../bpf/bpffs.js';
 import { queryXdp, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE } from '../bpf/attach.js';
 import { E, libbpf, libc, sizes } from '../bpf/native.js';
 import { objectPath } from '../bpf/object-files.js';
@@ -166,7 +166,7 @@ export function runDoctor(o: DoctorOptions): CheckResult[] {
   const root = euid === 0;
   results.push(checkKernel(os.release()));
   results.push(checkBtf(existsSync('/sys/kernel/btf/vmlinux')));
-  results.push(checkBpffs(bpffs, isBpffs(bpffs)));
+  results.push(checkBpffs(bpffs, isBpffs(bpffs), !inInitialMountNamespace()));
   results.push(checkPrivileges(euid, capEff()));
   let libbpfOk = true;
   try {

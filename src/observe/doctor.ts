@@ -35,10 +35,16 @@ export function checkBtf(present: boolean): CheckResult {
     : fail('btf', '/sys/kernel/btf/vmlinux missing: the kernel was built without BTF', 'use a kernel with CONFIG_DEBUG_INFO_BTF=y');
 }
 
-/** bpffs at the pin root: mounted, or missing (spak mounts it at start when it may). */
-export function checkBpffs(root: string, mounted: boolean): CheckResult {
-  return mounted ? ok('bpffs', `bpffs mounted at ${root}`)
-    : warn('bpffs', `no bpffs at ${root}: spak server mounts it at start`, `mount -t bpf bpf ${root} (systemd does this at boot)`);
+/**
+ * bpffs at the pin root: mounted; or not, and then whether spak server will mount it (it does in
+ * the host's mount namespace, refuses in a private one, where the mount would vanish with it).
+ */
+export function checkBpffs(root: string, mounted: boolean, privateMountNs = false): CheckResult {
+  if (mounted) return ok('bpffs', `bpffs mounted at ${root}`);
+  if (privateMountNs)
+    return fail('bpffs', `no bpffs at ${root}, and this runs in a private mount namespace: spak server will refuse to mount it here (pins would vanish with the namespace)`,
+      `spak bpffs mount in the host's mount namespace (the packaged unit does it as ExecStartPre=+), or enter only the network namespace (nsenter --net=...)`);
+  return warn('bpffs', `no bpffs at ${root}: spak server mounts it at start (the packaged unit: ExecStartPre=+spak bpffs mount)`, `spak bpffs mount (or mount -t bpf bpf ${root})`);
 }
 
 /** CAP_NET_ADMIN (12), CAP_SYS_ADMIN (21), CAP_PERFMON (38), CAP_BPF (39). */

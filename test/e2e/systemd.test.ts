@@ -8,7 +8,7 @@
 // daemon makes none of the system calls or socket families the units' filters would refuse.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -18,8 +18,8 @@ import { assertBlocked, KEY, KEY_ID, OTH, skip, SRV, CLI, threeHosts, ADDR } fro
 const UNITS = path.join(REPO_ROOT, 'packaging', 'systemd');
 const PORT = 8080;
 
-/** The [Service] section of a unit: key -> every value given (comments and blank lines dropped). */
-function serviceSection(file: string): Map<string, string[]> {
+/** A section of a unit ([Service] unless told): key -> every value given (comments and blank lines dropped). */
+function serviceSection(file: string, want = 'Service'): Map<string, string[]> {
   const out = new Map<string, string[]>();
   let section = '';
   for (const raw of readFileSync(file, 'utf8').split('\n')) {
@@ -31,7 +31,7 @@ function serviceSection(file: string): Map<string, string[]> {
       continue;
     }
     const kv = /^([A-Za-z]+)=(.*)$/.exec(line);
-    if (!kv || section !== 'Service') continue;
+    if (!kv || section !== want) continue;
     out.set(kv[1]!, [...(out.get(kv[1]!) ?? []), kv[2]!]);
   }
   return out;
@@ -120,7 +120,7 @@ describe('systemd units', () => {
         const text = readFileSync(path.join(UNITS, name), 'utf8');
         assert.match(text, /^ExecStart=spak (server|client)$/m, `${name}: the installed spak, default config`);
         const file = path.join(dir, name);
-        writeFileSync(file, text.replace(/^ExecStart=spak /m, `ExecStart=${SPAK_BIN} `));
+        writeFileSync(file, text.replace(/^ExecStart=spak /m, `ExecStart=${SPAK_BIN} `).replace(/^ExecStartPre=\+spak /m, `ExecStartPre=+${SPAK_BIN} `));
         return file;
       });
       const r = spawnSync('systemd-analyze', ['verify', '--man=no', ...files], { encoding: 'utf8', timeout: 60_000 });
@@ -143,6 +143,7 @@ describe('systemd units', () => {
       assert.equal(unitEnv(unit).SPAK_CONFIG, '/etc/spak/spak.json');
     }
     assert.equal(server.has('ExecStop'), false, 'protection must outlive stops and restarts');
+    assert.equal(one(server, 'Type'), 'notify', '`systemctl start` waits for READY=1 and fails when the daemon exits first');
     assert.equal(one(server, 'ReadWritePaths'), '/sys/fs/bpf');
     assert.equal(one(server, 'StateDirectory'), 'spak');
     assert.equal(one(server, 'RuntimeDirectory'), 'spak');
@@ -150,8 +151,9 @@ describe('systemd units', () => {
   });
 
   test('the server drops to a user of its own, spak: the unit creates it with the line of packaging/sysusers.d/spak.conf', () => {
-    const pre = /^\+systemd-sysusers --inline '([^']+)'$/.exec(one(server, 'ExecStartPre'));
-    assert.ok(pre, `ExecStartPre=: ${one(server, 'ExecStartPre')}`);
+    const pres = server.get('ExecStartPre') ?? [];
+    const pre = pres.map((p) => /^\+systemd-sysusers --inline '([^']+)'$/.exec(p)).find((m) => m !== null);
+    assert.ok(pre, `ExecStartPre=: ${pres.join(' | ')}`);
     const conf = readFileSync(path.join(REPO_ROOT, 'packaging', 'sysusers.d', 'spak.conf'), 'utf8').split('\n').filter((l) => l.trim() && !l.startsWith('#'));
     assert.deepEqual(conf, [pre[1]], 'the unit and the sysusers.d file make the same user');
     // What the line makes, in a scratch root (this machine's users stay as they are).
@@ -169,6 +171,32 @@ describe('systemd units', () => {
     for (const k of ['User', 'DynamicUser']) assert.equal(server.has(k), false, `${k}=`);
     const example = JSON.parse(readFileSync(path.join(REPO_ROOT, 'examples', 'spak.json'), 'utf8')) as { server: { user?: string } };
     assert.equal(example.server.user, 'spak', 'the example configuration (copied to /etc/spak/spak.json) names it');
+  });
+
+  test('no bpffs mounted: the unit mounts it with `spak bpffs mount` outside its sandbox, before its own namespace is set up', () => {
+    // '+': full privileges and no sandbox, so in the host's mount namespace (where the server would refuse
+    // to mount it) and before ReadWritePaths=/sys/fs/bpf is applied to ExecStart= (it needs the path).
+    assert.ok((server.get('ExecStartPre') ?? []).includes('+spak bpffs mount'), `ExecStartPre=: ${server.get('ExecStartPre')?.join(' | ')}`);
+    assert.equal(one(server, 'ReadWritePaths'), '/sys/fs/bpf');
+  });
+
+  test('a start that keeps failing ends in the failed state instead of restarting forever', () => {
+    const unitSec = serviceSection(path.join(UNITS, 'spak-server.service'), 'Unit');
+    const seconds = (v: string) => {
+      const m = /^(\d+)(s|min)?$/.exec(v);
+      assert.ok(m, `a time span: ${v}`);
+      return Number(m[1]) * (m[2] === 'min' ? 60 : 1);
+    };
+    const interval = seconds(one(unitSec, 'StartLimitIntervalSec'));
+    const burst = Number(one(unitSec, 'StartLimitBurst'));
+    const restartSec = seconds(one(server, 'RestartSec'));
+    // systemd counts starts within the interval: with RestartSec x burst beyond it the limit is never hit.
+    assert.ok(burst >= 2 && burst * restartSec < interval, `StartLimitBurst=${burst} x RestartSec=${restartSec}s within StartLimitIntervalSec=${interval}s`);
+  });
+
+  test('the bounding set holds what the privilege drop needs (it removes them again)', () => {
+    const caps = boundingCaps(server);
+    for (const c of ['chown', 'dac_override', 'setuid', 'setgid', 'setpcap']) assert.ok(caps.includes(c), `CAP_${c.toUpperCase()} in CapabilityBoundingSet=`);
   });
 
   describe('the daemons under the units\' bounds, in a lab', { skip }, () => {
@@ -264,6 +292,58 @@ describe('systemd units', () => {
       const allowed = one(server, 'RestrictAddressFamilies').split(/\s+/);
       assert.deepEqual([...families].filter((f) => !allowed.includes(f)), [], 'socket families the unit refuses');
       assert.doesNotMatch(calls, /^\d+\s+(unshare|setns)\(/m, 'RestrictNamespaces=yes');
+    });
+
+    test('Type=notify: READY=1 after the banner and the drop (as the user), STOPPING=1 on SIGTERM; a refused start sends none', { timeout: 180_000 }, async () => {
+      await lab.cleanupSpak(SRV);
+      // A notify socket the dropped user can reach, as /run/systemd/notify is.
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'spak-notify-'));
+      chmodSync(dir, 0o711);
+      const sock = path.join(dir, 'notify');
+      const listen = 'import os,socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1]);os.chmod(sys.argv[1],0o777)\nprint("bound",flush=True)\n' +
+        'while True:\n  print("got "+s.recv(4096).decode().replace("\\n"," | "),flush=True)\n';
+      const listener = lab.spawn(SRV, ['python3', '-c', listen, sock], {}, 'notify socket', 'nsenter');
+      running.push(listener);
+      try {
+        await listener.waitForLine(/^bound$/, 10_000);
+        const keyFile = path.join(tmp, 'key-notify.hex');
+        writeFileSync(keyFile, `${KEY}\n`, { mode: 0o600 });
+        const base = { ...serverCfg.server, keys: [{ id: KEY_ID, secretFile: keyFile }] };
+        // Refused before attach (no such user): no READY=1.
+        const bad = lab.spawn(SRV, [...setprivArgv(server), process.execPath, SPAK_BIN, 'server', '--metrics', 'off'],
+          { ...unitEnv(server), SPAK_CONFIG: lab.writeFile('bad.json', JSON.stringify({ server: { ...base, user: 'spak-no-such-user' } })), NOTIFY_SOCKET: sock }, 'refused start', 'nsenter');
+        await bad.exited;
+        assert.notEqual(bad.exitCode, 0, bad.output);
+        const ok = await startUnder(SRV, server, 'server', { server: { ...base, user: 'nobody' } }, { NOTIFY_SOCKET: sock }, ['--metrics', 'off']);
+        await ok.proc.waitForLine(/^spak server: running as nobody/, 10_000);
+        const ready = await listener.waitForLine(/^got READY=1/, 10_000);
+        assert.match(ready, /STATUS=protecting eth0/);
+        assert.equal(listener.stdout.split('\n').filter((l) => l.startsWith('got ')).length, 1, `only the good start's READY=1: ${listener.stdout}`);
+        assert.equal(procStatus(ok.proc.pid!, 'Uid').split(/\s+/)[0], '65534', 'sent after the drop');
+        await ok.proc.stop(10_000);
+        await listener.waitForLine(/^got STOPPING=1/, 10_000);
+      } finally {
+        await listener.stop();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    test('with "user" set: drops to it under the unit\'s bounds, and the next start (as root) adopts the pins the user owns', { timeout: 180_000 }, async () => {
+      await lab.cleanupSpak(SRV);
+      const keyFile = path.join(tmp, 'key-user.hex');
+      writeFileSync(keyFile, `${KEY}\n`, { mode: 0o600 });
+      const cfg = { server: { ...serverCfg.server, user: 'nobody', keys: [{ id: KEY_ID, secretFile: keyFile }] } };
+      const first = await startUnder(SRV, server, 'server', cfg, {}, ['--metrics', 'off']);
+      assert.match(first.banner, /XDP \(generic\) attached to eth0/);
+      await first.proc.waitForLine(/^spak server: running as nobody/, 10_000);
+      await assertBlocked(lab, OTH, targets, 'keyless, dropped to nobody under the unit\'s bounds');
+      await first.proc.stop(10_000);
+      assert.match(first.proc.output, /SIGTERM: exiting; protection stays in force/);
+      const second = await startUnder(SRV, server, 'server', cfg, {}, ['--metrics', 'off']);
+      assert.match(second.banner, /adopted on eth0/);
+      await second.proc.waitForLine(/^spak server: running as nobody/, 10_000);
+      await assertBlocked(lab, OTH, targets, 'keyless, after the restart under the unit\'s bounds');
+      await second.proc.stop(10_000);
     });
   });
 });

@@ -35,6 +35,13 @@ test('BTF and bpffs', () => {
   const b = checkBpffs('/sys/fs/bpf', false);
   assert.equal(b.severity, 'warn');
   assert.match(b.fix!, /mount -t bpf bpf \/sys\/fs\/bpf/);
+  assert.match(b.fix!, /spak bpffs mount/);
+  // In a private mount namespace spak server refuses to mount it: a failure, and where to mount it instead.
+  const p = checkBpffs('/sys/fs/bpf', false, true);
+  assert.equal(p.severity, 'fail');
+  assert.match(p.detail, /private mount namespace: spak server will refuse/);
+  assert.match(p.fix!, /spak bpffs mount in the host's mount namespace/);
+  assert.equal(checkBpffs('/sys/fs/bpf', true, true).severity, 'ok');
 });
 
 test('privileges: root, or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON; else FAIL naming what is missing', () => {
