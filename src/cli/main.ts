@@ -18,6 +18,7 @@ import { UsageError } from './usage.js';
 import { runForeground } from '../daemon/foreground.js';
 import { registerDoctor } from './doctor.js';
 import { registerStatus } from './status.js';
+import { serverReload } from './reload.js';
 import { createLogger } from '../observe/log.js';
 import { metricsArg, observeSettings } from '../observe/setup.js';
 import { hostPort } from '../wire/address.js';
@@ -199,7 +200,7 @@ export function buildProgram(): Command {
 
   program
     .command('server')
-    .description('protect <ip>:<port>: drop every SYN without a valid tag at XDP on <iface> (key in $SECRET_KEY or the file $SECRET_KEY_FILE); with no arguments, the config file $SPAK_CONFIG or /etc/spak/spak.json; `spak server stop <iface>` removes it')
+    .description('protect <ip>:<port>: drop every SYN without a valid tag at XDP on <iface> (key in $SECRET_KEY or the file $SECRET_KEY_FILE); with no arguments, the config file $SPAK_CONFIG or /etc/spak/spak.json; `spak server stop <iface>` removes it; `spak server reload [iface]` reloads the running daemon\'s configuration and waits for the outcome')
     .argument('[ip]', 'protected destination address (IPv4 or IPv6; 0.0.0.0 or :: for every address of a family, * for all)')
     .argument('[port]', 'protected TCP port')
     .argument('[key_id]', 'key id clients tag with (0-65535)')
@@ -226,6 +227,7 @@ export function buildProgram(): Command {
     .option('--metrics <addr:port|unix:/path|off>', 'Prometheus endpoint (default 127.0.0.1:9862; unix:/PATH: a unix socket, mode 0600)', metricsArg)
     .action(async (ip, port, keyId, iface, o: Record<string, unknown>, cmd: Command) => {
       if (ip === 'stop') return serverStop([port, keyId, iface], o);
+      if (ip === 'reload') return serverReload([port, keyId, iface]);
       const pos = parsePositionals([ip, port, keyId, iface], o.config as string | undefined, 'server');
       const { plan, overrides, where, cfg } = serverPlan(pos, o, cmd);
       const obs = observeSettings(o, (n) => fromCli(cmd, n), cfg);

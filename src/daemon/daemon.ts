@@ -19,6 +19,7 @@ import { decisionLog, knockLog } from '../observe/log.js';
 import type { MetricsEndpoint } from '../observe/metrics.js';
 import { startDaemonMetrics, type MetricsSetting } from '../observe/setup.js';
 import { runForeground } from './foreground.js';
+import { startControl, type ControlServer, type ReloadOutcome } from './control.js';
 import { checkConfig, SpakServer, type Checked, type ReloadableOptions, type ServerOptions, type StartedServer } from '../server/server.js';
 import { hostPort } from '../wire/address.js';
 
@@ -173,6 +174,9 @@ export class SpakDaemon {
   #knock: KnockService | null;
   #dropped: string | null = null;
   #metrics: MetricsEndpoint | null = null;
+  #control: ControlServer | null = null;
+  /** How a control-socket request reaches the reload of run() (coalesced with SIGHUPs); null before run(). */
+  #requestReload: (() => Promise<ReloadOutcome>) | null = null;
   #stopped = false;
 
   private constructor(plan: DaemonPlan, opts: DaemonOptions, servers: SpakServer[], started: StartedServer[], knock: KnockService | null) {
@@ -196,6 +200,7 @@ export class SpakDaemon {
     const started: StartedServer[] = [];
     let knock: KnockService | null = null;
     let metricsOf: MetricsEndpoint | null = null;
+    let controlOf: ControlServer | null = null;
     try {
       for (const [n, s] of servers.entries()) {
         try {
@@ -222,10 +227,17 @@ export class SpakDaemon {
         knock: () => daemon.#knock,
       }, opts.logger);
       metricsOf = daemon.#metrics;
+      // The control socket (`spak server reload`) is bound as root, before the drop, like the metrics port.
+      if (opts.config !== undefined) {
+        const served = plan.interfaces.map((i) => i.name).join(',');
+        daemon.#control = controlOf = await startControl(plan.interfaces.map((i) => i.name), () =>
+          daemon.#requestReload ? daemon.#requestReload() : Promise.resolve({ ok: false, message: 'the daemon is still starting' }), served);
+      }
       if (plan.account) daemon.#dropPrivileges(plan.account);
       return daemon;
     } catch (err) {
       void metricsOf?.close();
+      controlOf?.close();
       knock?.stop();
       for (const s of running.reverse()) {
         try {
@@ -306,6 +318,8 @@ export class SpakDaemon {
   /** The daemon goes; protection stays in force (the pinned links keep it). */
   stop(): void {
     this.#stopped = true;
+    this.#control?.close();
+    this.#control = null;
     void this.#metrics?.close();
     this.#metrics = null;
     this.#knock?.stop();
@@ -361,19 +375,24 @@ export class SpakDaemon {
         const abandoned = reloading ? '; the reload in progress is abandoned (nothing swapped)' : '';
         return `spak server: ${signal}: exiting${abandoned}; protection stays in force on ${this.interfaces.join(', ')} (${how} removes it)`;
       },
-      reload: async () => {
+      reload: async (): Promise<ReloadOutcome> => {
         // One line either way; a rejected reload changes nothing and the daemon runs on. One
         // abandoned by a stop says nothing: the farewell is the last line.
         try {
           const what = await this.reload();
           process.stdout.write(`spak server: ${what}\n`);
           decisions.write('info', { event: 'reload' }, what, 'reload');
+          return { ok: true, message: what };
         } catch (err) {
-          if (this.#stopped) return;
           const reason = (err as Error).message;
+          if (this.#stopped) return { ok: false, message: `abandoned: the daemon is stopping (${reason})` };
           process.stderr.write(`spak server: reload rejected, the old configuration stays in force: ${reason}\n`);
           decisions.write('error', { event: 'reload-rejected', reason }, 'reload rejected, the old configuration stays in force', 'reload-rejected');
+          return { ok: false, message: `reload rejected, the old configuration stays in force: ${reason}` };
         }
+      },
+      control: (request) => {
+        this.#requestReload = request;
       },
       started: () => {
         process.stdout.write(this.banner().map((l) => `${l}\n`).join(''));
