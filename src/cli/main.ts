@@ -10,7 +10,7 @@ import { configPath, loadConfig, secretKeyFromEnv, type ConfigPath } from '../co
 import { SpakClient, type ClientOptions } from '../client/client.js';
 import { SpakServer } from '../server/server.js';
 import { planFromServerConfig, SpakDaemon, type DaemonOverrides, type DaemonPlan } from '../daemon/daemon.js';
-import { DEFAULT_BPFFS, pinPaths } from '../bpf/pins.js';
+import { currentPinPaths, DEFAULT_BPFFS } from '../bpf/pins.js';
 import type { XdpMode } from '../bpf/libbpf.js';
 import { SERVER_REASON_NAMES } from '../wire/reasons.js';
 import { registerKnock } from './knock.js';
@@ -284,7 +284,7 @@ export function buildProgram(): Command {
     .option('--bpffs <dir>', 'where bpffs is', DEFAULT_BPFFS)
     .option('--json', 'print JSON')
     .action((iface: string, o: { bpffs: string; json?: boolean }) => {
-      const file = pinPaths(iface, 'server', o.bpffs).map('spak_server_counters');
+      const file = currentPinPaths(iface, 'server', o.bpffs).map('spak_server_counters');
       let map: BpfMap;
       try {
         map = BpfMap.openPinned(file);

@@ -12,7 +12,7 @@ import { objectPath } from '../bpf/object-files.js';
 import { resolveSecret, type ServerConfig } from '../config/schema.js';
 import { configPath, loadConfig as loadSpakConfig, type ConfigPath } from '../config/load.js';
 import { loadPrivateKey } from '../knock/keys.js';
-import { DEFAULT_BPFFS, pinPaths } from '../bpf/pins.js';
+import { currentPinPaths, DEFAULT_BPFFS } from '../bpf/pins.js';
 import { allTcpSockets, parseProcNetTcp, type KernelSocket } from '../server/seed.js';
 import {
   checkBpffs, checkBtf, checkClock, checkConfig, checkInterface, checkKernel, checkLibbpf, checkListeners, checkObjects,
@@ -110,7 +110,7 @@ function probeXdp(iface: string, ifindex: number, bpffs: string): XdpProbe {
   const attached = queryXdp(ifindex);
   if (attached !== null) {
     try {
-      const link = BpfLink.openPinned(pinPaths(iface, 'server', bpffs).link);
+      const link = BpfLink.openPinned(currentPinPaths(iface, 'server', bpffs).link);
       try {
         if (link.info().progId === attached) return { kind: 'spak', mode: link.xdpMode() ?? 'native' };
       } finally {
@@ -200,7 +200,7 @@ export function runDoctor(o: DoctorOptions): CheckResult[] {
     }
   }
   if (cfg) {
-    const daemon = iface !== undefined && readLockHolder(pinPaths(iface, 'server', bpffs).lock) !== null;
+    const daemon = iface !== undefined && readLockHolder(currentPinPaths(iface, 'server', bpffs).lock) !== null;
     results.push(...checkListeners(cfg.protect, allTcpSockets(), udpSockets(), cfg.knock?.port ?? null, daemon));
   }
   return results;
