@@ -19,7 +19,7 @@ import { runForeground } from '../daemon/foreground.js';
 import { registerDoctor } from './doctor.js';
 import { registerStatus } from './status.js';
 import { serverReload } from './reload.js';
-import { createLogger } from '../observe/log.js';
+import { createLogger, plain } from '../observe/log.js';
 import { metricsArg, observeSettings } from '../observe/setup.js';
 import { hostPort } from '../wire/address.js';
 
@@ -331,7 +331,8 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = err.exitCode === 0 ? 0 : 2;
       return;
     }
-    process.stderr.write(`spak: ${err instanceof Error ? err.message : String(err)}\n`);
+    // The last line of a process that gives up: on the journal, at the priority of a fatal error.
+    plain(2, 'fatal', `spak: ${err instanceof Error ? err.message : String(err)}`);
     process.exitCode = err instanceof UsageError ? 2 : 1;
   }
 }

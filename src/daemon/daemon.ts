@@ -15,7 +15,7 @@ import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
 import { ROOT_OWNED_PINS } from '../server/maps.js';
 import { dropPrivileges, resolveAccount, type Account, type CapName } from './privdrop.js';
 import { scopeWarnings } from '../server/scope.js';
-import { decisionLog, knockLog } from '../observe/log.js';
+import { decisionLog, knockLog, plain } from '../observe/log.js';
 import type { MetricsEndpoint } from '../observe/metrics.js';
 import { startDaemonMetrics, type MetricsSetting } from '../observe/setup.js';
 import { runForeground } from './foreground.js';
@@ -380,13 +380,13 @@ export class SpakDaemon {
         // abandoned by a stop says nothing: the farewell is the last line.
         try {
           const what = await this.reload();
-          process.stdout.write(`spak server: ${what}\n`);
+          plain(1, 'info', `spak server: ${what}`);
           decisions.write('info', { event: 'reload' }, what, 'reload');
           return { ok: true, message: what };
         } catch (err) {
           const reason = (err as Error).message;
           if (this.#stopped) return { ok: false, message: `abandoned: the daemon is stopping (${reason})` };
-          process.stderr.write(`spak server: reload rejected, the old configuration stays in force: ${reason}\n`);
+          plain(2, 'error', `spak server: reload rejected, the old configuration stays in force: ${reason}`);
           decisions.write('error', { event: 'reload-rejected', reason }, 'reload rejected, the old configuration stays in force', 'reload-rejected');
           return { ok: false, message: `reload rejected, the old configuration stays in force: ${reason}` };
         }
@@ -395,14 +395,14 @@ export class SpakDaemon {
         this.#requestReload = request;
       },
       started: () => {
-        process.stdout.write(this.banner().map((l) => `${l}\n`).join(''));
+        plain(1, 'info', this.banner().join('\n'));
         for (const info of this.#started) {
           const event = info.adopted ? 'adopt' : 'attach';
           const hook = hookOf(info);
           decisions.write('info', { event, iface: info.ifname, hook: hook.hook, mode: hook.mode, ...info.adopted },
             `${info.adopted ? 'adopted' : 'attached'} ${hook.text} on ${info.ifname}`, event);
         }
-        for (const w of this.warnings()) process.stderr.write(`spak: warning: ${w}\n`);
+        for (const w of this.warnings()) plain(2, 'warn', `spak: warning: ${w}`);
       },
     });
   }

@@ -8,6 +8,7 @@
 // the outcome of the reload that covers the request: the running one when it has not yet read the
 // configuration is not enough, so a request made while one runs is answered by the next.
 import type { ReloadOutcome } from './control.js';
+import { plain } from '../observe/log.js';
 
 export interface ForegroundOptions {
   /** Releases this process's handles; what is pinned stays. */
@@ -30,7 +31,7 @@ const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1'] as const;
 
 export function runForeground(o: ForegroundOptions): Promise<void> {
   return new Promise((resolve) => {
-    const timer = o.statsInterval > 0 ? setInterval(() => process.stdout.write(`${o.report()}\n`), o.statsInterval * 1000) : null;
+    const timer = o.statsInterval > 0 ? setInterval(() => plain(1, 'info', o.report()), o.statsInterval * 1000) : null;
     // Signal handlers alone do not keep Node running: this does, until we are told to stop.
     const keepAlive = setInterval(() => undefined, 1 << 30);
     let reloading = false;
@@ -76,13 +77,13 @@ export function runForeground(o: ForegroundOptions): Promise<void> {
         // maps already gone
       }
       o.stop();
-      process.stdout.write(`${summary}\n${o.farewell(signal, reloading)}\n`);
+      plain(1, 'info', `${summary}\n${o.farewell(signal, reloading)}`);
       resolve();
     };
     process.on('SIGINT', () => finish('SIGINT'));
     process.on('SIGTERM', () => finish('SIGTERM'));
     process.on('SIGHUP', () => (reload ? void requestReload(reload) : finish('SIGHUP')));
-    process.on('SIGUSR1', () => process.stdout.write(`${o.report()}\n`));
+    process.on('SIGUSR1', () => plain(1, 'info', o.report()));
     if (reload && o.control)
       o.control(() => (stopping ? Promise.resolve({ ok: false, message: 'the daemon is stopping' }) : requestReload(reload)));
     o.started();
