@@ -64,6 +64,16 @@ function clockState(): ClockState {
   }
 }
 
+/** kernel.unprivileged_bpf_disabled, or null when it cannot be read. */
+function unprivBpfDisabled(): number | null {
+  try {
+    const n = Number(readFileSync('/proc/sys/kernel/unprivileged_bpf_disabled', 'utf8').trim());
+    return Number.isInteger(n) ? n : null;
+  } catch {
+    return null;
+  }
+}
+
 function objectLoads(): Record<string, string | null> {
   const out: Record<string, string | null> = {};
   for (const name of ['server', 'client']) {
@@ -175,7 +185,7 @@ export function runDoctor(o: DoctorOptions): CheckResult[] {
     libbpfOk = false;
     results.push(checkLibbpf(null, (err as Error).message));
   }
-  if (libbpfOk) results.push(...checkObjects(objectLoads()));
+  if (libbpfOk) results.push(...checkObjects(objectLoads(), unprivBpfDisabled()));
   results.push(checkClock(clockState()));
 
   const where = configPath(o.config);
