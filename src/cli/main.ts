@@ -263,8 +263,8 @@ export function buildProgram(): Command {
         statsInterval: Number(o.statsInterval) || 0,
         farewell: (signal) => `spak client: ${signal}: detached, bye`,
         started: () => {
-          process.stdout.write(
-            `spak client: TC egress attached to ${info.ifname} (ifindex ${info.ifindex})${info.replaced ? ', replacing a filter a stopped client left' : ''}; tagging SYNs to ${dests}\n`,
+          plain(1, 'info',
+            `spak client: TC egress attached to ${info.ifname} (ifindex ${info.ifindex})${info.replaced ? ', replacing a filter a stopped client left' : ''}; tagging SYNs to ${dests}`,
           );
         },
       });

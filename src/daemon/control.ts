@@ -151,7 +151,7 @@ export function controlSockets(): Map<string, string> {
     const m = /^(.+)\.server\.ctl$/.exec(n);
     if (!m) continue;
     const rest = m[1]!;
-    if (prefix ? !rest.startsWith(prefix) : rest.includes('_')) continue;
+    if (prefix ? !rest.startsWith(prefix) : rest.startsWith('netns-')) continue; // another namespace's
     out.set(rest.slice(prefix.length), path.join(LOCK_DIR, n));
   }
   return out;
