@@ -7,10 +7,10 @@
 // from a root shell in the same container and must find its pins and its lock.
 // Hosts: server .1/::1 (the container's network namespace), third host .3/::3 (keyless).
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { labEnforcement, run, SPAK_BIN, type Lab, type LabProcess } from '../../src/lab/lab.js';
+import { labEnforcement, netnsInode, run, SPAK_BIN, SPAK_BPFFS_DIR, type Lab, type LabProcess } from '../../src/lab/lab.js';
 import { Lab as LabClass } from '../../src/lab/lab.js';
 import { ADDR, assertBlocked, assertConnects, KEY, KEY_ID, OTH, skip, SRV, threeHosts } from './common.js';
 
@@ -94,5 +94,43 @@ describe('one pin directory from every context', { skip }, () => {
     assert.match(stop.stdout, /removed \d+ pin\(s\) and /, stop.stdout);
     assert.doesNotMatch(stop.stdout, /nothing of spak's/, stop.stdout);
     await assertConnects(lab, OTH, targets, 'keyless after spak server stop from the root shell');
+  });
+  it('an upgrade: pins an earlier version left directly under spak/ are read there, then moved by the next start, protection kept throughout', { timeout: 120_000 }, async () => {
+    // A veth pair with a name of its own: the legacy place (spak/NAME) is shared by every namespace.
+    const name = `spkmig${process.pid % 100000}`;
+    await run(['ip', '-n', lab.host(SRV).ns, 'link', 'add', name, 'type', 'veth', 'peer', 'name', `${name}p`], { check: true });
+    await run(['ip', '-n', lab.host(SRV).ns, 'link', 'set', name, 'up'], { check: true });
+    await run(['ip', '-n', lab.host(SRV).ns, 'link', 'set', `${name}p`, 'up'], { check: true });
+    const inode = netnsInode(lab.host(SRV).ns)!;
+    const current = path.join(SPAK_BPFFS_DIR, `netns-${inode}`, name);
+    const legacy = path.join(SPAK_BPFFS_DIR, name);
+    const file = path.join(lab.dir, 'upgrade.json');
+    const mode = labEnforcement() === 'tc' ? { enforcement: 'tc' } : { xdpMode: 'generic' };
+    writeFileSync(file, JSON.stringify({ server: { interface: name, keys: [{ id: KEY_ID, secret: KEY }], protect: [{ address: ADDR.v4, port: PORT }], ...mode } }), { mode: 0o600 });
+    const start = async () => {
+      const p = lab.spawn(SRV, [process.execPath, SPAK_BIN, 'server', '--config', file], {}, 'spak server (upgrade)', 'nsenter');
+      procs.push(p);
+      return { p, banner: await p.waitForLine(/^spak server: .*pinned at/, 30_000) };
+    };
+    try {
+      const first = await start();
+      await first.p.stop(10_000); // protection stays pinned
+      // What an earlier version would have left: the same pins directly under spak/.
+      renameSync(current, legacy);
+      const status = await lab.spak(SRV, ['status', name, '--json', '--sample', '0']);
+      assert.equal(status.code, 0, status.stderr);
+      assert.equal((JSON.parse(status.stdout) as { interfaces: { pinDir: string }[] }).interfaces[0]?.pinDir, legacy, 'status reads the earlier place');
+      const second = await start();
+      assert.match(second.banner, /adopted on/, 'the pinned program is adopted, not attached anew');
+      assert.ok(second.banner.endsWith(`pinned at ${current}`), second.banner);
+      assert.equal(existsSync(legacy), false, 'the earlier place is empty');
+      assert.match(second.p.output, /moved the pins of an earlier version/, second.p.output);
+      await second.p.stop(10_000);
+      const stop = await lab.spak(SRV, ['server', 'stop', name]);
+      assert.match(stop.stdout, /removed \d+ pin\(s\)/, stop.stdout);
+    } finally {
+      if (existsSync(legacy)) rmSync(legacy, { recursive: true, force: true });
+      await run(['ip', '-n', lab.host(SRV).ns, 'link', 'del', name]).catch(() => undefined);
+    }
   });
 });
