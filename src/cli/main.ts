@@ -10,7 +10,7 @@ import { configPath, loadConfig, secretKeyFromEnv, type ConfigPath } from '../co
 import { SpakClient, type ClientOptions } from '../client/client.js';
 import { SpakServer } from '../server/server.js';
 import { planFromServerConfig, SpakDaemon, type DaemonOverrides, type DaemonPlan } from '../daemon/daemon.js';
-import { DEFAULT_BPFFS, pinPaths } from '../bpf/pins.js';
+import { currentPinPaths, DEFAULT_BPFFS } from '../bpf/pins.js';
 import type { XdpMode } from '../bpf/libbpf.js';
 import { SERVER_REASON_NAMES } from '../wire/reasons.js';
 import { registerKnock } from './knock.js';
@@ -19,7 +19,8 @@ import { runForeground } from '../daemon/foreground.js';
 import { registerDoctor } from './doctor.js';
 import { registerStatus } from './status.js';
 import { registerBpffs } from './bpffs.js';
-import { createLogger } from '../observe/log.js';
+import { serverReload } from './reload.js';
+import { createLogger, plain } from '../observe/log.js';
 import { metricsArg, observeSettings } from '../observe/setup.js';
 import { hostPort } from '../wire/address.js';
 
@@ -200,7 +201,7 @@ export function buildProgram(): Command {
 
   program
     .command('server')
-    .description('protect <ip>:<port>: drop every SYN without a valid tag at XDP on <iface> (key in $SECRET_KEY or the file $SECRET_KEY_FILE); with no arguments, the config file $SPAK_CONFIG or /etc/spak/spak.json; `spak server stop <iface>` removes it')
+    .description('protect <ip>:<port>: drop every SYN without a valid tag at XDP on <iface> (key in $SECRET_KEY or the file $SECRET_KEY_FILE); with no arguments, the config file $SPAK_CONFIG or /etc/spak/spak.json; `spak server stop <iface>` removes it; `spak server reload [iface]` reloads the running daemon\'s configuration and waits for the outcome')
     .argument('[ip]', 'protected destination address (IPv4 or IPv6; 0.0.0.0 or :: for every address of a family, * for all)')
     .argument('[port]', 'protected TCP port')
     .argument('[key_id]', 'key id clients tag with (0-65535)')
@@ -227,6 +228,7 @@ export function buildProgram(): Command {
     .option('--metrics <addr:port|unix:/path|off>', 'Prometheus endpoint (default 127.0.0.1:9862; unix:/PATH: a unix socket, mode 0600)', metricsArg)
     .action(async (ip, port, keyId, iface, o: Record<string, unknown>, cmd: Command) => {
       if (ip === 'stop') return serverStop([port, keyId, iface], o);
+      if (ip === 'reload') return serverReload([port, keyId, iface]);
       const pos = parsePositionals([ip, port, keyId, iface], o.config as string | undefined, 'server');
       const { plan, overrides, where, cfg } = serverPlan(pos, o, cmd);
       const obs = observeSettings(o, (n) => fromCli(cmd, n), cfg);
@@ -262,8 +264,8 @@ export function buildProgram(): Command {
         statsInterval: Number(o.statsInterval) || 0,
         farewell: (signal) => `spak client: ${signal}: detached, bye`,
         started: () => {
-          process.stdout.write(
-            `spak client: TC egress attached to ${info.ifname} (ifindex ${info.ifindex})${info.replaced ? ', replacing a filter a stopped client left' : ''}; tagging SYNs to ${dests}\n`,
+          plain(1, 'info',
+            `spak client: TC egress attached to ${info.ifname} (ifindex ${info.ifindex})${info.replaced ? ', replacing a filter a stopped client left' : ''}; tagging SYNs to ${dests}`,
           );
         },
       });
@@ -283,7 +285,7 @@ export function buildProgram(): Command {
     .option('--bpffs <dir>', 'where bpffs is', DEFAULT_BPFFS)
     .option('--json', 'print JSON')
     .action((iface: string, o: { bpffs: string; json?: boolean }) => {
-      const file = pinPaths(iface, 'server', o.bpffs).map('spak_server_counters');
+      const file = currentPinPaths(iface, 'server', o.bpffs).map('spak_server_counters');
       let map: BpfMap;
       try {
         map = BpfMap.openPinned(file);
@@ -331,7 +333,8 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = err.exitCode === 0 ? 0 : 2;
       return;
     }
-    process.stderr.write(`spak: ${err instanceof Error ? err.message : String(err)}\n`);
+    // The last line of a process that gives up: on the journal, at the priority of a fatal error.
+    plain(2, 'fatal', `spak: ${err instanceof Error ? err.message : String(err)}`);
     process.exitCode = err instanceof UsageError ? 2 : 1;
   }
 }

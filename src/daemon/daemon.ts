@@ -14,11 +14,12 @@ import { ALL_ADDRESSES, type ProtectedDest } from '../server/destinations.js';
 import { ROOT_OWNED_PINS } from '../server/maps.js';
 import { checkCanDrop, dropPrivileges, handOver, resolveAccount, type Account, type CapName } from './privdrop.js';
 import { scopeWarnings } from '../server/scope.js';
-import { decisionLog, knockLog } from '../observe/log.js';
+import { decisionLog, knockLog, plain } from '../observe/log.js';
 import type { MetricsEndpoint } from '../observe/metrics.js';
 import { startDaemonMetrics, type MetricsSetting } from '../observe/setup.js';
 import { runForeground } from './foreground.js';
 import { notify } from './notify.js';
+import { startControl, type ControlServer, type ReloadOutcome } from './control.js';
 import { checkConfig, SpakServer, type Checked, type ReloadableOptions, type ServerOptions, type StartedServer } from '../server/server.js';
 import { hostPort } from '../wire/address.js';
 
@@ -173,6 +174,9 @@ export class SpakDaemon {
   #knock: KnockService | null;
   #dropped: string | null = null;
   #metrics: MetricsEndpoint | null = null;
+  #control: ControlServer | null = null;
+  /** How a control-socket request reaches the reload of run() (coalesced with SIGHUPs); null before run(). */
+  #requestReload: (() => Promise<ReloadOutcome>) | null = null;
   #stopped = false;
 
   private constructor(plan: DaemonPlan, opts: DaemonOptions, servers: SpakServer[], started: StartedServer[], knock: KnockService | null) {
@@ -238,6 +242,12 @@ export class SpakDaemon {
         })),
         knock: () => daemon.#knock,
       }, opts.logger);
+      // The control socket (`spak server reload`) is bound as root, before the drop, like the metrics port.
+      if (opts.config !== undefined) {
+        const served = plan.interfaces.map((i) => i.name).join(',');
+        daemon.#control = await startControl(plan.interfaces.map((i) => i.name), () =>
+          daemon.#requestReload ? daemon.#requestReload() : Promise.resolve({ ok: false, message: 'the daemon is still starting' }), served);
+      }
       if (plan.account) daemon.#dropPrivileges(plan.account);
     } catch (err) {
       daemon.stop();
@@ -312,6 +322,8 @@ export class SpakDaemon {
   stop(): void {
     this.#stopped = true;
     notify('STOPPING=1');
+    this.#control?.close();
+    this.#control = null;
     void this.#metrics?.close();
     this.#metrics = null;
     this.#knock?.stop();
@@ -367,29 +379,34 @@ export class SpakDaemon {
         const abandoned = reloading ? '; the reload in progress is abandoned (nothing swapped)' : '';
         return `spak server: ${signal}: exiting${abandoned}; protection stays in force on ${this.interfaces.join(', ')} (${how} removes it)`;
       },
-      reload: async () => {
+      reload: async (): Promise<ReloadOutcome> => {
         // One line either way; a rejected reload changes nothing and the daemon runs on. One
         // abandoned by a stop says nothing: the farewell is the last line.
         try {
           const what = await this.reload();
-          process.stdout.write(`spak server: ${what}\n`);
+          plain(1, 'info', `spak server: ${what}`);
           decisions.write('info', { event: 'reload' }, what, 'reload');
+          return { ok: true, message: what };
         } catch (err) {
-          if (this.#stopped) return;
           const reason = (err as Error).message;
-          process.stderr.write(`spak server: reload rejected, the old configuration stays in force: ${reason}\n`);
+          if (this.#stopped) return { ok: false, message: `abandoned: the daemon is stopping (${reason})` };
+          plain(2, 'error', `spak server: reload rejected, the old configuration stays in force: ${reason}`);
           decisions.write('error', { event: 'reload-rejected', reason }, 'reload rejected, the old configuration stays in force', 'reload-rejected');
+          return { ok: false, message: `reload rejected, the old configuration stays in force: ${reason}` };
         }
       },
+      control: (request) => {
+        this.#requestReload = request;
+      },
       started: () => {
-        process.stdout.write(this.banner().map((l) => `${l}\n`).join(''));
+        plain(1, 'info', this.banner().join('\n'));
         for (const info of this.#started) {
           const event = info.adopted ? 'adopt' : 'attach';
           const hook = hookOf(info);
           decisions.write('info', { event, iface: info.ifname, hook: hook.hook, mode: hook.mode, ...info.adopted },
             `${info.adopted ? 'adopted' : 'attached'} ${hook.text} on ${info.ifname}`, event);
         }
-        for (const w of this.warnings()) process.stderr.write(`spak: warning: ${w}\n`);
+        for (const w of this.warnings()) plain(2, 'warn', `spak: warning: ${w}`);
         // Type=notify: `systemctl start` returns now, everything attached, bound and dropped.
         notify(`READY=1\nSTATUS=protecting ${this.interfaces.join(', ')}`);
       },

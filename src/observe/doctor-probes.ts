@@ -12,7 +12,7 @@ import { objectPath } from '../bpf/object-files.js';
 import { resolveSecret, type ServerConfig } from '../config/schema.js';
 import { configPath, loadConfig as loadSpakConfig, type ConfigPath } from '../config/load.js';
 import { loadPrivateKey } from '../knock/keys.js';
-import { DEFAULT_BPFFS, pinPaths } from '../bpf/pins.js';
+import { currentPinPaths, DEFAULT_BPFFS } from '../bpf/pins.js';
 import { allTcpSockets, parseProcNetTcp, type KernelSocket } from '../server/seed.js';
 import {
   checkBpffs, checkBtf, checkClock, checkConfig, checkInterface, checkKernel, checkLibbpf, checkListeners, checkObjects,
@@ -64,6 +64,16 @@ function clockState(): ClockState {
   }
 }
 
+/** kernel.unprivileged_bpf_disabled, or null when it cannot be read. */
+function unprivBpfDisabled(): number | null {
+  try {
+    const n = Number(readFileSync('/proc/sys/kernel/unprivileged_bpf_disabled', 'utf8').trim());
+    return Number.isInteger(n) ? n : null;
+  } catch {
+    return null;
+  }
+}
+
 function objectLoads(): Record<string, string | null> {
   const out: Record<string, string | null> = {};
   for (const name of ['server', 'client']) {
@@ -110,7 +120,7 @@ function probeXdp(iface: string, ifindex: number, bpffs: string): XdpProbe {
   const attached = queryXdp(ifindex);
   if (attached !== null) {
     try {
-      const link = BpfLink.openPinned(pinPaths(iface, 'server', bpffs).link);
+      const link = BpfLink.openPinned(currentPinPaths(iface, 'server', bpffs).link);
       try {
         if (link.info().progId === attached) return { kind: 'spak', mode: link.xdpMode() ?? 'native' };
       } finally {
@@ -175,7 +185,7 @@ export function runDoctor(o: DoctorOptions): CheckResult[] {
     libbpfOk = false;
     results.push(checkLibbpf(null, (err as Error).message));
   }
-  if (libbpfOk) results.push(...checkObjects(objectLoads()));
+  if (libbpfOk) results.push(...checkObjects(objectLoads(), unprivBpfDisabled()));
   results.push(checkClock(clockState()));
 
   const where = configPath(o.config);
@@ -200,7 +210,7 @@ export function runDoctor(o: DoctorOptions): CheckResult[] {
     }
   }
   if (cfg) {
-    const daemon = iface !== undefined && readLockHolder(pinPaths(iface, 'server', bpffs).lock) !== null;
+    const daemon = iface !== undefined && readLockHolder(currentPinPaths(iface, 'server', bpffs).lock) !== null;
     results.push(...checkListeners(cfg.protect, allTcpSockets(), udpSockets(), cfg.knock?.port ?? null, daemon));
   }
   return results;

@@ -66,11 +66,28 @@ export function checkLibbpf(version: string | null, error?: string): CheckResult
   return ok('libbpf', `libbpf ${version}`);
 }
 
-/** name -> null when it loaded (BPF_PROG_LOAD, not attached), else the error. */
-export function checkObjects(loads: Record<string, string | null>): CheckResult[] {
+/**
+ * name -> null when it loaded (BPF_PROG_LOAD, not attached), else the error. `unprivBpfDisabled`:
+ * /proc/sys/kernel/unprivileged_bpf_disabled (null: unreadable).
+ */
+export function checkObjects(loads: Record<string, string | null>, unprivBpfDisabled: number | null = null): CheckResult[] {
   return Object.entries(loads).map(([name, err]) => err === null
     ? ok(`object ${name}`, `${name}.bpf.o loads (verifier passed; not attached)`)
-    : fail(`object ${name}`, `${name}.bpf.o: ${err}`, 'run make build (or reinstall the package: it carries the objects)'));
+    : fail(`object ${name}`, `${name}.bpf.o: ${err}`, objectFix(err, unprivBpfDisabled)));
+}
+
+/** What to do about a load that failed: the object is missing, or the kernel refused the caller. */
+export function objectFix(err: string, unprivBpfDisabled: number | null): string {
+  if (/not found|ENOENT/.test(err)) return 'run make build (or reinstall the package: it carries the objects)';
+  if (/EPERM|EACCES|not permitted|Permission denied/i.test(err)) {
+    const unpriv = unprivBpfDisabled !== null && unprivBpfDisabled !== 0
+      ? ` (kernel.unprivileged_bpf_disabled=${unprivBpfDisabled}: only CAP_BPF/CAP_SYS_ADMIN may call bpf(2))` : '';
+    return 'the kernel refused bpf(2) to this process: it needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (run as root, or check the ' +
+      'unit\'s CapabilityBoundingSet=)' + unpriv + '; in a container the seccomp filter may block bpf(2) and the capabilities may be ' +
+      'dropped: systemd-nspawn needs --system-call-filter=bpf --capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN (Docker: --cap-add ' +
+      'BPF,PERFMON,NET_ADMIN and a seccomp profile that allows bpf); see README, Containers';
+  }
+  return 'the verifier or the kernel refused the program: check the kernel (spak doctor: kernel, btf) and run make build again';
 }
 
 /** adjtimex(2): state (TIME_ERROR = 5) and status (STA_UNSYNC = 0x40). */

@@ -5,6 +5,13 @@
 // The terminal format is written here (a dozen lines) rather than taken from pino-pretty:
 // pino-pretty runs as a transport in a worker thread and brings its own dependency tree, for
 // what is a time, a level, the message and the remaining fields as key=value.
+//   - the journal (systemd sets JOURNAL_STREAM=dev:ino to the stream it gave us): one readable line
+//     per event, no time (the journal keeps its own), prefixed with the sd-daemon priority of its
+//     level (<2> fatal, <3> error, <4> warn, <6> info, <7> debug), so `journalctl -p warning` shows
+//     what it should. The daemon's own plain lines (banner, reload outcome, the last error) get
+//     their prefix from plain(); the events they already say (attach, adopt, reload) are not
+//     repeated by the logger there: one line per event.
+import { fstatSync } from 'node:fs';
 import path from 'node:path';
 import { pino, type DestinationStream, type Level, type Logger, type StreamEntry } from 'pino';
 import { RateLimitedLog, type LogSink } from './limiter.js';
@@ -20,6 +27,8 @@ export interface LogSettings {
   stderr?: 'auto' | 'json' | 'pretty' | 'off';
   /** Where "stderr" lines go (tests); default fd 2. */
   stderrStream?: { write(s: string): unknown; isTTY?: boolean };
+  /** Whether those lines go to the journal (default: fd 2 is the stream JOURNAL_STREAM names). */
+  journal?: boolean;
 }
 
 const LEVEL_NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
@@ -50,6 +59,57 @@ export function prettyStream(out: { write(s: string): unknown }): DestinationStr
   return { write: (line: string) => void out.write(prettyLine(line)) };
 }
 
+/** sd-daemon(3) priorities by level name. */
+export const JOURNAL_PRIORITY: Record<string, number> = { fatal: 2, error: 3, warn: 4, info: 6, debug: 7, trace: 7 };
+const PRIORITY_OF: Record<number, number> = { 60: 2, 50: 3, 40: 4, 30: 6, 20: 7, 10: 7 };
+/** Events the daemon prints as a plain line of its own (src/daemon/daemon.ts): on the journal, said once. */
+const PLAIN_TWINS = new Set(['attach', 'adopt', 'reload', 'reload-rejected']);
+
+/** True when fd is the stream systemd connected to the journal (JOURNAL_STREAM names its dev:ino). */
+export function onJournal(fd: number, env: NodeJS.ProcessEnv = process.env): boolean {
+  const m = /^(\d+):(\d+)$/.exec(env.JOURNAL_STREAM ?? '');
+  if (!m) return false;
+  try {
+    const st = fstatSync(fd, { bigint: true });
+    return st.dev === BigInt(m[1]!) && st.ino === BigInt(m[2]!);
+  } catch {
+    return false;
+  }
+}
+
+/** Every line of text with the journal prefix of level ("<3>..."). */
+export function withPriority(level: string, text: string): string {
+  const p = `<${JOURNAL_PRIORITY[level] ?? 6}>`;
+  return text.split('\n').map((l, i, all) => (l === '' && i === all.length - 1 ? '' : `${p}${l}`)).join('\n');
+}
+
+/** One pino JSON line for the journal: "<N>LEVEL message key=value ..." (no time), or '' for a plain line's twin. */
+export function journalLine(json: string): string {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    return `<6>${json.endsWith('\n') ? json : `${json}\n`}`;
+  }
+  if (typeof o.event === 'string' && PLAIN_TWINS.has(o.event)) return '';
+  const { time: _time, ...rest } = o;
+  return `<${PRIORITY_OF[o.level as number] ?? 6}>${prettyLine(JSON.stringify(rest))}`;
+}
+
+/** A pino destination that writes journalLine() of each record to `out`. */
+export function journalStream(out: { write(s: string): unknown }): DestinationStream {
+  return { write: (line: string) => { const l = journalLine(line); if (l) out.write(l); } };
+}
+
+/**
+ * A plain line of the daemon's own (banner, reload outcome, warnings, the last error) to stdout (1)
+ * or stderr (2): as it is, or with its priority prefix when that stream is the journal.
+ */
+export function plain(fd: 1 | 2, level: string, text: string): void {
+  const line = text.endsWith('\n') ? text : `${text}\n`;
+  (fd === 1 ? process.stdout : process.stderr).write(onJournal(fd) ? withPriority(level, line) : line);
+}
+
 export function checkLevel(level: string): Level {
   if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new Error(`bad log level "${level}": one of ${LOG_LEVELS.join(', ')}`);
   return level as Level;
@@ -62,8 +122,12 @@ export function createLogger(s: LogSettings): Logger {
   const err = s.stderrStream ?? process.stderr;
   const mode = s.stderr ?? 'auto';
   if (mode !== 'off') {
+    const journal = mode === 'auto' && (s.journal ?? (s.stderrStream === undefined && onJournal(2)));
     const pretty = mode === 'pretty' || (mode === 'auto' && err.isTTY === true);
-    streams.push({ level, stream: pretty ? prettyStream(err) : s.stderrStream ? { write: (l: string) => void err.write(l) } : pino.destination(2) });
+    streams.push({
+      level,
+      stream: journal ? journalStream(err) : pretty ? prettyStream(err) : s.stderrStream ? { write: (l: string) => void err.write(l) } : pino.destination(2),
+    });
   }
   if (s.file !== undefined) {
     try {

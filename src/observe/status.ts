@@ -1,12 +1,12 @@
 // `spak status`: what the pinned state of each protected interface says, read from bpffs
 // (<bpffs>/spak/[netns-<ino>/]<iface>), so it works with or without a running daemon. Every
 // map is decoded with src/wire/layout.ts, the TypeScript mirror of the C header.
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { BpfLink, BpfMap, LINK_TYPE_TCX, LINK_TYPE_XDP, readLockHolder, u32 } from '../bpf/libbpf.js';
 import { monotonicNs } from '../bpf/clock.js';
 import { readCounters } from '../bpf/counters.js';
-import { DEFAULT_BPFFS, netnsScope, pinPaths } from '../bpf/pins.js';
+import { currentPinPaths, DEFAULT_BPFFS, legacyPinPaths, netnsScope } from '../bpf/pins.js';
 import {
   decodeAllowEntry,
   decodeAllowKey,
@@ -48,14 +48,21 @@ const NS = 1_000_000_000n;
 
 /** The interfaces with pinned server state in this network namespace. */
 export function pinnedInterfaces(bpffs = DEFAULT_BPFFS): string[] {
-  const dir = path.join(bpffs, 'spak', netnsScope());
+  const names = new Set(dirsIn(path.join(bpffs, 'spak', netnsScope())));
+  // An earlier version's pins (see legacyPinPaths) count where they hold a link.
+  for (const n of netnsScope() ? dirsIn(path.join(bpffs, 'spak')) : [])
+    if (/^[\w.@:-]{1,15}$/.test(n) && existsSync(legacyPinPaths(n, 'server', bpffs)?.link ?? '')) names.add(n);
+  return [...names].sort();
+}
+
+function dirsIn(dir: string): string[] {
   let names: string[];
   try {
     names = readdirSync(dir);
   } catch {
     return [];
   }
-  return names.filter((n) => !n.startsWith('netns-') && isDir(path.join(dir, n))).sort();
+  return names.filter((n) => !n.startsWith('netns-') && isDir(path.join(dir, n)));
 }
 
 function isDir(p: string): boolean {
@@ -73,7 +80,7 @@ export class PinnedServer {
   constructor(readonly iface: string, readonly bpffs = DEFAULT_BPFFS) {}
 
   get paths() {
-    return pinPaths(this.iface, 'server', this.bpffs);
+    return currentPinPaths(this.iface, 'server', this.bpffs);
   }
 
   /** The pinned map (server/maps.ts names them), or null (noted in problems) when it cannot be opened. */

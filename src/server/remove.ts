@@ -3,17 +3,19 @@
 // the interface, detaches the link and removes every pin.
 import { readdirSync } from 'node:fs';
 import { linkKind, readLockHolder, removePins } from '../bpf/libbpf.js';
-import { DEFAULT_BPFFS, openPinnedLink, pinPaths } from '../bpf/pins.js';
+import { currentPinPaths, DEFAULT_BPFFS, legacyPinPaths, openPinnedLink, pinPaths } from '../bpf/pins.js';
 
 /** Returns what it did, one line per step. */
 export function removeServer(iface: string, bpffs = DEFAULT_BPFFS): string[] {
-  const paths = pinPaths(iface, 'server', bpffs);
+  // Pins where pinPaths() points, or where an earlier version left them; its daemon's lock too.
+  const paths = currentPinPaths(iface, 'server', bpffs);
   const done: string[] = [];
-  const pid = readLockHolder(paths.lock);
-  if (pid !== null) {
+  for (const lock of new Set([pinPaths(iface, 'server', bpffs).lock, legacyPinPaths(iface, 'server', bpffs)?.lock ?? paths.lock])) {
+    const pid = readLockHolder(lock);
+    if (pid === null) continue;
     process.kill(pid, 'SIGTERM');
     done.push(`stopped the spak server daemon (pid ${pid})`);
-    waitUntil(() => readLockHolder(paths.lock) === null, 5_000);
+    waitUntil(() => readLockHolder(lock) === null, 5_000);
   }
   let pins: string[] = [];
   try {

@@ -6,7 +6,7 @@
 // come through here too. The port is never open in between.
 import { closeSync, constants, openSync, renameSync } from 'node:fs';
 import {
-  BpfLink, type BpfMap, type BpfProgram, ensureBpffs, ifIndex, linkKind, type LinkInfo, mkdirPins, removePins, tryLock,
+  BpfLink, type BpfMap, type BpfProgram, ensureBpffs, ifIndex, linkKind, type LinkInfo, mkdirPins, readLockHolder, removePins, tryLock,
 } from '../bpf/libbpf.js';
 import { keepClockCurrent, monotonicSeconds } from '../bpf/clock.js';
 import { objectPath } from '../bpf/object-files.js';
@@ -14,7 +14,7 @@ import type { ServerReason } from '../wire/reasons.js';
 import type { KnockMapOptions } from './knockmaps.js';
 import { DestCounterIndex, type DestinationCounters } from './destcounters.js';
 import { openPinnedState, copyPinnedState, type PinnedState } from './adoption.js';
-import { DEFAULT_BPFFS, openPinnedLink, pinPaths, removePin, stagedLinkPin, type PinPaths } from '../bpf/pins.js';
+import { adoptLegacyPins, DEFAULT_BPFFS, openPinnedLink, pinPaths, removePin, stagedLinkPin, type PinPaths } from '../bpf/pins.js';
 import { capacities, PINNED_MAPS, RELOAD_SHARED_MAPS, SERVER_MAPS, STATE_MAPS, type ServerMapName } from './maps.js';
 import {
   checkConfig, sweepIntervalSeconds, withConfig, withKnock, type Checked, type Enforcement, type ReloadableOptions, type ServerOptions,
@@ -97,6 +97,8 @@ export class SpakServer {
     objectPath('server'); // an unbuilt checkout says so before anything else happens
     const paths = pinPaths(o.iface, 'server', o.bpffs ?? DEFAULT_BPFFS);
     ensureBpffs(o.bpffs ?? DEFAULT_BPFFS);
+    const moved = adoptLegacyPins(o.iface, ifindex, o.bpffs ?? DEFAULT_BPFFS, readLockHolder);
+    if (moved) o.logger?.info({ event: 'pins-moved', iface: o.iface }, moved);
     const lock = tryLock(paths.lock);
     if (!lock.acquired) throw new Error(`a spak server already runs on ${o.iface} (pid ${lock.heldBy ?? 'unknown'})`);
     this.#lock = lock;

@@ -4,7 +4,7 @@
 // recognised, and a broken configuration failing with the field named.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Lab, run, startSpak, type SpakProcess } from '../../src/lab/lab.js';
+import { Lab, run, SPAK_BIN, startSpak, type SpakProcess } from '../../src/lab/lab.js';
 import { exitCodeFor, type CheckResult } from '../../src/observe/doctor.js';
 import { ADDR, KEY, KEY_ID, serverConfig, skip, SRV } from './common.js';
 
@@ -120,5 +120,16 @@ describe('spak doctor on a lab host', { skip }, () => {
     const { code, results } = await doctor(['--interface', 'nosuch9']);
     assert.equal(code, 2);
     assert.equal(find(results, 'interface').severity, 'fail');
+  });
+  it('without CAP_BPF and CAP_PERFMON (a container that dropped them): the objects fail with advice on capabilities and seccomp, not make build', async () => {
+    const drop = '-bpf,-perfmon,-sys_admin';
+    const r = await lab.execNet(SRV, ['setpriv', `--inh-caps=${drop}`, `--bounding-set=${drop}`, process.execPath, SPAK_BIN, 'doctor', '--json'], { timeoutMs: 60_000 });
+    const out = JSON.parse(r.stdout) as { results: CheckResult[] };
+    const obj = find(out.results, 'object server');
+    assert.equal(obj.severity, 'fail', JSON.stringify(obj));
+    assert.match(obj.detail, /EPERM|EACCES|not permitted/i, JSON.stringify(obj));
+    assert.doesNotMatch(obj.fix ?? '', /make build/, JSON.stringify(obj));
+    assert.match(obj.fix ?? '', /CAP_BPF.*CAP_PERFMON/, JSON.stringify(obj));
+    assert.match(obj.fix ?? '', /--system-call-filter=bpf/, JSON.stringify(obj));
   });
 });

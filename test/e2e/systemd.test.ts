@@ -115,12 +115,12 @@ describe('systemd units', () => {
   test('systemd-analyze verify: both units pass with no warning', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'spak-units-'));
     try {
-      // verify wants ExecStart's binary to exist: point the bare `spak` at this checkout's bin/spak.
+      // verify wants ExecStart's (and ExecReload's) binary to exist: point the bare `spak` at this checkout's bin/spak.
       const files = ['spak-server.service', 'spak-client.service'].map((name) => {
         const text = readFileSync(path.join(UNITS, name), 'utf8');
         assert.match(text, /^ExecStart=spak (server|client)$/m, `${name}: the installed spak, default config`);
         const file = path.join(dir, name);
-        writeFileSync(file, text.replace(/^ExecStart=spak /m, `ExecStart=${SPAK_BIN} `).replace(/^ExecStartPre=\+spak /m, `ExecStartPre=+${SPAK_BIN} `));
+        writeFileSync(file, text.replace(/^(ExecStart|ExecReload)=spak /gm, `$1=${SPAK_BIN} `).replace(/^ExecStartPre=\+spak /m, `ExecStartPre=+${SPAK_BIN} `));
         return file;
       });
       const r = spawnSync('systemd-analyze', ['verify', '--man=no', ...files], { encoding: 'utf8', timeout: 60_000 });
@@ -148,6 +148,11 @@ describe('systemd units', () => {
     assert.equal(one(server, 'StateDirectory'), 'spak');
     assert.equal(one(server, 'RuntimeDirectory'), 'spak');
     assert.ok(!boundingCaps(client).includes('sys_admin'), 'the client needs no CAP_SYS_ADMIN');
+  });
+
+  test('reload asks the daemon on its control socket (spak server reload): no /bin/kill, no signal, no CAP_KILL', () => {
+    // Minimal systems have no /bin/kill (203/EXEC), and after the drop a root kill lacks CAP_KILL.
+    assert.equal(one(server, 'ExecReload'), 'spak server reload');
   });
 
   test('the server drops to a user of its own, spak: the unit creates it with the line of packaging/sysusers.d/spak.conf', () => {

@@ -66,6 +66,15 @@ test('libbpf and the objects', () => {
   assert.match(objs[1]!.detail, /not found/);
 });
 
+test('objects: an EPERM load points at capabilities, a container\'s seccomp filter and unprivileged_bpf_disabled, not at make build', () => {
+  const [perm] = checkObjects({ server: 'loading server.bpf.o: EPERM (Operation not permitted)' }, 2);
+  assert.equal(perm!.severity, 'fail');
+  assert.doesNotMatch(perm!.fix!, /make build/);
+  for (const want of [/CAP_BPF/, /CAP_PERFMON/, /CAP_NET_ADMIN/, /seccomp/, /--system-call-filter=bpf/, /unprivileged_bpf_disabled=2/]) assert.match(perm!.fix!, want);
+  const [gone] = checkObjects({ client: 'eBPF object /x/client.bpf.o not found: run make build' });
+  assert.match(gone!.fix!, /make build/);
+});
+
 test('clock: TIME_ERROR or STA_UNSYNC is a warning with what to run', () => {
   assert.equal(checkClock({ state: 0, status: 0x2001, maxErrorUs: 1500 }).severity, 'ok');
   const err = checkClock({ state: TIME_ERROR, status: STA_UNSYNC, maxErrorUs: 16_000_000 });
