@@ -10,8 +10,9 @@
 // outgoing TCP connection still gets its answers afterwards. Nothing here asserts a timing.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Lab, startSpak, type LabProcess } from '../../src/lab/lab.js';
+import { startSpak, type Lab } from '../../src/lab/lab.js';
 import { ADDR, delta, FAMILIES, KEY, KEY_ID, OTH, skip, SRV, type Family } from './common.js';
+import { stealthLab } from './stealth-lab.js';
 
 const PROTECTED = 8180;
 const CLOSED = 8182;
@@ -23,13 +24,6 @@ const OUT_TCP = 7170;
 
 const TCP_SCANS = ['-sS', '-sA', '-sF', '-sN', '-sX', '-sW', '-sM'] as const;
 type Scan = (typeof TCP_SCANS)[number] | '-sU';
-
-/** Answers every datagram with "pong" (the protected UDP port has a receiver behind it). */
-const UDP_PONG = `
-const s = require('dgram').createSocket({ type: 'udp6', ipv6Only: false });
-s.on('message', (m, r) => s.send(Buffer.from('pong'), r.port, r.address));
-s.bind(Number(process.argv[1]), '::', () => console.log('udp pong listening'));
-`;
 
 function config() {
   return {
@@ -51,22 +45,9 @@ function grepableStates(out: string): Record<number, string> {
 
 describe('stealth: every nmap scan type sees the protected port as it sees a closed one', { skip }, () => {
   let lab: Lab;
-  const services: LabProcess[] = [];
 
   before(async () => {
-    lab = await Lab.create({ tag: 'stscan' });
-    await lab.addHost(SRV, 1);
-    await lab.addHost(OTH, 3);
-    // ICMP errors are rate-limited per peer; without stealth a closed UDP port must answer each probe.
-    await lab.exec(SRV, ['sysctl', '-q', '-w', 'net.ipv4.icmp_ratelimit=0', 'net.ipv6.icmp.ratelimit=0'], { check: true });
-    for (const f of FAMILIES) {
-      services.push(await lab.startService(SRV, ADDR[f], PROTECTED, 'http', 'protected\n'));
-      services.push(await lab.startService(SRV, ADDR[f], OPEN, 'http', 'open\n'));
-      services.push(await lab.startService(OTH, lab.host(OTH)[f], OUT_TCP, 'http', 'outside\n'));
-    }
-    const p = lab.spawn(SRV, [process.execPath, '-e', UDP_PONG, String(UDP_PROTECTED)], {}, 'udp pong');
-    services.push(p);
-    await p.waitForLine(/udp pong listening/, 10_000);
+    lab = await stealthLab('stscan', { protected: PROTECTED, open: OPEN, outTcp: OUT_TCP, udp: [[SRV, UDP_PROTECTED]] });
   });
 
   after(async () => {

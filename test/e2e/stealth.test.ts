@@ -8,8 +8,9 @@
 // Hosts: server .1/::1, keyless scanner .3/::3. Nothing here asserts a timing.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Lab, startSpak, type LabProcess } from '../../src/lab/lab.js';
+import { startSpak, type Lab } from '../../src/lab/lab.js';
 import { ADDR, delta, FAMILIES, KEY, KEY_ID, OTH, skip, SRV, type Family } from './common.js';
+import { stealthLab } from './stealth-lab.js';
 
 const PROTECTED = 8080;
 const OPEN = 8081;
@@ -22,13 +23,6 @@ const UDP_RANGE = `${UDP_PROTECTED}-${UDP_CLOSED[UDP_CLOSED.length - 1]}`;
 /** A service on the scanner the server connects out to (TCP) and exchanges datagrams with (UDP). */
 const OUT_TCP = 7070;
 const OUT_UDP = 7071;
-
-/** Answers every datagram (empty ones too, as nmap sends) with "pong". */
-const UDP_PONG = `
-const s = require('dgram').createSocket({ type: 'udp6', ipv6Only: false });
-s.on('message', (m, r) => s.send(Buffer.from('pong'), r.port, r.address));
-s.bind(Number(process.argv[1]), '::', () => console.log('udp pong listening'));
-`;
 
 /** One datagram to addr:port, waits for an answer: {ok} or {ok:false,error:'timeout'}. */
 const UDP_ASK = `
@@ -55,24 +49,11 @@ function config(stealth: { stealth?: boolean; stealthUdp?: boolean }) {
 
 describe('stealth: a scan does not single out the protected port', { skip }, () => {
   let lab: Lab;
-  const services: LabProcess[] = [];
 
   before(async () => {
-    lab = await Lab.create({ tag: 'stealth' });
-    await lab.addHost(SRV, 1);
-    await lab.addHost(OTH, 3);
-    // ICMP errors are rate-limited per peer; the scans count on every closed port answering.
-    await lab.exec(SRV, ['sysctl', '-q', '-w', 'net.ipv4.icmp_ratelimit=0', 'net.ipv6.icmp.ratelimit=0'], { check: true });
-    for (const f of FAMILIES) {
-      services.push(await lab.startService(SRV, ADDR[f], PROTECTED, 'http', 'protected\n'));
-      services.push(await lab.startService(SRV, ADDR[f], OPEN, 'http', 'open\n'));
-      services.push(await lab.startService(OTH, lab.host(OTH)[f], OUT_TCP, 'http', 'outside\n'));
-    }
-    for (const [host, port] of [[SRV, UDP_PROTECTED], [SRV, UDP_OPEN], [OTH, OUT_UDP]] as const) {
-      const p = lab.spawn(host, [process.execPath, '-e', UDP_PONG, String(port)], {}, `udp pong ${host} ${port}`);
-      services.push(p);
-      await p.waitForLine(/udp pong listening/, 10_000);
-    }
+    lab = await stealthLab('stealth', {
+      protected: PROTECTED, open: OPEN, outTcp: OUT_TCP, udp: [[SRV, UDP_PROTECTED], [SRV, UDP_OPEN], [OTH, OUT_UDP]],
+    });
   });
 
   after(async () => {
