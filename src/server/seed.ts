@@ -65,9 +65,9 @@ export function parseProcNetTcp(text: string): KernelSocket[] {
 }
 
 /** Every TCP socket of this network namespace, IPv4 and IPv6, in any state. */
-export function allTcpSockets(): KernelSocket[] {
+export function allTcpSockets(files: readonly string[] = ['/proc/self/net/tcp', '/proc/self/net/tcp6']): KernelSocket[] {
   const all: KernelSocket[] = [];
-  for (const file of ['/proc/self/net/tcp', '/proc/self/net/tcp6']) {
+  for (const file of files) {
     let text = '';
     try {
       text = readFileSync(file, 'utf8');
