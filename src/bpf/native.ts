@@ -94,6 +94,9 @@ function bindLibc(lib: LibraryHandle) {
     mount: fn<(source: string, target: string, fstype: string, flags: number, data: string | null) => number>(
       'int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
     flock: fn<(fd: number, op: number) => number>('int flock(int fd, int op)'),
+    socket: fn<(domain: number, type: number, protocol: number) => number>('int socket(int domain, int type, int protocol)'),
+    sendto: fn<(fd: number, buf: Buffer, len: number, flags: number, addr: Buffer, addrlen: number) => number>(
+      'long sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)'),
   };
 }
 

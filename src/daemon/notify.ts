@@ -1,28 +1,15 @@
 // sd_notify(3) for a Type=notify unit: one datagram to the unix socket systemd names in
 // $NOTIFY_SOCKET ("@..." is the abstract namespace). `systemctl start` returns only once the
 // daemon says READY=1, and fails when it exits before: a start that cannot protect is reported.
-// Node has no unix datagram sockets, so this goes through libc. Without $NOTIFY_SOCKET: nothing.
+// Node has no unix datagram sockets, so this goes through libc (bpf/native.ts's binding). Without $NOTIFY_SOCKET: nothing.
 import koffi from 'koffi';
-import { libcLibrary } from '../bpf/libc.js';
+import { describeErrno, libc } from '../bpf/native.js';
 
 const AF_UNIX = 1;
 const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
 const MSG_NOSIGNAL = 0x4000;
 const SUN_PATH_MAX = 108;
-
-let bound: ReturnType<typeof bind> | undefined;
-
-function bind() {
-  const lib = libcLibrary();
-  return {
-    socket: lib.func('int socket(int domain, int type, int protocol)') as (d: number, t: number, p: number) => number,
-    sendto: lib.func('long sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)') as
-      (fd: number, buf: Buffer, len: number, flags: number, addr: Buffer, addrlen: number) => number,
-    close: lib.func('int close(int fd)') as (fd: number) => number,
-    strerror: lib.func('const char *strerror(int errnum)') as (e: number) => string,
-  };
-}
 
 /**
  * Sends `state` (e.g. "READY=1\nSTATUS=...") to systemd; returns false when not under a notify
@@ -38,12 +25,12 @@ export function sdNotify(state: string, env: NodeJS.ProcessEnv = process.env): b
   addr.writeUInt16LE(AF_UNIX, 0);
   name.copy(addr, 2);
   const addrlen = 2 + name.length + (where.startsWith('@') ? 0 : 1);
-  const L = (bound ??= bind());
+  const L = libc();
   const fd = L.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw new Error(`sd_notify: socket: ${L.strerror(koffi.errno())}`);
+  if (fd < 0) throw new Error(`sd_notify: socket: ${describeErrno(koffi.errno())}`);
   try {
     const msg = Buffer.from(state);
-    if (L.sendto(fd, msg, msg.length, MSG_NOSIGNAL, addr, addrlen) < 0) throw new Error(`sd_notify to ${where}: ${L.strerror(koffi.errno())}`);
+    if (L.sendto(fd, msg, msg.length, MSG_NOSIGNAL, addr, addrlen) < 0) throw new Error(`sd_notify to ${where}: ${describeErrno(koffi.errno())}`);
   } finally {
     L.close(fd);
   }
